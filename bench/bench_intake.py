@@ -1,0 +1,550 @@
+"""Collector intake throughput: events/s into the state DB through the real `POST /v1/events`.
+
+A real `CollectorService` behind `serve(CollectorApp(...))` (the collector's threaded WSGI
+server) runs in this process; load comes from other processes, each posting with the plugin's
+own transport (`impactwatch.airflow_listeners.transport.post`), one request at a time. For each
+state DB (SQLite file, PostgreSQL) and each batch shape, `--seconds` of sustained load after a
+warm-up:
+
+- task ends: 2 events per request (a try's success and the next try's running), 8 clients:
+  what task processes send when tasks outlive the listener's linger;
+- scheduler: 100 dag-run events per request (running, then success), 2 clients;
+- backlog: 500 task-try events per request (the listener's batch limit), 2 clients.
+
+events/s counts events in requests answered 202; the rows are counted in the store after.
+Then where the server's time goes, per request: parse (`parse_events`, pydantic), store
+(`Store.ingest`, one SQL transaction), metrics (`MetricsState.apply`), and the rest (HTTP
+parsing, WSGI, a thread per request, the JSON answer); and a cProfile of the in-process path
+for the slowest shape.
+
+    .venv/bin/python bench/bench_intake.py                # SQLite and PostgreSQL, 10 s each
+    .venv/bin/python bench/bench_intake.py --seconds 3 --sqlite-only   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import multiprocessing as mp
+import os
+import pstats
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import report
+import seed_metadata as pg
+from sqlalchemy import func, select
+
+from impactwatch.airflow_listeners import wire
+from impactwatch.airflow_listeners.transport import post
+from impactwatch.collector import http_app
+from impactwatch.collector.catalog import Catalog
+from impactwatch.collector.http_app import CollectorApp, serve
+from impactwatch.collector.intake import parse_events
+from impactwatch.collector.service import CollectorService
+from impactwatch.collector.settings import CollectorSettings
+from impactwatch.collector.store import dag_run_t, task_try_t
+
+TARGET = 5000.0
+START = 1795500000.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    per_request: int
+    clients: int
+
+
+SHAPES = (
+    Shape("task ends", 2, 8),
+    Shape("scheduler", 100, 2),
+    Shape("backlog", 500, 2),
+)
+
+
+# --- what the clients send ------------------------------------------------------------------
+def task_try(run_id: str, task: int, state: str) -> dict:
+    event = {
+        "type": "task_try",
+        "dag_id": "nightly_heavy_etl",
+        "run_id": run_id,
+        "task_id": f"transform_ledger_{task % 25}",
+        "map_index": -1,
+        "try_number": 1,
+        "state": state,
+        "start_date": START + task,
+        "pool": "heavy_etl",
+        "queue": "default",
+        "operator": "_PythonDecoratedOperator",
+        "hostname": "worker-1",
+    }
+    if state != "running":
+        event.update(
+            end_date=START + task + 12.5,
+            duration=12.5,
+            cpu_seconds=3.25,
+            peak_rss_bytes=104857600,
+        )
+    return event
+
+
+def dag_run(run_id: str, state: str) -> dict:
+    event = {
+        "type": "dag_run",
+        "dag_id": "market_data_ingest",
+        "run_id": run_id,
+        "state": state,
+        "run_type": "scheduled",
+        "logical_date": START,
+        "run_after": START + 3600,
+        "queued_at": START + 3601,
+        "start_date": START + 3602,
+        "clear_number": 0,
+        "triggered_by": "timetable",
+    }
+    if state != "running":
+        event.update(end_date=START + 3662, duration=60.0)
+    return event
+
+
+def batches(shape: Shape, client: int) -> Iterator[list[dict]]:
+    """Endless request bodies of one client; keys never repeat across clients."""
+    prefix = f"c{client}-{uuid.uuid4().hex[:6]}"
+    n = 0
+    while True:
+        if shape.name == "task ends":
+            run_id = f"{prefix}-r{n // 25}"
+            yield [
+                task_try(run_id, n, "success"),
+                task_try(f"{prefix}-r{(n + 1) // 25}", n + 1, "running"),
+            ]
+            n += 1
+        elif shape.name == "scheduler":
+            half = shape.per_request // 2
+            yield [dag_run(f"{prefix}-r{n + i}", "running") for i in range(half)] + [
+                dag_run(f"{prefix}-r{n + i - half}", "success") for i in range(half)
+            ]
+            n += half
+        else:
+            yield [
+                task_try(f"{prefix}-r{n // 25}", n + i, "success") for i in range(shape.per_request)
+            ]
+            n += shape.per_request
+
+
+# --- a load generator process ---------------------------------------------------------------
+MAX_BODY_BYTES = 150 * 2**20  # per client, pre-encoded so the clients spend little CPU
+
+
+def client(url: str, shape: Shape, index: int, clock: Any, out: mp.Queue) -> None:
+    """Pre-encode the bodies, say ready, wait for the start times, post until told to stop."""
+    source = batches(shape, index)
+    first = wire.encode(next(source))
+    count = max(min(MAX_BODY_BYTES // len(first), 20_000), 10)
+    bodies = [(first, shape.per_request)]
+    bodies += [(wire.encode(b), len(b)) for b, _ in zip(source, range(count - 1), strict=False)]
+    out.put("ready")
+    while clock[1] == 0.0:
+        time.sleep(0.01)
+    start_at, until = clock[0], clock[1]
+    accepted = events = errors = 0
+    latencies: list[float] = []
+    exhausted = True
+    for body, n in bodies:
+        now = time.time()
+        if now >= until:
+            exhausted = False
+            break
+        began = time.perf_counter()
+        try:
+            response = post(url, body, None, 30.0)
+        except OSError:
+            errors += 1
+            continue
+        took = time.perf_counter() - began
+        if now >= start_at:  # past the warm-up
+            if response.status == 202:
+                accepted += 1
+                events += n
+                latencies.append(took)
+            else:
+                errors += 1
+    out.put(
+        {
+            "requests": accepted,
+            "events": events,
+            "errors": errors,
+            "latencies": latencies,
+            "exhausted": exhausted,
+        }
+    )
+
+
+# --- server-side timing ---------------------------------------------------------------------
+@dataclass
+class Split:
+    """Seconds spent by the server, by part, since `reset`."""
+
+    parts: dict[str, float] = field(default_factory=dict)
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, part: str, seconds: float) -> None:
+        with self.lock:
+            self.parts[part] = self.parts.get(part, 0.0) + seconds
+
+    def reset(self) -> None:
+        with self.lock:
+            self.parts, self.requests = {}, 0
+
+
+class TimedLock:
+    """The store's writer lock, timing how long each ingest waits for it."""
+
+    def __init__(self, lock: threading.Lock, split: Split) -> None:
+        self.lock, self.split = lock, split
+
+    def __enter__(self) -> None:
+        began = time.perf_counter()
+        self.lock.acquire()
+        self.split.add("lock wait", time.perf_counter() - began)
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def instrument(app: CollectorApp, service: CollectorService, split: Split) -> None:
+    """Wrap the intake's steps with timers (in this process, where the server runs)."""
+
+    def timed(part: str, fn: Callable) -> Callable:
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            began = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                split.add(part, time.perf_counter() - began)
+
+        return wrapper
+
+    http_app.parse_events = timed("parse", http_app.parse_events)  # type: ignore[assignment]
+    service.store.ingest = timed("store", service.store.ingest)  # type: ignore[method-assign]
+    service.store._lock = TimedLock(service.store._lock, split)  # type: ignore[assignment]
+    service.state.apply = timed("metrics", service.state.apply)  # type: ignore[method-assign]
+    handle = app._events
+
+    def events(environ, start):  # type: ignore[no-untyped-def]
+        began = time.perf_counter()
+        try:
+            return handle(environ, start)
+        finally:
+            split.add("handler", time.perf_counter() - began)
+            with split.lock:
+                split.requests += 1
+
+    app._events = events  # type: ignore[method-assign]
+
+
+@contextmanager
+def collector(state_db: str, work: Path) -> Iterator[tuple[CollectorService, str, Split]]:
+    settings = CollectorSettings(
+        airflow_db=f"sqlite:///{work / 'no-airflow.db'}", state_db=state_db
+    )
+    service = CollectorService(settings, Catalog())
+    app = CollectorApp(service, None, settings.max_body_bytes)
+    split = Split()
+    instrument(app, service, split)
+    server, _ = serve(app, "127.0.0.1", 0)
+    try:
+        yield service, f"http://127.0.0.1:{server.server_port}/v1/events", split
+    finally:
+        server.shutdown()
+        server.server_close()
+        service.close()
+
+
+def rows(service: CollectorService) -> int:
+    with service.store.engine.connect() as conn:
+        tries = conn.execute(select(func.count()).select_from(task_try_t)).scalar_one()
+        runs = conn.execute(select(func.count()).select_from(dag_run_t)).scalar_one()
+    return tries + runs
+
+
+def load(url: str, shape: Shape, seconds: float, warmup: float) -> dict:
+    ctx = mp.get_context("fork")
+    out: mp.Queue = ctx.Queue()
+    clock = ctx.Array("d", [0.0, 0.0], lock=False)  # start of measurement, end
+    procs = [
+        ctx.Process(target=client, args=(url, shape, i, clock, out)) for i in range(shape.clients)
+    ]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        assert out.get(timeout=300) == "ready"
+    clock[0] = time.time() + warmup
+    clock[1] = clock[0] + seconds
+    results = [out.get(timeout=seconds + warmup + 120) for _ in procs]
+    for p in procs:
+        p.join(10)
+    latencies = sorted(x for r in results for x in r["latencies"])
+    if any(r["exhausted"] for r in results):
+        print("  a client ran out of pre-encoded bodies: raise MAX_BODY_BYTES", file=sys.stderr)
+    return {
+        "events": sum(r["events"] for r in results),
+        "requests": sum(r["requests"] for r in results),
+        "errors": sum(r["errors"] for r in results),
+        "p50": report.median(latencies),
+        "p99": latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
+    }
+
+
+def ceiling(state_db: str, shape: Shape, work: Path) -> dict[str, float]:
+    """One thread, no HTTP: parse, store and metrics per request, and the events/s they allow."""
+    settings = CollectorSettings(
+        airflow_db=f"sqlite:///{work / 'no-airflow.db'}", state_db=state_db
+    )
+    service = CollectorService(settings, Catalog())
+    source = batches(shape, 98)
+    bodies = [wire.encode(next(source)) for _ in range(max(20, 4000 // shape.per_request))]
+    spent = {"parse": 0.0, "store": 0.0, "metrics": 0.0}
+    for body in bodies:
+        t0 = time.perf_counter()
+        batch = parse_events(body)
+        t1 = time.perf_counter()
+        changes = service.store.ingest(batch)
+        t2 = time.perf_counter()
+        service.state.apply(changes, "listener", time.time())
+        t3 = time.perf_counter()
+        spent["parse"] += t1 - t0
+        spent["store"] += t2 - t1
+        spent["metrics"] += t3 - t2
+    service.close()
+    n = len(bodies)
+    out = {k: v / n for k, v in spent.items()}
+    out["rate"] = n * shape.per_request / sum(spent.values())
+    return out
+
+
+def profile(state_db: str, shape: Shape, work: Path, requests: int = 200) -> str:
+    """cProfile of parse + ingest in-process (no HTTP), top functions by own time."""
+    settings = CollectorSettings(
+        airflow_db=f"sqlite:///{work / 'no-airflow.db'}", state_db=state_db
+    )
+    service = CollectorService(settings, Catalog())
+    bodies = []
+    source = batches(shape, 99)
+    for _ in range(requests):
+        bodies.append(wire.encode(next(source)))
+    profiler = cProfile.Profile()
+    began = time.perf_counter()
+    profiler.enable()
+    for body in bodies:
+        service.ingest_events(parse_events(body))
+    profiler.disable()
+    took = time.perf_counter() - began
+    service.close()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text).sort_stats("tottime")
+    stats.print_stats(14)
+    events = requests * shape.per_request
+    head = (
+        f"in-process, {requests} requests x {shape.per_request} events: "
+        f"{events / took:,.0f} events/s (under the profiler)"
+    )
+    lines = [ln for ln in text.getvalue().splitlines() if ln.strip()]
+    start = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls"))
+    return "\n".join([head, *lines[start:]])
+
+
+def fresh(state_db: str) -> None:
+    """Empty the state DB for the next measurement."""
+    if state_db.startswith("sqlite"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(state_db.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    else:
+        pg.create_database(state_db.rsplit("/", 1)[1])  # drops the old one first
+
+
+def run_db(label: str, state_db: str, args: argparse.Namespace, work: Path) -> list[dict]:
+    out = []
+    for shape in SHAPES:
+        fresh(state_db)
+        with collector(state_db, work) as (service, url, split):
+            before = rows(service)
+            print(f"{label}: {shape.name}", file=sys.stderr, flush=True)
+            split.reset()
+            measured = load(url, shape, args.seconds, args.warmup)
+            stored = rows(service) - before
+            with split.lock:
+                parts = dict(split.parts)
+                served = split.requests
+        fresh(state_db)
+        alone = ceiling(state_db, shape, work)
+        rate = measured["events"] / args.seconds
+        out.append(
+            {
+                "db": label,
+                "shape": shape,
+                "rate": rate,
+                "stored": stored,
+                "parts": parts,
+                "served": served,
+                "alone": alone,
+                **measured,
+            }
+        )
+    return out
+
+
+def render(results: list[dict], args: argparse.Namespace, profiled: str) -> str:
+    rows_ = []
+    for r in results:
+        shape: Shape = r["shape"]
+        rows_.append(
+            (
+                r["db"],
+                shape.name,
+                shape.per_request,
+                shape.clients,
+                f"{r['rate']:,.0f}",
+                f"{r['requests'] / args.seconds:,.0f}",
+                report.ms(r["p50"]),
+                report.ms(r["p99"]),
+                r["errors"],
+                f"{r['stored']:,}",
+            )
+        )
+    title = (
+        f"Intake throughput, POST /v1/events on loopback ({os.cpu_count()} cores, "
+        f"{args.seconds:.0f} s sustained per row after {args.warmup:.0f} s warm-up)"
+    )
+    header = (
+        "state DB",
+        "shape",
+        "events/req",
+        "clients",
+        "events/s",
+        "req/s",
+        "p50",
+        "p99",
+        "errors",
+        "rows stored",
+    )
+    out = [report.table(title, header, rows_), ""]
+    split_rows = []
+    for r in results:
+        parts, served = r["parts"], max(r["served"], 1)
+        handler = parts.get("handler", 0.0)
+        known = sum(parts.get(p, 0.0) for p in ("parse", "store", "metrics"))
+        wait = parts.get("lock wait", 0.0)
+        cells = [r["db"], r["shape"].name]
+        for value in (
+            parts.get("parse", 0.0),
+            wait,
+            parts.get("store", 0.0) - wait,
+            parts.get("metrics", 0.0),
+            max(handler - known, 0.0),
+            handler,
+        ):
+            cells.append(f"{value / served * 1000:.2f} ms")
+        split_rows.append(cells)
+    out.append(
+        report.table(
+            "Where the server's time goes, per request, under that load (wall time in each step;"
+            " HTTP parsing and the thread per request come on top of the handler)",
+            (
+                "state DB",
+                "shape",
+                "parse",
+                "store: lock wait",
+                "store: work",
+                "metrics",
+                "rest of handler",
+                "handler",
+            ),
+            split_rows,
+        )
+    )
+    alone_rows = []
+    for r in results:
+        a = r["alone"]
+        alone_rows.append(
+            (
+                r["db"],
+                r["shape"].name,
+                f"{a['parse'] * 1000:.2f} ms",
+                f"{a['store'] * 1000:.2f} ms",
+                f"{a['metrics'] * 1000:.2f} ms",
+                f"{a['rate']:,.0f}",
+            )
+        )
+    out += [
+        "",
+        report.table(
+            "The same steps alone: one thread, no HTTP, no other load (the ceiling)",
+            ("state DB", "shape", "parse", "store", "metrics", "events/s"),
+            alone_rows,
+        ),
+    ]
+    verdicts = report.Verdicts()
+    for r in results:
+        verdicts.add(
+            f"events/s, {r['db']}, {r['shape'].name} ({r['shape'].per_request}/req)",
+            f"{r['rate']:,.0f}",
+            f">= {TARGET:,.0f}",
+            r["rate"] >= TARGET,
+        )
+    out += ["", verdicts.render(), "", "Profile of the slowest shape", profiled]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--sqlite-only", action="store_true")
+    args = parser.parse_args(argv)
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="iw-bench-intake-") as tmp:
+        work = Path(tmp)
+        results += run_db("SQLite", f"sqlite:///{work / 'state.db'}", args, work)
+        if not args.sqlite_only:
+            name = f"iw_bench_intake_{os.getpid()}"
+            pg.create_database(name)
+            try:
+                url = f"{pg.PG_BASE.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+                results += run_db("PostgreSQL", url, args, work)
+            finally:
+                pg.drop_database(name)
+        slowest = min(results, key=lambda r: r["rate"])
+        if slowest["db"] == "SQLite":
+            db = f"sqlite:///{work / 'profile.db'}"
+            profiled = profile(db, slowest["shape"], work)
+        else:
+            name = f"iw_bench_intake_profile_{os.getpid()}"
+            pg.create_database(name)
+            try:
+                url = f"{pg.PG_BASE.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+                profiled = profile(url, slowest["shape"], work)
+            finally:
+                pg.drop_database(name)
+    print(render(results, args, f"{slowest['db']}, {slowest['shape'].name}: {profiled}"))
+    print(
+        json.dumps({f"{r['db']}/{r['shape'].name}": round(r["rate"]) for r in results}),
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,729 @@
+"""/metrics benchmark: exposition time and size at 100 and 10,000 DAGs, and the collector's RSS.
+
+Two ways to get the state a scrape reads, each measured in its own child process so that its
+RSS is the state's and nothing else's:
+
+- synthetic: a catalog of 20 teams with one pipeline and one data product per DAG, fed
+  `Changes` the way the service feeds them (finished successful and failed runs with 25 task
+  tries each, schedule delays, queue waits in two pools, cost, runs in flight, XCom sizes,
+  freshness and duration breaches);
+- service (unless `--skip-service`): a real `CollectorService` with that catalog, after its
+  first-start backfill of a seeded 10,000-DAG Airflow DB (4 daily runs per DAG x 25 tasks).
+
+Scrape time is `prometheus_client.generate_latest(registry)` (median of 10 after one warm-up),
+and a real HTTP GET /metrics through the collector's WSGI app, plain and gzip (what Prometheus
+asks for; median of 10, of 3 past 1,000 DAGs where one scrape takes seconds). At the largest
+synthetic size the time is also split by metric family.
+
+    .venv/bin/python bench/bench_scrape.py            # synthetic 100 + 10,000, then a real
+                                                      # collector on a seeded 10,000-DAG DB
+    .venv/bin/python bench/bench_scrape.py --small    # synthetic 100 + 1,000, no DB, seconds
+
+`--what-if` also times a direct renderer of the histogram families (not impactwatch's code) and
+gzip levels; `--service-only --runs-per-cycle 500` reruns the real collector with a smaller
+backfill batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import report
+import seed_metadata as seeding
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.utils import floatToGoString
+
+from impactwatch.collector import contract as c
+from impactwatch.collector.catalog import Catalog
+from impactwatch.collector.contract import MetricSpec
+from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
+from impactwatch.collector.exporter import ImpactwatchCollector, _histogram
+from impactwatch.collector.exposition import CachedExposition
+from impactwatch.collector.http_app import CollectorApp, serve
+from impactwatch.collector.metrics_state import DagInfo, Histogram, MetricsState
+from impactwatch.collector.store import Changes
+
+TEAMS = 20
+TASKS = 25
+TIERS = ("critical", "high", "standard")
+TARGET_SCRAPE = {100: 0.100, 10_000: 1.0}
+TARGET_RSS_MB = 300.0
+
+
+def dag_id(d: int) -> str:
+    return f"dag_{d:05d}"  # the seeded DB's naming
+
+
+def team(d: int) -> str:
+    return f"team_{d % TEAMS:02d}"
+
+
+def make_catalog(dags: int) -> Catalog:
+    """20 teams; per DAG a pipeline and one data product (by run, by task or by Asset)."""
+    datasets: dict[str, Any] = {}
+    pipelines: dict[str, Any] = {}
+    for d in range(dags):
+        pipeline: dict[str, Any] = {"team": team(d), "tier": TIERS[d % 3], "max_duration": "30m"}
+        if d % 10 == 0:
+            pipeline["deadline"] = "06:00 Europe/London" if d % 20 else "07:30 UTC"
+        pipelines[dag_id(d)] = pipeline
+        if d % 13 == 0:
+            producer = f"s3://lake/{dag_id(d)}/output"
+        elif d % 2:
+            producer = f"{dag_id(d)}.task_{TASKS - 1:02d}"
+        else:
+            producer = dag_id(d)
+        datasets[f"{dag_id(d)}_table"] = {
+            "team": team(d),
+            "tier": TIERS[d % 3],
+            "produced_by": producer,
+            "freshness": "2h",
+        }
+    return Catalog.model_validate(
+        {
+            "teams": {f"team_{t:02d}": {"slack_channel": f"#team-{t:02d}"} for t in range(TEAMS)},
+            "datasets": datasets,
+            "pipelines": pipelines,
+            "cost": {"pools": {"heavy_etl": {"cpu": 4, "memory_gb": 16}}},
+        }
+    )
+
+
+def _run(d: int, k: int, state: str, start: float, took: float) -> tuple[DagRun, list[TaskTry]]:
+    run_id = f"scheduled__{k}"
+    run = DagRun(
+        dag_id(d), run_id, state, "scheduled", start - 5, start - 5, start - 3, start, start + took
+    )
+    slot = took / TASKS
+    tries = []
+    for i in range(TASKS):
+        t_start = start + i * slot
+        ok = state == "success" or i < TASKS - 1
+        tries.append(
+            TaskTry(
+                dag_id(d),
+                run_id,
+                f"task_{i:02d}",
+                -1,
+                1,
+                "success" if ok else "failed",
+                t_start,
+                t_start + slot * 0.9,
+                t_start - (30.0 if i % 5 == 4 else 1.5),
+                slot * 0.9,
+                "heavy_etl" if i % 5 == 4 else "default_pool",
+                "default",
+                "PythonOperator",
+            )
+        )
+    return run, tries
+
+
+class Churn:
+    """Between two scrapes, 1% of the DAGs finish a run (more than an hourly schedule gives in
+    a 15 s scrape interval), as the poll cycles in between would report."""
+
+    def __init__(self, state: MetricsState, dags: int, now: float) -> None:
+        self.state, self.dags, self.now = state, dags, now
+        self.step = max(dags // 100, 1)
+        self.next, self.k = 0, 10
+
+    def __call__(self) -> None:
+        runs = []
+        for i in range(self.step):
+            d = (self.next + i) % self.dags
+            runs.append(_run(d, self.k, "success", self.now - 900, 600))
+        self.next, self.k = self.next + self.step, self.k + 1
+        changes = Changes(
+            finished_runs=runs,
+            terminal_runs=[r for r, _ in runs],
+            started_runs=[r for r, _ in runs],
+            queued_tries=[t for _, tries in runs for t in tries],
+            succeeded_tries=[t for _, tries in runs for t in tries],
+        )
+        self.state.apply(changes, "poller", self.now)
+
+
+def synthetic_state(catalog: Catalog, dags: int, now: float) -> MetricsState:
+    """A MetricsState fed like the service feeds it: per DAG two successes and a failure."""
+    state = MetricsState(catalog)
+    state.set_dags({dag_id(d): DagInfo(paused=d % 97 == 13) for d in range(dags)})
+    running: dict[tuple[str, str], float] = {}
+    xcoms: list[tuple[str, float, int]] = []
+    for d in range(dags):
+        stale = d % 7 == 0  # last success 5 h ago against a 2 h freshness: a breach
+        last_end = now - (5 * 3600 if stale else 300 + d % 600)
+        slow = 45 * 60 if d % 11 == 0 else 15 * 60  # over the 30 min max_duration
+        runs = [
+            _run(d, 0, "success", last_end - 7200 - 900, 900),
+            _run(d, 1, "failed", last_end - 3600 - 600, 600),
+            _run(d, 2, "success", last_end - slow, slow),
+        ]
+        changes = Changes(
+            finished_runs=runs,
+            terminal_runs=[r for r, _ in runs],
+            started_runs=[r for r, _ in runs],
+            queued_tries=[t for _, tries in runs for t in tries],
+            succeeded_tries=[t for _, tries in runs for t in tries if t.state == "success"],
+        )
+        if d % 13 == 0:
+            changes.assets.append(AssetUpdate(f"s3://lake/{dag_id(d)}/output", last_end))
+        state.apply(changes, "poller", now)
+        if d % 10 == 0:
+            running[(dag_id(d), "scheduled__3")] = now - 600
+        xcoms.append((dag_id(d), now - 600, 200 + (d % 17 == 0) * 19_000))
+    state.set_running(running)
+    state.set_platform(
+        pools={
+            "default_pool": {"total": 128, "running": 40, "queued": 12, "open": 76},
+            "heavy_etl": {"total": 16, "running": 16, "queued": 9, "open": 0},
+        },
+        import_errors=2,
+        heartbeat=now - 3,
+        missed_deadlines={},
+    )
+    state.record_xcom(xcoms, now)
+    state.evaluate(now)
+    return state
+
+
+# --- measuring ------------------------------------------------------------------------------
+def rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MB, from /proc/self/status."""
+    found = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                found[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return found.get("VmRSS", float("nan")), found.get("VmHWM", float("nan"))
+
+
+def time_scrapes(registry: CollectorRegistry, repeats: int = 10) -> dict[str, Any]:
+    generate_latest(registry)  # warm
+    timings, body = [], b""
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        body = generate_latest(registry)
+        timings.append(time.perf_counter() - t0)
+    lines = body.decode().splitlines()
+    return {
+        "median": report.median(timings),
+        "p95": report.p95(timings),
+        "bytes": len(body),
+        "gzip_bytes": len(gzip.compress(body)),
+        "samples": sum(1 for line in lines if line and not line.startswith("#")),
+        "families": sum(1 for line in lines if line.startswith("# TYPE")),
+    }
+
+
+class _Families:
+    """A collector that yields the families it was given (to time one family at a time)."""
+
+    def __init__(self, families: list[Any]) -> None:
+        self.families = families
+
+    def collect(self) -> Any:
+        return iter(self.families)
+
+
+def breakdown(collector: ImpactwatchCollector) -> dict[str, Any]:
+    """Where a scrape's time goes: the collector's collect(), then formatting per family."""
+    t0 = time.perf_counter()
+    families = list(collector.collect())
+    collect_s = time.perf_counter() - t0
+    rows = []
+    for family in families:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Families([family]))  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        generate_latest(registry)
+        rows.append((family.name, len(family.samples), time.perf_counter() - t0))
+    return {"collect_s": collect_s, "families": sorted(rows, key=lambda r: -r[1])}
+
+
+def time_http(
+    service: Any, repeats: int = 10, between: Callable[[], None] | None = None
+) -> dict[str, float]:
+    """GET /metrics through the collector's own WSGI app on a loopback port: the first scrape
+    of a fresh app, then the median of `repeats` plain and gzip scrapes, each after
+    `between()` (untimed) has changed the state the way a poll cycle would."""
+    app = CollectorApp(service, None, 1 << 20)
+    server, _thread = serve(app, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    out: dict[str, float] = {}
+    try:
+        for label, headers in (("plain", {}), ("gzip", {"Accept-Encoding": "gzip"})):
+            timings = []
+            for n in range(repeats + 1):
+                if n and between is not None:
+                    between()
+                t0 = time.perf_counter()
+                with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as resp:
+                    resp.read()
+                if n:
+                    timings.append(time.perf_counter() - t0)
+                elif label == "plain":
+                    out["first"] = time.perf_counter() - t0
+            out[label] = report.median(timings)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return out
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def render_histogram(spec: MetricSpec, hist: Histogram, out: list[str]) -> None:
+    """What-if, not impactwatch's code: one histogram family as Prometheus text, straight from
+    the state's bucket rows (label strings built once per series, not per sample)."""
+    name = spec.family
+    doc = spec.help.replace("\\", r"\\").replace("\n", r"\n")
+    out.append(f"# HELP {name} {doc}\n# TYPE {name} histogram\n")
+    bounds = [floatToGoString(float(b)) for b in hist.buckets]
+    names = list(spec.labels)
+    order = sorted(range(len(names)), key=names.__getitem__)
+    le_at = sum(1 for n in names if n < "le")
+    for labels, row in hist.series.items():
+        pairs = [f'{names[i]}="{_escape(labels[i])}"' for i in order]
+        head, tail = ",".join(pairs[:le_at]), ",".join(pairs[le_at:])
+        before = f'{name}_bucket{{{head}{"," if head else ""}le="'
+        after = f'"{"," if tail else ""}{tail}}} '
+        running = 0.0
+        for bound, n in zip(bounds, row[:-2], strict=True):
+            running += n
+            out.append(f"{before}{bound}{after}{floatToGoString(running)}\n")
+        out.append(f"{before}+Inf{after}{floatToGoString(row[-1])}\n")
+        plain = ",".join(pairs)
+        out.append(f"{name}_count{{{plain}}} {floatToGoString(row[-1])}\n")
+        out.append(f"{name}_sum{{{plain}}} {floatToGoString(row[-2])}\n")
+
+
+def what_if_direct(state: MetricsState) -> dict[str, Any]:
+    """The four per-DAG histogram families: prometheus-client vs a direct renderer, same bytes;
+    and gzip at level 9 (what `make_wsgi_app` uses) vs level 1."""
+    pairs = [
+        (c.DAG_RUN_DURATION, state.duration),
+        (c.DAG_RUN_SCHEDULE_DELAY, state.delay),
+        (c.TASK_QUEUED, state.queued),
+        (c.DAG_RUN_COST, state.cost),
+    ]
+    t0 = time.perf_counter()
+    families = [_histogram(spec, hist) for spec, hist in pairs]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))  # type: ignore[arg-type]
+    reference = generate_latest(registry)
+    reference_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out: list[str] = []
+    for spec, hist in pairs:
+        render_histogram(spec, hist, out)
+    direct = "".join(out).encode()
+    direct_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    level9 = len(gzip.compress(reference))
+    gzip9_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    level1 = len(gzip.compress(reference, 1))
+    gzip1_s = time.perf_counter() - t0
+    return {
+        "identical": direct == reference,
+        "bytes": len(reference),
+        "reference_s": reference_s,
+        "direct_s": direct_s,
+        "gzip9_s": gzip9_s,
+        "gzip9_bytes": level9,
+        "gzip1_s": gzip1_s,
+        "gzip1_bytes": level1,
+    }
+
+
+def child_synthetic(dags: int, what_if: bool = False) -> dict[str, Any]:
+    now = time.time()
+    base, _ = rss_mb()
+    t0 = time.perf_counter()
+    catalog = make_catalog(dags)
+    catalog_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state = synthetic_state(catalog, dags, now)
+    build_s = time.perf_counter() - t0
+    gc.collect()
+    held, _ = rss_mb()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ImpactwatchCollector(state, clock=lambda: now))
+    scrape = time_scrapes(registry)
+    shim = SimpleNamespace(  # what the app reads
+        registry=registry,
+        state=state,
+        clock=lambda: now,
+        exposition=CachedExposition(state, lambda: now),
+    )
+    http = time_http(shim, 10 if dags <= 1000 else 3, Churn(state, dags, now))
+    rss, peak = rss_mb()
+    where = breakdown(ImpactwatchCollector(state, clock=lambda: now))
+    t0 = time.perf_counter()
+    for _ in range(5):
+        state.evaluate(now)
+    evaluate_s = (time.perf_counter() - t0) / 5
+    return {
+        "what_if": what_if_direct(state) if what_if else None,
+        "mode": "synthetic",
+        "dags": dags,
+        "catalog_s": catalog_s,
+        "build_s": build_s,
+        "evaluate_s": evaluate_s,
+        "base_rss": base,
+        "held_rss": held,
+        "rss": rss,
+        "peak_rss": peak,
+        "scrape": scrape,
+        "http": http,
+        "breakdown": where,
+    }
+
+
+def child_service(db: str, dags: int, days: float, runs_per_cycle: int = 0) -> dict[str, Any]:
+    from impactwatch.collector import poller
+    from impactwatch.collector.service import CollectorService
+    from impactwatch.collector.settings import CollectorSettings
+
+    if runs_per_cycle:  # what-if: a smaller backfill batch than impactwatch's default
+        poller.RUNS_PER_CYCLE = runs_per_cycle
+
+    base, _ = rss_mb()
+    catalog = make_catalog(dags)
+    with tempfile.TemporaryDirectory(prefix="iw-bench-scrape-") as tmp:
+        settings = CollectorSettings(
+            airflow_db=seeding.reader_url(db),
+            state_db=f"sqlite:///{tmp}/state.db",
+            backfill_days=days,
+        )
+        service = CollectorService(settings, catalog)
+        t0 = time.perf_counter()
+        cycles = tries = 0
+        while True:
+            result = service.poll_once()
+            if result is None:
+                raise RuntimeError("poll_once failed; see the log above")
+            cycles += 1
+            tries += len(result.batch.task_tries)
+            if result.caught_up:
+                break
+        backfill_s = time.perf_counter() - t0
+        steady, with_declarations = [], []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            service.poll_once()
+            steady.append(time.perf_counter() - t0)
+        for _ in range(3):
+            service._declarations_at = 0.0
+            t0 = time.perf_counter()
+            service.poll_once()
+            with_declarations.append(time.perf_counter() - t0)
+        gc.collect()
+        held, peak_after_backfill = rss_mb()
+        scrape = time_scrapes(service.registry)
+        http = time_http(service, 3, lambda: service.poll_once() and None)
+        rss, peak = rss_mb()
+        series = {
+            "last_success": len(service.state.last_success),
+            "duration_series": len(service.state.duration.series),
+            "running": len(service.state.running),
+            "breaches": len(service.state.breaches),
+        }
+        service.close()
+    return {
+        "runs_per_cycle": poller.RUNS_PER_CYCLE,
+        "mode": "service",
+        "dags": dags,
+        "cycles": cycles,
+        "tries": tries,
+        "backfill_s": backfill_s,
+        "steady_s": report.median(steady),
+        "declarations_s": report.median(with_declarations),
+        "base_rss": base,
+        "held_rss": held,
+        "rss": rss,
+        "peak_rss": peak,
+        "peak_after_backfill": peak_after_backfill,
+        "scrape": scrape,
+        "http": http,
+        "series": series,
+    }
+
+
+def in_child(*args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- the report -----------------------------------------------------------------------------
+def render(results: list[dict[str, Any]], seeded: seeding.SeedReport | None) -> str:
+    ms = report.ms
+    parts = []
+    rows = []
+    for r in results:
+        s, h = r["scrape"], r["http"]
+        what = "synthetic" if r["mode"] == "synthetic" else "real collector after backfill"
+        rows.append(
+            (
+                f"{r['dags']:,}",
+                what,
+                ms(s["median"]),
+                ms(s["p95"]),
+                ms(h["first"]),
+                ms(h["plain"]),
+                ms(h["gzip"]),
+                f"{s['bytes'] / 1024:,.0f} kB",
+                f"{s['gzip_bytes'] / 1024:,.0f} kB",
+                f"{s['samples']:,}",
+                s["families"],
+            )
+        )
+    parts.append(
+        report.table(
+            "Scrape: generate_latest over the registry (median/p95 of 10) and HTTP GET /metrics "
+            "through the collector's app (first scrape, then median of 10, of 3 past 1,000 DAGs, "
+            "each after 1% of DAGs finished a run (synthetic) or a poll cycle (real))",
+            (
+                "DAGs",
+                "state",
+                "generate p50",
+                "p95",
+                "HTTP first",
+                "HTTP plain",
+                "HTTP gzip",
+                "exposition",
+                "gzipped",
+                "samples",
+                "families",
+            ),
+            rows,
+        )
+    )
+    rows = []
+    for r in results:
+        if r["mode"] == "synthetic":
+            made = f"catalog {r['catalog_s']:.2f} s + state {r['build_s']:.2f} s"
+            extra = f"evaluate() {ms(r['evaluate_s'])}"
+        else:
+            made = f"backfill {r['backfill_s']:.1f} s ({r['cycles']} cycles, {r['tries']:,} tries)"
+            extra = f"poll_once {ms(r['steady_s'])}, with declarations {ms(r['declarations_s'])}"
+        rows.append(
+            (
+                f"{r['dags']:,}",
+                r["mode"],
+                made,
+                f"{r['base_rss']:.0f} MB",
+                f"{r['held_rss']:.0f} MB",
+                f"{r['rss']:.0f} MB",
+                f"{r['peak_rss']:.0f} MB",
+                extra,
+            )
+        )
+    parts.append(
+        report.table(
+            "Memory (child process; RSS after gc before scraping, RSS after the scrapes, "
+            "peak = VmHWM)",
+            (
+                "DAGs",
+                "state",
+                "built by",
+                "RSS at import",
+                "RSS holding state",
+                "after scrapes",
+                "peak RSS",
+                "cycle cost",
+            ),
+            rows,
+        )
+    )
+    largest = max((r for r in results if "breakdown" in r), key=lambda r: r["dags"], default=None)
+    if largest is not None:
+        where = largest["breakdown"]
+        n = largest["dags"]
+        total = sum(t for _, _, t in where["families"])
+        rows = [
+            (name, f"{samples:,}", f"{samples / n:.1f}", ms(t), f"{100 * t / total:.0f}%")
+            for name, samples, t in where["families"]
+            if samples
+        ]
+        parts.append(
+            report.table(
+                f"Where the time goes at {n:,} DAGs (synthetic): ImpactwatchCollector.collect() "
+                f"{ms(where['collect_s'])}; generate_latest per family (incl. its collect)",
+                ("family", "samples", "per DAG", "time", "share"),
+                rows,
+            )
+        )
+    for r in results:
+        w = r.get("what_if")
+        if w:
+            parts.append(
+                report.table(
+                    f"What-if at {r['dags']:,} DAGs (synthetic): the 4 per-DAG histogram "
+                    "families, and gzip of that text",
+                    ("way", "time", "bytes", "same text?"),
+                    [
+                        (
+                            "HistogramMetricFamily + generate_latest (today)",
+                            ms(w["reference_s"]),
+                            f"{w['bytes']:,}",
+                            "-",
+                        ),
+                        (
+                            "direct render from MetricsState rows",
+                            ms(w["direct_s"]),
+                            f"{w['bytes']:,}",
+                            "yes" if w["identical"] else "NO",
+                        ),
+                        (
+                            "gzip level 9 (make_wsgi_app)",
+                            ms(w["gzip9_s"]),
+                            f"{w['gzip9_bytes']:,}",
+                            "-",
+                        ),
+                        ("gzip level 1", ms(w["gzip1_s"]), f"{w['gzip1_bytes']:,}", "-"),
+                    ],
+                )
+            )
+        if r["mode"] == "service":
+            parts.append(f"real collector: backfill in batches of {r['runs_per_cycle']:,} runs")
+    if seeded is not None:
+        parts.append(f"seeded {seeded.name}: {seeded.spec.describe()} in {seeded.total:.1f} s")
+    verdicts = report.Verdicts()
+    for r in results:
+        target = TARGET_SCRAPE.get(r["dags"])
+        label = "synthetic" if r["mode"] == "synthetic" else "real collector"
+        s, h = r["scrape"], r["http"]
+        limit = f"< {ms(target)}" if target else "-"
+        for figure, seconds in (
+            ("GET /metrics gzip, warm", h["gzip"]),
+            ("GET /metrics plain, warm", h["plain"]),
+            ("GET /metrics, first scrape of a fresh app", h["first"]),
+        ):
+            verdicts.add(
+                f"{figure}, {r['dags']:,} DAGs, {label}",
+                ms(seconds),
+                limit,
+                seconds < target if target else None,
+            )
+        verdicts.add(
+            f"generate_latest over the whole registry, {r['dags']:,} DAGs, {label}",
+            ms(s["median"]),
+            "-",
+            None,
+        )
+        if r["dags"] >= 10_000:
+            verdicts.add(
+                f"RSS holding the 10,000-DAG state, {label}",
+                f"{r['held_rss']:.0f} MB (peak {r['peak_rss']:.0f} MB)",
+                f"< {TARGET_RSS_MB:.0f} MB",
+                r["held_rss"] < TARGET_RSS_MB,
+            )
+            verdicts.add(
+                f"RSS after serving scrapes, {label}",
+                f"{r['rss']:.0f} MB",
+                f"< {TARGET_RSS_MB:.0f} MB",
+                r["rss"] < TARGET_RSS_MB,
+            )
+            if r["mode"] == "service":
+                verdicts.add(
+                    f"peak RSS during the backfill, {label}",
+                    f"{r['peak_after_backfill']:.0f} MB",
+                    f"< {TARGET_RSS_MB:.0f} MB",
+                    r["peak_after_backfill"] < TARGET_RSS_MB,
+                )
+    parts.append(verdicts.render("Scrape benchmark: results"))
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="100 and 1,000 DAGs, no DB")
+    parser.add_argument("--skip-service", action="store_true", help="synthetic state only")
+    parser.add_argument("--service-dags", type=int, default=10_000)
+    parser.add_argument("--runs-per-dag", type=int, default=4)
+    parser.add_argument("--backfill-days", type=float, default=7.0)
+    parser.add_argument("--keep", action="store_true", help="keep the seeded database")
+    parser.add_argument("--reuse", action="store_true", help="reuse a kept database")
+    parser.add_argument(
+        "--what-if",
+        action="store_true",
+        help="also time a direct renderer of the histogram families and gzip levels",
+    )
+    parser.add_argument(
+        "--runs-per-cycle",
+        type=int,
+        default=0,
+        help="what-if: the real collector's backfill batch (impactwatch's default if 0)",
+    )
+    parser.add_argument("--service-only", action="store_true", help="no synthetic states")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, *rest = args.child
+        if kind == "synthetic":
+            out = child_synthetic(int(rest[0]), rest[1:] == ["what-if"])
+        else:
+            out = child_service(rest[0], int(rest[1]), float(rest[2]), int(rest[3]))
+        print(json.dumps(out))
+        return 0
+    sizes = (100, 1_000) if args.small else (100, 10_000)
+    results = []
+    for dags in () if args.service_only else sizes:
+        print(f"synthetic state, {dags:,} DAGs", file=sys.stderr, flush=True)
+        flag = ["what-if"] if args.what_if and dags == max(sizes) else []
+        results.append(in_child("synthetic", str(dags), *flag))
+    seeded = None
+    if not (args.small or args.skip_service):
+        name = f"iw_bench_scrape_{args.service_dags}"
+        spec = seeding.SeedSpec(
+            dags=args.service_dags, runs_per_dag=args.runs_per_dag, interval_hours=24
+        )
+        try:
+            if args.reuse and seeding.database_exists(name):
+                print(f"reusing {name}", file=sys.stderr)
+            else:
+                seeded = seeding.build(name, spec)
+            print("real collector: backfill, then scrape", file=sys.stderr, flush=True)
+            results.append(
+                in_child(
+                    "service",
+                    name,
+                    str(args.service_dags),
+                    str(args.backfill_days),
+                    str(args.runs_per_cycle),
+                )
+            )
+        finally:
+            if not args.keep:
+                seeding.drop_database(name)
+    print(render(results, seeded))
+    print(f"\nload average (1, 5, 15 min) at the end {os.getloadavg()} on {os.cpu_count()} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""impactwatch: business-impact observability and alerting for Apache Airflow."""

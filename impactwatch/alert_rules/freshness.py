@@ -1,0 +1,202 @@
+"""Freshness rules: one alert per data product of the catalog, in its business words.
+
+Why one rule per data product rather than one generic rule: the summary then carries the
+catalog's title, limit, lineage and owner ("Customer risk scores are 2h 1m stale (limit
+1h 30m)"), which a generic rule cannot (titles are not metric labels), and the catalog bounds the
+count. Products that only Airflow declares (Asset extras, DAG tags) have no title here: one
+generic rule covers them, excluding the products that have their own.
+
+Stale means `time() - last_updated > sla`, computed by Prometheus from the collector's
+timestamps, so a stalled collector never makes data look fresh. Ages and limits are read through
+recording rules that bridge scrape gaps (`last_over_time`), so a collector restart neither
+resolves nor re-fires an alert; a fresh update resolves it at the next evaluation. A paused
+producer silences its product; no update ever recorded (before the first run) means no alert.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from impactwatch.alert_rules.promql import (
+    VALUE_AGE,
+    Matcher,
+    alternation,
+    eq,
+    human_duration,
+    latest,
+    lookup_duration,
+    prom_duration,
+    selector,
+    template_literal,
+)
+from impactwatch.alert_rules.rules_model import (
+    DATA_PRODUCT_STALE,
+    DATASET_AGE,
+    DATASET_PAUSED,
+    DATASET_SLA,
+    Alert,
+    Group,
+    Record,
+    Severity,
+    dataset_runbook_path,
+    runbook_path,
+)
+from impactwatch.alert_rules.settings import RuleSettings
+from impactwatch.collector import contract as c
+from impactwatch.collector.catalog import Catalog, Dataset
+
+GROUP = "impactwatch-freshness"
+
+
+def freshness_group(catalog: Catalog, settings: RuleSettings) -> Group:
+    window = prom_duration(settings.series_gap_tolerance)
+    rules: list[Alert | Record] = [
+        Record(DATASET_AGE, f"time() - {latest(c.DATASET_LAST_UPDATED, c.DS, window)}"),
+        Record(DATASET_SLA, latest(c.DATASET_FRESHNESS_SLA, c.DS, window)),
+        Record(DATASET_PAUSED, latest(c.DATASET_PRODUCER_PAUSED, c.DS, window)),
+    ]
+    own = sorted(name for name, ds in catalog.datasets.items() if ds.freshness)
+    for name in own:
+        rules.extend(_dataset_alerts(catalog, catalog.datasets[name], settings))
+    rules.extend(_generic_alerts(own, settings))
+    return Group(
+        GROUP,
+        "Data-product freshness: one alert per data product of the catalog, in its words, "
+        "and one for products only Airflow declares.",
+        tuple(rules),
+    )
+
+
+def stale_expr(matcher: Matcher | None, factor: int = 1, age_only: tuple[Matcher, ...] = ()) -> str:
+    """Age over `factor` x the limit, unless the producer is paused. `matcher` selects on every
+    operand; `age_only` on the age alone (the joins carry the selection to the others)."""
+    both = (matcher,) if matcher else ()
+    age = selector(DATASET_AGE, *both, *age_only)
+    limit = selector(DATASET_SLA, *both)
+    limit = f"{factor} * {limit}" if factor != 1 else limit
+    paused = selector(DATASET_PAUSED, *both)
+    return f"{age}\n  > {limit}\nunless on (dataset)\n  {paused} == 1"
+
+
+def _dataset_alerts(catalog: Catalog, ds: Dataset, settings: RuleSettings) -> list[Alert]:
+    assert ds.freshness
+    limit = human_duration(ds.freshness)
+    title = template_literal(ds.title)
+    summary = f"{title} {verb(ds.title)} {VALUE_AGE} stale (limit {limit})"
+    match = eq("dataset", ds.name)
+
+    def alert(severity: Severity, factor: int, ladder: str) -> Alert:
+        return Alert(
+            name=DATA_PRODUCT_STALE,
+            expr=stale_expr(match, factor),
+            severity=severity,
+            kind="freshness",
+            summary=summary,
+            description=template_literal(_describe(catalog, ds, ladder)),
+            runbook=dataset_runbook_path(ds.name),
+            for_seconds=settings.freshness_for,
+            labels={"dataset": ds.name},  # as on the series; keeps each rule distinct for lint
+        )
+
+    if ds.tier == "critical":
+        return [alert("critical", 1, "Critical-tier data product: critical from the start.")]
+    escalate = f"Escalates to critical past {human_duration(2 * ds.freshness)}."
+    return [
+        alert("warning", 1, escalate),
+        alert("critical", 2, f"Critical: stale for more than twice its {limit} limit."),
+    ]
+
+
+def _generic_alerts(own: list[str], settings: RuleSettings) -> list[Alert]:
+    others = ("dataset", "!~", alternation(own))
+    summary = (
+        f"Data product {{{{ $labels.dataset }}}} is {VALUE_AGE} stale "
+        f"(limit {lookup_duration(DATASET_SLA, 'dataset')})"
+    )
+    declared = (
+        "Owned by {{ $labels.team }}, {{ $labels.tier }} tier. It is declared in Airflow "
+        "(an Asset's extra or a DAG tag), not in the catalog file: add it there to get its "
+        "title, lineage and runbook in this alert."
+    )
+    warning = stale_expr(None, age_only=(others, ("tier", "!=", "critical")))
+    critical = _either(
+        stale_expr(None, 2, age_only=(others,)),
+        stale_expr(None, age_only=(others, eq("tier", "critical"))),
+    )
+    first = Alert(
+        name=DATA_PRODUCT_STALE,
+        expr=warning,
+        severity="warning",
+        kind="freshness",
+        summary=summary,
+        description=f"{declared} Escalates to critical past twice its limit.",
+        runbook=runbook_path(DATA_PRODUCT_STALE),
+        for_seconds=settings.freshness_for,
+    )
+    return [
+        first,
+        replace(
+            first,
+            expr=critical,
+            severity="critical",
+            description=f"{declared} Critical: critical tier, or stale past twice its limit.",
+        ),
+    ]
+
+
+def _indent(text: str, by: str = "  ") -> str:
+    return "\n".join(by + line for line in text.splitlines())
+
+
+def _either(first: str, second: str) -> str:
+    return f"(\n{_indent(first)}\n)\nor\n(\n{_indent(second)}\n)"
+
+
+def verb(title: str) -> str:
+    """ "are" for titles that read as plural ("Customer risk scores"), else "is".
+
+    A heuristic on the last word, ignoring a trailing parenthesis ("Regulatory submission
+    (daily)" -> "is"); catalogs can always reword a title that reads wrong.
+    """
+    words = re.sub(r"\([^)]*\)", "", title).split()
+    last = words[-1].lower() if words else ""
+    return "are" if last.endswith("s") and not last.endswith(("ss", "us", "is")) else "is"
+
+
+def producer_phrase(catalog: Catalog, ds: Dataset) -> str:
+    p = ds.produced_by
+    if p is None:
+        return "nothing the catalog names (add produced_by)"
+    if p.asset_uri is not None:
+        return f"events of the Airflow Asset {p.asset_uri}"
+    if p.task_id is not None:
+        return f"task {p.task_id} of pipeline {p.dag_id}"
+    return f"each successful run of pipeline {p.dag_id}"
+
+
+def _titles(catalog: Catalog, names: list[str]) -> str:
+    titles = [catalog.datasets[n].title if n in catalog.datasets else n for n in names]
+    if len(titles) <= 1:
+        return "".join(titles)
+    return ", ".join(titles[:-1]) + " and " + titles[-1]
+
+
+def _describe(catalog: Catalog, ds: Dataset, ladder: str) -> str:
+    team = catalog.team_of_dataset(ds.name)
+    parts = [
+        f"Owned by {team}, {ds.tier} tier; must be refreshed at least every "
+        f"{human_duration(ds.freshness or 0)}.",
+        f"Updated by {producer_phrase(catalog, ds)}.",
+    ]
+    if ds.upstream:
+        built_from = _titles(catalog, ds.upstream)
+        those = "those are" if len(ds.upstream) > 1 else "it is"
+        parts.append(f"Built from {built_from}: if {those} stale too, start there.")
+    downstream = catalog.downstream_of(ds.name)
+    if downstream:
+        parts.append(f"Also out of date until it is refreshed: {_titles(catalog, downstream)}.")
+    if ds.description:
+        parts.append(ds.description.strip())
+    parts.append(ladder)
+    return " ".join(parts)

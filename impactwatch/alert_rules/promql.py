@@ -1,0 +1,144 @@
+"""Small pure helpers that spell PromQL selectors, durations and alert-template snippets.
+
+Metric names always come from `impactwatch.collector.contract` (a `MetricSpec`) or from the
+recording-rule names defined in `rules_model`; nothing here spells one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from impactwatch.collector.contract import MetricSpec
+
+Matcher = tuple[str, str, str]  # (label, "=" | "!=" | "=~" | "!~", value)
+_REGEX_SPECIALS = set("\\.+*?()|[]{}^$")
+
+
+def name_of(metric: MetricSpec | str) -> str:
+    return metric.name if isinstance(metric, MetricSpec) else metric
+
+
+def quote(value: str) -> str:
+    """A PromQL (and Go template) string literal."""
+    return json.dumps(value)
+
+
+def selector(metric: MetricSpec | str, *matchers: Matcher, suffix: str = "") -> str:
+    """`name{label="value", ...}`; `suffix` selects a histogram series (`_bucket`)."""
+    name = name_of(metric) + suffix
+    if not matchers:
+        return name
+    inner = ", ".join(f"{label}{op}{quote(value)}" for label, op, value in matchers)
+    return f"{name}{{{inner}}}"
+
+
+def eq(label: str, value: str) -> Matcher:
+    return (label, "=", value)
+
+
+def regex_escape(text: str) -> str:
+    """Escape RE2 metacharacters (dots in DAG ids, mostly)."""
+    return "".join(f"\\{ch}" if ch in _REGEX_SPECIALS else ch for ch in text)
+
+
+def alternation(names: Iterable[str]) -> str:
+    """An anchored-by-PromQL regex matching exactly `names`; "" (matches nothing) when empty."""
+    return "|".join(regex_escape(n) for n in sorted(set(names)))
+
+
+def _max_by(by: Iterable[str], inner: str) -> str:
+    labels = ", ".join(by)
+    return f"max by ({labels}) ({inner})" if labels else f"max({inner})"
+
+
+def latest(metric: MetricSpec | str, by: Iterable[str], window: str, *matchers: Matcher) -> str:
+    """The newest value per `by` group, bridging scrape gaps shorter than `window`."""
+    return _max_by(by, f"last_over_time({selector(metric, *matchers)}[{window}])")
+
+
+def current(metric: MetricSpec | str, by: Iterable[str], *matchers: Matcher) -> str:
+    """The current value per `by` group, across collector instances."""
+    return _max_by(by, selector(metric, *matchers))
+
+
+def number(value: float) -> str:
+    """A PromQL number literal without float noise: 120, 0.95, 1048576."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def prom_duration(seconds: float) -> str:
+    """A Prometheus duration: 30s, 1m, 1h30m, 0s (milliseconds when not whole seconds)."""
+    if seconds != int(seconds):
+        return f"{round(seconds * 1000)}ms"
+    remaining = int(seconds)
+    if remaining == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def human_duration(seconds: float) -> str:
+    """How people read a limit, in the style the alert templates print ages: 1h 30m, 1d 2h."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return " ".join(parts)
+
+
+def human_bytes(size: float) -> str:
+    """1048576 -> 1MiB, in the style of the `humanize1024` template function."""
+    for unit in ("", "Ki", "Mi", "Gi", "Ti"):
+        if abs(size) < 1024 or unit == "Ti":
+            text = f"{size:.4g}"
+            return f"{text}{unit}B"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def template_literal(text: str) -> str:
+    """Catalog text made safe inside an alert template: a "{{" in it prints as itself."""
+    return text.replace("{{", '{{ "{{" }}')
+
+
+# -- alert-template snippets (Go templates, rendered by Prometheus) --------------------------------
+
+_STRIP_SECONDS = 'reReplaceAll "( 0[hm])* [0-9.]+s$" ""'
+VALUE_AGE = f"{{{{ $value | humanizeDuration | {_STRIP_SECONDS} }}}}"
+"""$value (seconds) as "1h 47m", "2h", "45s": humanizeDuration without the seconds (and zero
+minutes and hours) past a minute, for ages measured in minutes to days."""
+VALUE_DURATION = "{{ $value | humanizeDuration }}"
+"""$value (seconds) as "1m 57s", for delays where the seconds matter."""
+
+VALUE_INT = '{{ printf "%.0f" $value }}'
+VALUE_BYTES = "{{ $value | humanize1024 }}B"
+VALUE_PERCENT = "{{ $value | humanizePercentage }}"
+
+
+def lookup_duration(metric: MetricSpec | str, label: str) -> str:
+    """Template text printing `metric` for the alert's `label` value, as a duration."""
+    query = f"max({name_of(metric)}{{{label}=%q}})"
+    return (
+        f'{{{{ with printf "{query}" $labels.{label} | query }}}}'
+        f"{{{{ . | first | value | humanizeDuration | {_STRIP_SECONDS} }}}}"
+        "{{ end }}"
+    )
+
+
+def lookup_age(metric: MetricSpec | str) -> str:
+    """Template text printing how long ago the newest value of timestamp `metric` was."""
+    query = f"time() - max({name_of(metric)})"
+    return (
+        f'{{{{ with query "{query}" }}}}'
+        f"{{{{ . | first | value | humanizeDuration | {_STRIP_SECONDS} }}}}"
+        "{{ end }}"
+    )

@@ -1,0 +1,190 @@
+"""The `impactwatch` command: catalog checks, the collector service, the demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger("impactwatch")
+
+# Modules that contribute a subcommand with `add_subcommand(subparsers)`.
+PARTS = ("impactwatch.alert_rules.cli", "impactwatch.router.cli", "impactwatch.dashboards.cli")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _progress_bar(label: str) -> Callable[[int, int], None]:
+    """A tqdm bar on stderr for backfills, created on the first report."""
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def report(position: int, end: int) -> None:
+        if "bar" not in bar:
+            bar["start"] = position
+            bar["bar"] = tqdm(total=max(end - position, 1), desc=label, unit="run", leave=False)
+        current = bar["bar"]
+        current.n = max(position - bar["start"], 0)
+        current.refresh()
+        if position >= end:
+            current.close()
+
+    return report
+
+
+def cmd_catalog_check(args: argparse.Namespace) -> int:
+    from impactwatch.collector.catalog_cli import run_check
+
+    return run_check(args.file, args.airflow_db)
+
+
+def _load_catalog_or_exit(path: str | None) -> Any:
+    from impactwatch.collector.catalog import Catalog
+    from impactwatch.collector.catalog_loader import CatalogError, load_catalog
+
+    if path is None:
+        return Catalog()
+    try:
+        return load_catalog(path)
+    except CatalogError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_collector(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from impactwatch.collector.http_app import CollectorApp, serve
+    from impactwatch.collector.service import CollectorService
+    from impactwatch.collector.settings import CollectorSettings
+
+    overrides = {
+        k: v
+        for k, v in {
+            "catalog": args.catalog,
+            "airflow_db": args.airflow_db,
+            "state_db": args.state_db,
+            "listen": args.listen,
+            "poll_interval": args.poll_interval,
+            "backfill_days": args.backfill_days,
+        }.items()
+        if v is not None
+    }
+    try:
+        settings = CollectorSettings(**overrides)
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"])
+            print(
+                f"impactwatch collector: --{name.replace('_', '-')}: {err['msg']}", file=sys.stderr
+            )
+        return 2
+    catalog = _load_catalog_or_exit(settings.catalog)
+    try:
+        service = CollectorService(settings, catalog, progress=_progress_bar("backfill"))
+        token = settings.intake_token()
+    except Exception as exc:  # bad URL, unreadable token file, state DB refused
+        from impactwatch.collector.service import describe_error
+
+        print(f"impactwatch collector: cannot start: {describe_error(exc)}", file=sys.stderr)
+        return 2
+    if args.once:
+        while (result := service.poll_once()) is not None and not result.caught_up:
+            pass
+        events = dict(service.state.self_stats.events)
+        service.close()
+        if result is None:
+            return 1
+        stored = ", ".join(f"{o} {n}" for (_s, o), n in sorted(events.items())) or "nothing new"
+        log.info("caught up: %s", stored)
+        return 0
+    host, port = settings.listen_address()
+    try:
+        server, _thread = serve(CollectorApp(service, token, settings.max_body_bytes), host, port)
+    except OSError as exc:
+        print(
+            f"impactwatch collector: cannot listen on {host}:{port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+    log.info(
+        "collector serving http://%s:%d/metrics (intake %s)",
+        host,
+        server.server_port,
+        "token required" if token else "open: no token set",
+    )
+    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    try:
+        service.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        service.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from impactwatch.demo.run import run_demo
+
+    return run_demo(workdir=args.workdir, serve_seconds=args.serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="impactwatch", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    catalog = sub.add_parser("catalog", help="work with the catalog file")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    check = catalog_sub.add_parser("check", help="validate a catalog; every problem with file:line")
+    check.add_argument("file")
+    check.add_argument("--airflow-db", help="also check DAG ids against this metadata DB URL")
+    check.set_defaults(func=cmd_catalog_check)
+
+    coll = sub.add_parser("collector", help="poll Airflow's metadata DB and serve /metrics")
+    coll.add_argument("--catalog", help="catalog YAML (env IMPACTWATCH_CATALOG)")
+    coll.add_argument("--airflow-db", help="Airflow metadata DB URL (env IMPACTWATCH_AIRFLOW_DB)")
+    coll.add_argument("--state-db", help="state DB URL (default sqlite:///impactwatch-state.db)")
+    coll.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:9464)")
+    coll.add_argument("--poll-interval", type=float, help="seconds between cycles (default 10)")
+    coll.add_argument("--backfill-days", type=float, help="history read on first start (default 7)")
+    coll.add_argument("--once", action="store_true", help="poll until caught up, then exit")
+    coll.set_defaults(func=cmd_collector)
+
+    demo = sub.add_parser(
+        "demo", help="real Airflow runs on SQLite -> collector -> what it measured"
+    )
+    demo.add_argument("--workdir", default=".demo", help="where the demo's Airflow home lives")
+    demo.add_argument("--serve", type=float, default=0, help="keep /metrics up this many seconds")
+    demo.set_defaults(func=cmd_demo)
+
+    for part in PARTS:  # each part adds its own subcommand; heavy imports stay inside it
+        if importlib.util.find_spec(part) is not None:
+            importlib.import_module(part).add_subcommand(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The collector: catalog, metric contract, metadata-DB poller, event intake and /metrics."""

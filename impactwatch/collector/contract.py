@@ -1,0 +1,345 @@
+"""The metric contract: every metric impactwatch exports, its type, labels and help.
+
+The collector, `alert_rules/` and `dashboards/` import names from here and never spell them
+twice. Conventions (DESIGN.md): base units, `_total` for counters, `_timestamp_seconds` for
+points in time, prefix `impactwatch_`; labels bounded by the catalog and the DAG list.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["gauge", "counter", "histogram"]
+
+_NAME = re.compile(r"^impactwatch_[a-z][a-z0-9_]*$")
+_FORBIDDEN_LABELS = frozenset({"run_id", "try_number", "hostname", "host", "message", "error"})
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One exported metric family; `name` is what PromQL uses (counters end in `_total`)."""
+
+    name: str
+    kind: Kind
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"metric name {self.name!r} must match {_NAME.pattern}")
+        if (self.kind == "counter") != self.name.endswith("_total"):
+            raise ValueError(f"{self.name}: counters, and only counters, end in _total")
+        if self.kind == "histogram" and not self.buckets:
+            raise ValueError(f"{self.name}: a histogram needs buckets")
+        if bad := _FORBIDDEN_LABELS.intersection(self.labels):
+            raise ValueError(f"{self.name}: unbounded label(s) {sorted(bad)}")
+
+    @property
+    def family(self) -> str:
+        """The family name prometheus-client wants (counters without `_total`)."""
+        return self.name.removesuffix("_total") if self.kind == "counter" else self.name
+
+    def series(self, suffix: str) -> str:
+        """A histogram's sample name: `series("count")` -> `<name>_count`."""
+        return f"{self.name}_{suffix}"
+
+
+DURATION_BUCKETS = (30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
+DELAY_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+COST_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0)
+POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+DS = ("dataset", "team", "tier")
+DAG = ("dag_id", "team")
+
+# --- business metrics -------------------------------------------------------------------------
+DATASET_LAST_UPDATED = MetricSpec(
+    "impactwatch_dataset_last_updated_timestamp_seconds",
+    "gauge",
+    DS,
+    "Last successful update of the data product (Unix time).",
+)
+DATASET_FRESHNESS_SLA = MetricSpec(
+    "impactwatch_dataset_freshness_sla_seconds",
+    "gauge",
+    DS,
+    "Maximum allowed age of the data product before it counts as stale.",
+)
+DATASET_PRODUCER_PAUSED = MetricSpec(
+    "impactwatch_dataset_producer_paused",
+    "gauge",
+    DS,
+    "1 when the DAG producing the data product is paused (freshness alerts hold off).",
+)
+DAG_RUN_DURATION = MetricSpec(
+    "impactwatch_dag_run_duration_seconds",
+    "histogram",
+    (*DAG, "state"),
+    "Durations of finished DAG runs, by final state.",
+    DURATION_BUCKETS,
+)
+DAG_RUN_OLDEST_RUNNING = MetricSpec(
+    "impactwatch_dag_run_oldest_running_seconds",
+    "gauge",
+    DAG,
+    "Age of the oldest DAG run still running (duration SLA in flight).",
+)
+DAG_RUN_MAX_DURATION = MetricSpec(
+    "impactwatch_dag_run_max_duration_seconds",
+    "gauge",
+    DAG,
+    "Duration SLA of the pipeline: a run longer than this breaches.",
+)
+DAG_RUN_LAST_SUCCESS = MetricSpec(
+    "impactwatch_dag_run_last_success_timestamp_seconds",
+    "gauge",
+    DAG,
+    "End of the last successful DAG run (Unix time).",
+)
+DAG_RUN_LAST_FAILURE = MetricSpec(
+    "impactwatch_dag_run_last_failure_timestamp_seconds",
+    "gauge",
+    DAG,
+    "End of the last failed DAG run (Unix time).",
+)
+DAG_RUN_DEADLINE = MetricSpec(
+    "impactwatch_dag_run_deadline_timestamp_seconds",
+    "gauge",
+    DAG,
+    "The next deadline not yet met by a successful run (Unix time); in the past means missed.",
+)
+DAG_PAUSED = MetricSpec(
+    "impactwatch_dag_paused",
+    "gauge",
+    DAG,
+    "1 when the DAG is paused in Airflow.",
+)
+DAG_RUN_SCHEDULE_DELAY = MetricSpec(
+    "impactwatch_dag_run_schedule_delay_seconds",
+    "histogram",
+    DAG,
+    "Start of a scheduled run minus when it was due (scheduler lag).",
+    DELAY_BUCKETS,
+)
+TASK_QUEUED = MetricSpec(
+    "impactwatch_task_queued_seconds",
+    "histogram",
+    (*DAG, "pool"),
+    "Task start minus the time it was queued.",
+    DELAY_BUCKETS,
+)
+DAG_RUN_COST = MetricSpec(
+    "impactwatch_dag_run_cost_dollars",
+    "histogram",
+    DAG,
+    "Cost of each finished DAG run (sum of its task tries); the sum is the spend.",
+    COST_BUCKETS,
+)
+SLA_BREACHES = MetricSpec(
+    "impactwatch_sla_breaches_total",
+    "counter",
+    ("team", "severity", "kind", "dag_id", "dataset"),
+    "SLA breaches by kind (freshness, duration, deadline), counted once per severity reached.",
+)
+POOL_SLOTS = MetricSpec(
+    "impactwatch_pool_slots",
+    "gauge",
+    ("pool", "state"),
+    "Airflow pool slots by state: total, running, queued, open.",
+)
+XCOM_LARGEST = MetricSpec(
+    "impactwatch_xcom_largest_bytes",
+    "gauge",
+    DAG,
+    "Largest XCom value written by the DAG's runs in the last 24 hours.",
+)
+DAG_IMPORT_ERRORS = MetricSpec(
+    "impactwatch_dag_import_errors",
+    "gauge",
+    (),
+    "DAG files failing to parse.",
+)
+SCHEDULER_HEARTBEAT = MetricSpec(
+    "impactwatch_scheduler_last_heartbeat_timestamp_seconds",
+    "gauge",
+    (),
+    "Latest heartbeat of any Airflow scheduler (Unix time).",
+)
+
+# --- collector self-metrics -------------------------------------------------------------------
+COLLECTOR_POLL_DURATION = MetricSpec(
+    "impactwatch_collector_poll_duration_seconds",
+    "histogram",
+    (),
+    "Wall time of one metadata-DB poll cycle.",
+    POLL_BUCKETS,
+)
+COLLECTOR_ROWS_READ = MetricSpec(
+    "impactwatch_collector_rows_read_total",
+    "counter",
+    ("table",),
+    "Rows read from the Airflow metadata DB, by table.",
+)
+COLLECTOR_EVENTS = MetricSpec(
+    "impactwatch_collector_events_total",
+    "counter",
+    ("source", "outcome"),
+    "Events by source (poller, listener) and outcome (new, updated, duplicate); "
+    "rejected counts refused intake requests.",
+)
+COLLECTOR_LAST_POLL = MetricSpec(
+    "impactwatch_collector_last_successful_poll_timestamp_seconds",
+    "gauge",
+    (),
+    "End of the last poll cycle that completed (Unix time).",
+)
+COLLECTOR_DB_ERRORS = MetricSpec(
+    "impactwatch_collector_db_errors_total",
+    "counter",
+    ("db",),
+    "Database errors by database (airflow, state).",
+)
+COLLECTOR_STALE = MetricSpec(
+    "impactwatch_collector_stale",
+    "gauge",
+    (),
+    "1 while the collector cannot read the Airflow metadata DB and serves its last state.",
+)
+
+BUSINESS_METRICS: tuple[MetricSpec, ...] = (
+    DATASET_LAST_UPDATED,
+    DATASET_FRESHNESS_SLA,
+    DATASET_PRODUCER_PAUSED,
+    DAG_RUN_DURATION,
+    DAG_RUN_OLDEST_RUNNING,
+    DAG_RUN_MAX_DURATION,
+    DAG_RUN_LAST_SUCCESS,
+    DAG_RUN_LAST_FAILURE,
+    DAG_RUN_DEADLINE,
+    DAG_PAUSED,
+    DAG_RUN_SCHEDULE_DELAY,
+    TASK_QUEUED,
+    DAG_RUN_COST,
+    SLA_BREACHES,
+    POOL_SLOTS,
+    XCOM_LARGEST,
+    DAG_IMPORT_ERRORS,
+    SCHEDULER_HEARTBEAT,
+)
+COLLECTOR_METRICS: tuple[MetricSpec, ...] = (
+    COLLECTOR_POLL_DURATION,
+    COLLECTOR_ROWS_READ,
+    COLLECTOR_EVENTS,
+    COLLECTOR_LAST_POLL,
+    COLLECTOR_DB_ERRORS,
+    COLLECTOR_STALE,
+)
+ALL_METRICS: tuple[MetricSpec, ...] = BUSINESS_METRICS + COLLECTOR_METRICS
+
+# Values of bounded labels.
+BREACH_KINDS = ("freshness", "duration", "deadline")
+SEVERITIES = ("warning", "critical")
+POOL_STATES = ("total", "running", "queued", "open")
+
+# --- router self-metrics --------------------------------------------------------------------------
+# ADDED BY alert_rules (issue 4), outside the collector: the "router failing to deliver" alert is
+# defined on this name. The router must export exactly this family (a counter incremented once
+# per Slack Web API call, by API method and outcome). Not part of ALL_METRICS: the collector does
+# not export it.
+ROUTER_SLACK_CALLS = MetricSpec(
+    "impactwatch_router_slack_calls_total",
+    "counter",
+    ("method", "outcome"),
+    "Slack Web API calls by method (chat.postMessage, chat.update, ...) and outcome "
+    "(ok, failed, rate_limited).",
+)
+ROUTER_METRICS: tuple[MetricSpec, ...] = (ROUTER_SLACK_CALLS,)
+SLACK_CALL_OUTCOMES = ("ok", "failed", "rate_limited")
+
+# --- router self-metrics ----------------------------------------------------------------------
+# The escalation router (impactwatch/router/): Alertmanager webhooks in, Slack incidents out.
+# Extends the block above (ROUTER_SLACK_CALLS and its outcomes are alert_rules' contract, kept
+# as defined there); ROUTER_METRICS below is every family the router exports.
+WEBHOOK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+ROUTER_NOTIFICATIONS = MetricSpec(
+    "impactwatch_router_notifications_total",
+    "counter",
+    ("outcome",),
+    "Alertmanager webhook requests by outcome (accepted, unauthorized, invalid, too_large, "
+    "failed).",
+)
+ROUTER_ALERTS = MetricSpec(
+    "impactwatch_router_alerts_total",
+    "counter",
+    ("outcome",),
+    "Alerts in accepted notifications by outcome (new, updated, resolved, duplicate, stale, "
+    "unknown_resolved); duplicates are repeats and HA copies that changed nothing.",
+)
+ROUTER_WEBHOOK_DURATION = MetricSpec(
+    "impactwatch_router_webhook_duration_seconds",
+    "histogram",
+    (),
+    "Time to answer an Alertmanager webhook (decision and commit; delivery is asynchronous).",
+    WEBHOOK_BUCKETS,
+)
+ROUTER_OPEN_INCIDENTS = MetricSpec(
+    "impactwatch_router_open_incidents",
+    "gauge",
+    ("team", "severity"),
+    "Incidents open now, by owning team and severity.",
+)
+ROUTER_OUTBOX_DEPTH = MetricSpec(
+    "impactwatch_router_outbox_depth",
+    "gauge",
+    (),
+    "Slack messages waiting for delivery (posts, updates, replies not yet done).",
+)
+ROUTER_OUTBOX_OLDEST = MetricSpec(
+    "impactwatch_router_outbox_oldest_seconds",
+    "gauge",
+    (),
+    "How long the oldest due message has waited for delivery.",
+)
+ROUTER_ESCALATIONS = MetricSpec(
+    "impactwatch_router_escalations_total",
+    "counter",
+    ("team",),
+    "Escalation steps fired, by owning team.",
+)
+ROUTER_INTERACTIONS = MetricSpec(
+    "impactwatch_router_interactions_total",
+    "counter",
+    ("action", "outcome"),
+    "Slack button presses by action (ack, snooze, not_actionable, link) and outcome.",
+)
+ROUTER_NOT_ACTIONABLE = MetricSpec(
+    "impactwatch_router_not_actionable_total",
+    "counter",
+    ("alertname", "team"),
+    "'Not actionable' feedback per alert rule: which rules are noise.",
+)
+ROUTER_DIGESTS = MetricSpec(
+    "impactwatch_router_digests_total",
+    "counter",
+    ("team",),
+    "Daily digests queued, by team.",
+)
+
+# The full set: replaces the one-family tuple of the block above.
+ROUTER_METRICS: tuple[MetricSpec, ...] = (
+    ROUTER_NOTIFICATIONS,
+    ROUTER_ALERTS,
+    ROUTER_WEBHOOK_DURATION,
+    ROUTER_OPEN_INCIDENTS,
+    ROUTER_SLACK_CALLS,
+    ROUTER_OUTBOX_DEPTH,
+    ROUTER_OUTBOX_OLDEST,
+    ROUTER_ESCALATIONS,
+    ROUTER_INTERACTIONS,
+    ROUTER_NOT_ACTIONABLE,
+    ROUTER_DIGESTS,
+)

@@ -1,0 +1,93 @@
+"""The records both sources produce (poller and listener), keyed so nothing counts twice.
+
+A task try is `(dag_id, run_id, task_id, map_index, try_number)`, a DAG run `(dag_id, run_id)`,
+an asset update `(uri, timestamp)`. Times are float Unix seconds (UTC), never naive datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAG_RUN_TERMINAL = frozenset({"success", "failed"})
+TASK_TERMINAL = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+SEP = "\x1f"  # joins key parts: cannot appear in Airflow ids
+
+
+@dataclass(slots=True)
+class TaskTry:
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+    state: str | None = None
+    start: float | None = None
+    end: float | None = None
+    queued: float | None = None
+    duration: float | None = None
+    pool: str | None = None
+    queue: str | None = None
+    operator: str | None = None
+    cpu_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+
+    @property
+    def key(self) -> str:
+        return SEP.join(
+            (self.dag_id, self.run_id, self.task_id, str(self.map_index), str(self.try_number))
+        )
+
+    @property
+    def run_key(self) -> str:
+        return SEP.join((self.dag_id, self.run_id))
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TASK_TERMINAL
+
+
+@dataclass(slots=True)
+class DagRun:
+    dag_id: str
+    run_id: str
+    state: str | None = None
+    run_type: str | None = None
+    logical_date: float | None = None
+    run_after: float | None = None
+    queued_at: float | None = None
+    start: float | None = None
+    end: float | None = None
+    clear_number: int = 0
+
+    @property
+    def key(self) -> str:
+        return SEP.join((self.dag_id, self.run_id))
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in DAG_RUN_TERMINAL
+
+
+@dataclass(slots=True)
+class AssetUpdate:
+    uri: str
+    timestamp: float
+    dag_id: str | None = None
+    task_id: str | None = None
+    run_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return SEP.join((self.uri, repr(self.timestamp)))
+
+
+@dataclass
+class Batch:
+    """What one poll cycle or one intake request hands to the store."""
+
+    task_tries: list[TaskTry] = field(default_factory=list)
+    dag_runs: list[DagRun] = field(default_factory=list)
+    assets: list[AssetUpdate] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.task_tries) + len(self.dag_runs) + len(self.assets)

@@ -1,0 +1,115 @@
+"""The collector's HTTP surface (WSGI): GET /metrics, GET /healthz, POST /v1/events.
+
+Bad input gets a 4xx with a JSON reason, never a trace: 401 wrong or missing token, 400
+malformed events, 411 no length, 413 body over the limit. A state DB failure is a 503 with
+Retry-After, so the listener keeps the batch and tries later.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+from collections.abc import Iterable
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from impactwatch import wsgi
+from impactwatch.collector.intake import IntakeError, parse_events
+from impactwatch.collector.service import CollectorService, describe_error
+from impactwatch.wsgi import Environ, StartResponse, json_response
+
+log = logging.getLogger(__name__)
+
+
+class CollectorApp:
+    def __init__(self, service: CollectorService, token: str | None, max_body: int) -> None:
+        self.service = service
+        self.token = token
+        self.max_body = max_body
+        self.exposition = service.exposition
+
+    def __call__(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
+        if path == "/metrics":
+            return self._metrics(environ, start)
+        if path == "/healthz":
+            return self._health(start)
+        if path == "/v1/events":
+            if method != "POST":
+                return json_response(
+                    start, "405 Method Not Allowed", {"error": "use POST"}, [("Allow", "POST")]
+                )
+            return self._events(environ, start)
+        return json_response(start, "404 Not Found", {"error": f"no such path {path!r}"})
+
+    def _metrics(self, environ: Environ, start: StartResponse) -> list[bytes]:
+        """The cached exposition (see exposition.py), gzipped when the scraper asks for it."""
+        headers = [("Content-Type", CONTENT_TYPE_LATEST)]
+        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+            data = self.exposition.render_gzip()
+            headers.append(("Content-Encoding", "gzip"))
+        else:
+            data = self.exposition.render()
+        start("200 OK", [*headers, ("Content-Length", str(len(data)))])
+        return [data]
+
+    def _health(self, start: StartResponse) -> list[bytes]:
+        stats = self.service.state.self_stats
+        body = {"status": "ok", "stale": stats.stale, "last_successful_poll": stats.last_poll}
+        return json_response(start, "200 OK", body)
+
+    def _authorized(self, environ: Environ) -> bool:
+        if not self.token:
+            return True
+        given = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, value = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), self.token.encode()
+        )
+
+    def _events(self, environ: Environ, start: StartResponse) -> list[bytes]:
+        if not self._authorized(environ):
+            return json_response(
+                start,
+                "401 Unauthorized",
+                {"error": "missing or wrong bearer token"},
+                [("WWW-Authenticate", 'Bearer realm="impactwatch"')],
+            )
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            length = -1
+        if length < 0:
+            return json_response(start, "411 Length Required", {"error": "send a Content-Length"})
+        if length > self.max_body:
+            return json_response(
+                start,
+                "413 Content Too Large",
+                {"error": f"body over {self.max_body} bytes; send smaller batches"},
+            )
+        body = environ["wsgi.input"].read(length)
+        try:
+            batch = parse_events(body)
+        except IntakeError as exc:
+            self.service.state.self_stats.events[("listener", "rejected")] += 1
+            return json_response(start, "400 Bad Request", {"error": str(exc)})
+        try:
+            changes = self.service.ingest_events(batch)
+        except Exception as exc:
+            log.warning("could not store %d event(s): %s", len(batch), describe_error(exc))
+            return json_response(
+                start,
+                "503 Service Unavailable",
+                {"error": "state DB unavailable"},
+                [("Retry-After", "5")],
+            )
+        return json_response(
+            start, "202 Accepted", {"accepted": len(batch), "outcomes": changes.outcomes}
+        )
+
+
+def serve(app: CollectorApp, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
+    """Start serving in a daemon thread; returns the server (its real port: server_port)."""
+    return wsgi.serve(app, host, port, "impactwatch-http")

@@ -1,0 +1,388 @@
+"""In-memory business state the exporter reads at scrape time. Pure: no I/O, time passed in.
+
+The service feeds it `Changes` from the store (facts seen for the first time) and snapshots
+from the poller (running runs, pools, scheduler); `evaluate(now)` decides SLA breaches with the
+severity ladder and returns the breach keys to persist, so a restart never counts one twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from impactwatch.collector import contract as c
+from impactwatch.collector.catalog import Catalog, Dataset
+from impactwatch.collector.cost import run_cost
+from impactwatch.collector.deadlines import next_unmet_deadline
+from impactwatch.collector.store import Changes, Summary
+
+XCOM_WINDOW = 86400.0
+FUTURE_TOLERANCE = 300.0  # a timestamp further ahead than this is clock skew: clamp to now
+
+
+class Histogram:
+    """Per-bucket counts per label tuple (made cumulative at export); DAG-keyed when the first
+    label is a dag_id, with an index so one DAG's series are found without a scan."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.series: dict[tuple[str, ...], list[float]] = {}
+        self.by_dag: dict[str, list[tuple[str, ...]]] = {}
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        row = self.series.get(labels)
+        if row is None:
+            row = self.series[labels] = [0.0] * (len(self.buckets) + 2)
+            if labels:
+                self.by_dag.setdefault(labels[0], []).append(labels)
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                row[i] += 1
+                break
+        row[-2] += value
+        row[-1] += 1
+
+    def items(
+        self, dags: Collection[str] | None = None
+    ) -> Iterable[tuple[tuple[str, ...], list[float]]]:
+        if dags is None:
+            yield from self.series.items()
+            return
+        for dag_id in dags:
+            for labels in self.by_dag.get(dag_id, ()):
+                yield labels, self.series[labels]
+
+    def drop_dags(self, dag_ids: set[str]) -> None:
+        for dag_id in dag_ids:
+            for labels in self.by_dag.pop(dag_id, ()):
+                del self.series[labels]
+
+
+@dataclass
+class DagInfo:
+    paused: bool = False
+
+
+@dataclass
+class SelfStats:
+    """The collector's own health, exported as `impactwatch_collector_*`."""
+
+    poll_duration: Histogram = field(default_factory=lambda: Histogram(c.POLL_BUCKETS))
+    rows_read: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    events: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    db_errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    last_poll: float | None = None
+    stale: bool = True
+
+
+class MetricsState:
+    def __init__(self, catalog: Catalog) -> None:
+        self.lock = threading.RLock()
+        self.catalog = catalog
+        self.dags: dict[str, DagInfo] = {}
+        self.last_success: dict[str, float] = {}
+        self.last_failure: dict[str, float] = {}
+        self.task_success: dict[tuple[str, str], float] = {}  # of tasks producing a dataset
+        self._producer_tasks = _producer_tasks(catalog)
+        self.asset_updates: dict[str, float] = {}
+        self.running: dict[tuple[str, str], float] = {}
+        self.duration = Histogram(c.DAG_RUN_DURATION.buckets)
+        self.delay = Histogram(c.DAG_RUN_SCHEDULE_DELAY.buckets)
+        self.queued = Histogram(c.TASK_QUEUED.buckets)
+        self.cost = Histogram(c.DAG_RUN_COST.buckets)
+        self.breaches: dict[tuple[str, ...], int] = defaultdict(int)
+        self._breaches_by_dag: dict[str, list[tuple[str, ...]]] = {}
+        self._dirty: set[str] | None = None  # DAGs whose series changed; None: all of them
+        self.counted: set[str] = set()
+        self.pools: dict[str, dict[str, int]] = {}
+        self.xcom: dict[str, deque[tuple[float, int]]] = {}
+        self.import_errors: int | None = None
+        self.heartbeat: float | None = None
+        self.missed_airflow_deadlines: dict[str, list[tuple[str, float]]] = {}
+        self.asset_producers: dict[str, set[str]] = {}
+        self._paused: frozenset[str] = frozenset()
+        self.self_stats = SelfStats()
+        self._pending_breaches: dict[str, float] = {}
+
+    # --- what changed since the exposition was last rendered ---------------------------------
+    def _touch(self, dag_id: str) -> None:
+        if self._dirty is not None:
+            self._dirty.add(dag_id)
+
+    def take_dirty(self) -> set[str] | None:
+        """DAGs whose DAG-keyed series changed since the last call (None: all)."""
+        with self.lock:
+            dirty, self._dirty = self._dirty, set()
+            return dirty
+
+    def dag_keys(self) -> set[str]:
+        """Every DAG that has a DAG-keyed series."""
+        with self.lock:
+            keys = set(self.last_success) | set(self.last_failure) | set(self.dags)
+            keys |= set(self.xcom) | set(self._breaches_by_dag)
+            keys |= {d for d, p in self.catalog.pipelines.items() if p.max_duration}
+            for hist in (self.duration, self.delay, self.queued, self.cost):
+                keys |= set(hist.by_dag)
+            return keys
+
+    def breach_labels(self, dags: Collection[str] | None) -> list[tuple[str, ...]]:
+        if dags is None:
+            return list(self.breaches)
+        return [labels for d in dags for labels in self._breaches_by_dag.get(d, ())]
+
+    # --- configuration ----------------------------------------------------------------------
+    def set_catalog(self, catalog: Catalog) -> None:
+        with self.lock:
+            if catalog != self.catalog:
+                self._dirty = None  # teams and limits may have changed anywhere
+            self.catalog = catalog
+            self._producer_tasks = _producer_tasks(catalog)
+
+    def set_dags(
+        self,
+        dags: Mapping[str, DagInfo],
+        asset_producers: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
+        """The DAGs Airflow knows now (and which write each Asset URI); deleted DAGs' series
+        go away."""
+        with self.lock:
+            if asset_producers is not None:
+                self.asset_producers = {uri: set(d) for uri, d in asset_producers.items()}
+            gone = set(self.dags) - set(dags) if self.dags else set()
+            for dag_id, info in dags.items():
+                if self.dags.get(dag_id) != info:
+                    self._touch(dag_id)
+            for dag_id in gone:
+                self._touch(dag_id)
+            self.dags = dict(dags)
+            self._paused = frozenset(d for d, info in dags.items() if info.paused)
+            if gone:
+                for store in (self.last_success, self.last_failure, self.xcom):
+                    for dag_id in gone & set(store):
+                        del store[dag_id]
+                for hist in (self.duration, self.delay, self.queued, self.cost):
+                    hist.drop_dags(gone)
+                self.running = {k: v for k, v in self.running.items() if k[0] not in gone}
+
+    def restore(self, summary: Summary) -> None:
+        """State after a restart, from the store: nothing observed twice, nothing lost."""
+        with self.lock:
+            self.last_success.update(summary.last_success)
+            self.last_failure.update(summary.last_failure)
+            self.task_success.update(
+                (k, v) for k, v in summary.task_success.items() if k in self._producer_tasks
+            )
+            self.asset_updates.update(summary.asset_updates)
+            self.counted |= summary.breaches
+
+    # --- facts ------------------------------------------------------------------------------
+    def team(self, dag_id: str) -> str:
+        return self.catalog.team_of_pipeline(dag_id)
+
+    def apply(self, changes: Changes, source: str, now: float) -> None:
+        """Observe what the store saw for the first time."""
+        with self.lock:
+            for outcome, n in changes.outcomes.items():
+                self.self_stats.events[(source, outcome)] += n
+            for t in changes.queued_tries:
+                self._touch(t.dag_id)
+                wait = max((t.start or 0.0) - (t.queued or 0.0), 0.0)
+                self.queued.observe((t.dag_id, self.team(t.dag_id), t.pool or "default_pool"), wait)
+            for t in changes.succeeded_tries:
+                key = (t.dag_id, t.task_id)
+                if t.end is not None and key in self._producer_tasks:
+                    self.task_success[key] = max(
+                        self.task_success.get(key, 0.0), _clamp(t.end, now)
+                    )
+            for a in changes.assets:
+                self.asset_updates[a.uri] = max(
+                    self.asset_updates.get(a.uri, 0.0), _clamp(a.timestamp, now)
+                )
+            for r in changes.terminal_runs:
+                self._touch(r.dag_id)
+                if r.end is None:
+                    continue
+                target = self.last_success if r.state == "success" else self.last_failure
+                target[r.dag_id] = max(target.get(r.dag_id, 0.0), _clamp(r.end, now))
+            for r in changes.started_runs:
+                self._touch(r.dag_id)
+                delay = max((r.start or 0.0) - (r.run_after or 0.0), 0.0)
+                self.delay.observe((r.dag_id, self.team(r.dag_id)), delay)
+            for r, tries in changes.finished_runs:
+                self._touch(r.dag_id)
+                team = self.team(r.dag_id)
+                start = r.start if r.start is not None else r.queued_at
+                took = max((r.end or 0.0) - start, 0.0) if start is not None else 0.0
+                self.duration.observe((r.dag_id, team, r.state or "unknown"), took)
+                self.cost.observe((r.dag_id, team), float(run_cost(tries, self.catalog)))
+                self._check_duration(r.dag_id, r.run_id, took, now)
+                self.running.pop((r.dag_id, r.run_id), None)
+
+    def set_running(self, running: Mapping[tuple[str, str], float]) -> None:
+        """Runs queued or running now, with when they started (or were queued)."""
+        with self.lock:
+            self.running = dict(running)
+
+    def set_platform(
+        self,
+        *,
+        pools: Mapping[str, Mapping[str, int]] | None = None,
+        import_errors: int | None = None,
+        heartbeat: float | None = None,
+        missed_deadlines: Mapping[str, list[tuple[str, float]]] | None = None,
+    ) -> None:
+        with self.lock:
+            if pools is not None:
+                self.pools = {p: dict(s) for p, s in pools.items()}
+            if import_errors is not None:
+                self.import_errors = import_errors
+            if heartbeat is not None:
+                self.heartbeat = heartbeat
+            if missed_deadlines is not None:
+                self.missed_airflow_deadlines = dict(missed_deadlines)
+
+    def record_xcom(self, sizes: Iterable[tuple[str, float, int]], now: float) -> None:
+        """(dag_id, written at, largest value in bytes) of finished runs."""
+        with self.lock:
+            for dag_id, at, size in sizes:
+                self.xcom.setdefault(dag_id, deque()).append((at, size))
+                self._touch(dag_id)
+            for dag_id in list(self.xcom):
+                window = self.xcom[dag_id]
+                while window and window[0][0] < now - XCOM_WINDOW:
+                    window.popleft()
+                    self._touch(dag_id)
+
+    # --- derived ----------------------------------------------------------------------------
+    def dataset_last_updated(self, ds: Dataset) -> float | None:
+        p = ds.produced_by
+        if p is None:
+            return None
+        if p.asset_uri is not None:
+            return self.asset_updates.get(p.asset_uri)
+        if p.dag_id is None:
+            return None
+        if p.task_id is not None:
+            return self.task_success.get((p.dag_id, p.task_id))
+        return self.last_success.get(p.dag_id)
+
+    def producer_dags(self, ds: Dataset) -> list[str]:
+        """The DAGs that refresh a data product: the one named, or the Asset's writers."""
+        p = ds.produced_by
+        if p is None:
+            return []
+        if p.asset_uri is not None:
+            return sorted(self.asset_producers.get(p.asset_uri, ()))
+        return [p.dag_id] if p.dag_id else []
+
+    def producer_dag(self, ds: Dataset) -> str:
+        dags = self.producer_dags(ds)
+        return dags[0] if dags else ""
+
+    def dag_paused(self, dag_id: str) -> bool:
+        return dag_id in self._paused
+
+    def producer_paused(self, ds: Dataset) -> bool:
+        """Paused when every DAG that refreshes it is paused (an Asset may have several)."""
+        if not self._paused:
+            return False  # the common case, and a fast one at 10,000 data products
+        dags = self.producer_dags(ds)
+        return bool(dags) and all(d in self._paused for d in dags)
+
+    def deadline(self, dag_id: str, now: float) -> float | None:
+        """Next unmet deadline: from the catalog, or an Airflow Deadline Alert missed earlier."""
+        pipeline = self.catalog.pipelines.get(dag_id)
+        found: float | None = None
+        if pipeline is not None and pipeline.deadline is not None:
+            d = pipeline.deadline
+            found = next_unmet_deadline(
+                d.hour, d.minute, ZoneInfo(d.tz), self.last_success.get(dag_id), now
+            )
+        for _id, at in self.missed_airflow_deadlines.get(dag_id, ()):
+            found = at if found is None else min(found, at)
+        return found
+
+    # --- breaches ---------------------------------------------------------------------------
+    def _count(
+        self, base: str, severities: Iterable[str], labels: tuple[str, ...], now: float
+    ) -> None:
+        team, kind, dag_id, dataset = labels
+        for severity in severities:
+            key = f"{base}|{severity}"
+            if key in self.counted:
+                continue
+            self.counted.add(key)
+            labels = (team, severity, kind, dag_id, dataset)
+            if labels not in self.breaches:
+                self._breaches_by_dag.setdefault(dag_id, []).append(labels)
+            self.breaches[labels] += 1
+            self._touch(dag_id)
+            self._pending_breaches[key] = now
+
+    @staticmethod
+    def _ladder(ratio: float, critical_tier: bool) -> tuple[str, ...]:
+        if critical_tier:
+            return ("critical",)
+        return ("warning", "critical") if ratio > 2 else ("warning",)
+
+    def _check_duration(self, dag_id: str, run_id: str, took: float, now: float) -> None:
+        pipeline = self.catalog.pipelines.get(dag_id)
+        if pipeline is None or not pipeline.max_duration or took <= pipeline.max_duration:
+            return
+        ladder = self._ladder(took / pipeline.max_duration, pipeline.tier == "critical")
+        labels = (self.team(dag_id), "duration", dag_id, "")
+        self._count(f"duration|{dag_id}|{run_id}", ladder, labels, now)
+
+    def evaluate(self, now: float) -> dict[str, float]:
+        """Count breaches visible at `now`; returns the newly counted keys to persist."""
+        with self.lock:
+            for name, ds in self.catalog.datasets.items():
+                last = self.dataset_last_updated(ds)
+                if last is None or not ds.freshness or self.producer_paused(ds):
+                    continue
+                age = now - last
+                if age > ds.freshness:
+                    ladder = self._ladder(age / ds.freshness, ds.tier == "critical")
+                    labels = (
+                        self.catalog.team_of_dataset(name),
+                        "freshness",
+                        self.producer_dag(ds),
+                        name,
+                    )
+                    self._count(f"freshness|{name}|{last:.3f}", ladder, labels, now)
+            for (dag_id, run_id), started in self.running.items():
+                self._check_duration(dag_id, run_id, now - started, now)
+            for dag_id, pipeline in self.catalog.pipelines.items():
+                if self.dag_paused(dag_id):
+                    continue
+                due = self.deadline(dag_id, now)
+                if due is not None and due <= now:
+                    severity = ("critical",) if pipeline.tier == "critical" else ("warning",)
+                    labels = (self.team(dag_id), "deadline", dag_id, "")
+                    self._count(f"deadline|{dag_id}|{due:.0f}", severity, labels, now)
+            for dag_id, missed in self.missed_airflow_deadlines.items():
+                pipeline = self.catalog.pipelines.get(dag_id)
+                critical = pipeline is not None and pipeline.tier == "critical"
+                severity = ("critical",) if critical else ("warning",)
+                for deadline_id, _at in missed:
+                    labels = (self.team(dag_id), "deadline", dag_id, "")
+                    self._count(f"deadline|{dag_id}|af:{deadline_id}", severity, labels, now)
+            pending, self._pending_breaches = self._pending_breaches, {}
+            return pending
+
+
+def _producer_tasks(catalog: Catalog) -> frozenset[tuple[str, str]]:
+    """(dag_id, task_id) of tasks whose success refreshes a data product: only those are kept."""
+    return frozenset(
+        (p.dag_id, p.task_id)
+        for ds in catalog.datasets.values()
+        if (p := ds.produced_by) is not None and p.dag_id and p.task_id
+    )
+
+
+def _clamp(ts: float, now: float) -> float:
+    """A clock-skewed future timestamp must not make data look fresh for longer."""
+    return now if ts > now + FUTURE_TOLERANCE else ts

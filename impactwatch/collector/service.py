@@ -1,0 +1,220 @@
+"""The collector service: poll loop, intake, and the state the HTTP endpoints serve.
+
+Forgiving when running: a failed cycle (Airflow DB down, state DB error) is counted, logged once
+per failure streak, and retried with backoff; `/metrics` keeps serving the last state, marked
+stale. After any failure the poller restarts from the persisted watermarks, so nothing read in
+the failed cycle is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as CycleTimeout
+
+from prometheus_client import CollectorRegistry
+
+from impactwatch.collector.catalog import Catalog
+from impactwatch.collector.catalog_airflow import (
+    AssetDeclaration,
+    DagDeclaration,
+    merge_airflow_declarations,
+)
+from impactwatch.collector.events import Batch
+from impactwatch.collector.exporter import ImpactwatchCollector
+from impactwatch.collector.exposition import CachedExposition
+from impactwatch.collector.metrics_state import DagInfo, MetricsState
+from impactwatch.collector.poller import Poller, PollResult, make_airflow_engine
+from impactwatch.collector.settings import CollectorSettings
+from impactwatch.collector.store import Changes, Store, make_engine
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+
+
+class CycleTimeoutError(TimeoutError):
+    """Airflow's DB stopped answering mid-cycle (e.g. a black-holed connection)."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line about an error, without URLs or parameters that could carry secrets."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+class CollectorService:
+    def __init__(
+        self,
+        settings: CollectorSettings,
+        catalog: Catalog,
+        *,
+        clock: Callable[[], float] = time.time,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base_catalog = catalog
+        self.clock = clock
+        self.progress = progress
+        self.store = Store(make_engine(settings.state_db))
+        self.state = MetricsState(catalog)
+        self.state.restore(self.store.summary())
+        self.exposition = CachedExposition(self.state, clock)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ImpactwatchCollector(self.state, clock))
+        self.airflow = make_airflow_engine(settings.airflow_db, settings.statement_timeout_ms)
+        self.poller: Poller | None = None
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="impactwatch-poll")
+        self.stop_event = threading.Event()
+        self._declarations_at = 0.0
+        self._failures = 0
+        self._notes: set[str] = set()
+
+    # --- one cycle --------------------------------------------------------------------------
+    def _poller(self) -> Poller:
+        if self.poller is None:
+            self.poller = Poller(
+                self.airflow,
+                self.store.watermarks(),
+                self.store.open_run_keys(),
+                backfill_days=self.settings.backfill_days,
+                clock=self.clock,
+                progress=self.progress,
+            )
+        return self.poller
+
+    def _apply_declarations(
+        self, dags: list[DagDeclaration], assets: list[AssetDeclaration]
+    ) -> None:
+        """Merge DAG tags, owners and Asset extras into the catalog; the YAML wins."""
+        merged, notes = merge_airflow_declarations(self.base_catalog, dags, assets)
+        for note in set(notes) - self._notes:
+            log.info("catalog: %s", note)
+        self._notes |= set(notes)
+        changed = merged != self.state.catalog
+        self.state.set_catalog(merged)
+        self.state.set_dags(
+            {d.dag_id: DagInfo(paused=d.is_paused) for d in dags},
+            {a.uri: [dag_id for dag_id, _task in a.producers] for a in assets},
+        )
+        if changed:
+            self.state.restore(self.store.summary())
+        self._declarations_at = self.clock()
+
+    def poll_once(self) -> PollResult | None:
+        """One cycle; returns what was read, or None after a failure (counted and logged)."""
+        started = time.perf_counter()
+        try:
+            result = self._read_airflow()
+        except Exception as exc:  # the DB can fail in many ways; every one is survivable
+            self._failed("airflow", exc)
+            return None
+        try:
+            changes = self.store.ingest(result.batch, result.watermarks)
+        except Exception as exc:
+            self._failed("state", exc)
+            return None
+        now = self.clock()
+        self.state.apply(changes, "poller", now)
+        self.state.set_running(result.running)
+        self.state.set_platform(
+            pools=result.pools,
+            import_errors=result.import_errors,
+            heartbeat=result.heartbeat,
+            missed_deadlines=result.missed_deadlines,
+        )
+        self.state.record_xcom(result.xcom_sizes, now)
+        self.evaluate()
+        with self.state.lock:
+            stats = self.state.self_stats
+            for table, n in result.rows_read.items():
+                stats.rows_read[table] += n
+            stats.poll_duration.observe((), time.perf_counter() - started)
+            stats.last_poll = self.clock()
+            stats.stale = False
+        self.exposition.refresh()
+        if self._failures:
+            log.info("airflow metadata DB reachable again after %d failed cycle(s)", self._failures)
+            self._failures = 0
+        return result
+
+    def _read_airflow(self) -> PollResult:
+        """The Airflow-DB part of a cycle, bounded in time even if a connection hangs.
+
+        Server-side statement timeouts do not help when the network black-holes a connection
+        mid-query; the cycle then runs in a worker we abandon, with a fresh connection pool.
+        The worker touches only the poller it was handed, never the service.
+        """
+        poller = self._poller()
+        due = self.clock() - self._declarations_at >= self.settings.declarations_interval
+
+        def read() -> tuple[tuple[list[DagDeclaration], list[AssetDeclaration]] | None, PollResult]:
+            return (poller.declarations() if due else None), poller.poll()
+
+        future = self._reader.submit(read)
+        try:
+            declarations, result = future.result(timeout=self.settings.cycle_timeout)
+        except CycleTimeout:
+            self._reader.shutdown(wait=False)
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="impactwatch-poll")
+            hung, self.airflow = (
+                self.airflow,
+                make_airflow_engine(self.settings.airflow_db, self.settings.statement_timeout_ms),
+            )
+            threading.Thread(target=hung.dispose, daemon=True).start()
+            raise CycleTimeoutError(
+                f"no answer from Airflow's DB within {self.settings.cycle_timeout:.0f}s"
+            ) from None
+        if declarations is not None:
+            self._apply_declarations(*declarations)
+        return result
+
+    def evaluate(self) -> None:
+        pending = self.state.evaluate(self.clock())
+        try:
+            self.store.save_breaches(pending)
+        except Exception as exc:
+            self._failed("state", exc)
+
+    def _failed(self, db: str, exc: BaseException) -> None:
+        self.poller = None  # restart from the persisted watermarks: nothing half-read is lost
+        self._declarations_at = 0.0
+        with self.state.lock:
+            self.state.self_stats.db_errors[db] += 1
+            self.state.self_stats.stale = True
+        if self._failures == 0:
+            log.warning("%s DB error, serving last state and retrying: %s", db, describe_error(exc))
+        self._failures += 1
+
+    def ingest_events(self, batch: Batch) -> Changes:
+        """The intake path: listener events into the same store, observed once."""
+        changes = self.store.ingest(batch)
+        self.state.apply(changes, "listener", self.clock())
+        return changes
+
+    def backoff(self) -> float:
+        if not self._failures:
+            return self.settings.poll_interval
+        return min(self.settings.poll_interval * 2 ** min(self._failures - 1, 5), MAX_BACKOFF)
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            result = self.poll_once()
+            if result is not None and not result.caught_up:
+                continue  # backfill: next chunk at once
+            if result is None:
+                self.evaluate()
+            self.stop_event.wait(self.backoff())
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        self.stop()
+        self._reader.shutdown(wait=False)
+        self.airflow.dispose()
+        self.store.engine.dispose()

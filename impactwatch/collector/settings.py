@@ -1,0 +1,54 @@
+"""Collector settings: one typed model, each option with its default and environment variable."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CollectorSettings(BaseSettings):
+    """`IMPACTWATCH_<NAME>` sets each option; CLI flags override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="IMPACTWATCH_", extra="ignore")
+
+    catalog: str | None = Field(None, description="Catalog YAML; none = Airflow declarations only")
+    airflow_db: str = Field(..., description="SQLAlchemy URL of Airflow's metadata DB (read-only)")
+    state_db: str = Field("sqlite:///impactwatch-state.db", description="The collector's own DB")
+    listen: str = Field(
+        "127.0.0.1:9464", description="HOST:PORT for /metrics, /healthz, /v1/events"
+    )
+    poll_interval: float = Field(10.0, gt=0, description="Seconds between poll cycles")
+    declarations_interval: float = Field(
+        60.0, gt=0, description="Seconds between reads of DAGs, tags and assets for the catalog"
+    )
+    backfill_days: float = Field(7.0, ge=0, description="History read on first start")
+    statement_timeout_ms: int = Field(5000, gt=0, description="Per-statement limit on Airflow's DB")
+    cycle_timeout: float = Field(
+        60.0, gt=0, description="A poll cycle that takes longer is abandoned and counted failed"
+    )
+    token: SecretStr | None = Field(
+        None, description="Bearer token /v1/events requires (IMPACTWATCH_TOKEN); none = open"
+    )
+    token_file: str | None = Field(None, description="File holding the token instead")
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest /v1/events body accepted")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+        return value
+
+    def intake_token(self) -> str | None:
+        """The token from the environment or its file; never logged."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file:
+            with open(self.token_file, encoding="utf-8") as fh:
+                return fh.read().strip() or None
+        return None
+
+    def listen_address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host or "127.0.0.1", int(port)

@@ -1,0 +1,383 @@
+"""The "Platform health" dashboard, for the data platform team: Airflow's scheduler, pools,
+XCom and DAG parsing, and impactwatch's own collector and router.
+
+Thresholds are the alert rules' (`alert_rules.settings.RuleSettings` defaults): a panel turns
+red where the matching alert fires, from one source.
+"""
+
+from __future__ import annotations
+
+from grafanalib import core as g
+
+from impactwatch.alert_rules.settings import RuleSettings
+from impactwatch.collector import contract as c
+from impactwatch.collector.catalog import Catalog
+from impactwatch.dashboards import links
+from impactwatch.dashboards import style as s
+from impactwatch.dashboards.dashboard import build, variable
+from impactwatch.dashboards.panels import (
+    Column,
+    Label,
+    Layout,
+    Query,
+    bar_gauge,
+    stat,
+    table,
+    timeseries,
+)
+from impactwatch.dashboards.products import PLATFORM_KIND, firing
+from impactwatch.dashboards.promql import (
+    RANGE,
+    RATE_INTERVAL,
+    agg,
+    eq,
+    increase,
+    quantile,
+    rate,
+    selector,
+    var,
+)
+
+ABOUT = (
+    "Airflow's plumbing and impactwatch's own health: scheduler lag and heartbeat, task queue "
+    "wait and pool use, DAG files that fail to parse, the largest XComs, the collector's polls "
+    "and events, and the router's Slack delivery and escalations. Panels turn red where the "
+    "platform alerts fire."
+)
+POOL = (var("pool"),)
+
+
+def _mean_rate(metric: c.MetricSpec, labels: tuple[str, ...] = ()) -> str:
+    total = agg("sum", labels, rate(metric, RATE_INTERVAL, suffix="sum"))
+    count = agg("sum", labels, rate(metric, RATE_INTERVAL, suffix="count"))
+    return f"{total}\n/\n({count} > 0)"
+
+
+def _airflow(layout: Layout, rules: RuleSettings) -> None:
+    layout.row("Airflow")
+    layout.add(
+        stat(
+            "Scheduler heartbeat age",
+            "Time since any Airflow scheduler last reported in. Red: the scheduler-down alert.",
+            [Query(f"time() - {agg('max', [], selector(c.SCHEDULER_HEARTBEAT))}")],
+            s.SECONDS,
+            thresholds=s.limit_steps(rules.scheduler_heartbeat_stale),
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    delays = increase(c.DAG_RUN_SCHEDULE_DELAY, RANGE, suffix="bucket")
+    lag = f"histogram_quantile(0.95, {agg('sum', ['le'], delays)})"
+    layout.add(
+        stat(
+            "Scheduler lag (p95)",
+            "95th percentile of how late scheduled runs started after they were due, over the "
+            "selected range (bucketed: values are bucket bounds).",
+            [Query(lag)],
+            s.SECONDS,
+            thresholds=s.limit_steps(rules.scheduler_lag),
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    layout.add(
+        stat(
+            "DAG files failing to parse",
+            "DAG files Airflow cannot import right now: their DAGs do not run.",
+            [Query(agg("max", [], selector(c.DAG_IMPORT_ERRORS)))],
+            s.COUNT,
+            thresholds=s.ANY_IS_BAD,
+            decimals=0,
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    layout.add(
+        stat(
+            "Open platform incidents",
+            "Platform alerts firing now (scheduler, pools, XCom, parsing, collector, router).",
+            [Query(f"count({firing(eq('kind', PLATFORM_KIND))})")],
+            s.COUNT,
+            thresholds=s.ANY_IS_BAD,
+            no_value="0",
+            decimals=0,
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    layout.add(
+        timeseries(
+            "Scheduler lag",
+            "How late scheduled runs start after they are due: 95th percentile and mean.",
+            [
+                Query(quantile(0.95, c.DAG_RUN_SCHEDULE_DELAY, ()), "p95"),
+                Query(_mean_rate(c.DAG_RUN_SCHEDULE_DELAY), "mean"),
+            ],
+            s.SECONDS,
+            thresholds=s.steps(s.GREEN, (rules.scheduler_lag, s.RED)),
+            threshold_lines=True,
+        ),
+        s.HALF,
+        s.CHART_H,
+    )
+    layout.add(
+        timeseries(
+            "Task queue wait by pool (p95)",
+            "How long tasks waited between being queued and starting, 95th percentile by pool: "
+            "a full pool or too few workers makes it grow.",
+            [Query(quantile(0.95, c.TASK_QUEUED, ("pool",), *POOL), "{{pool}}")],
+            s.SECONDS,
+        ),
+        s.HALF,
+        s.CHART_H,
+    )
+    slots = {
+        state: agg("max", ["pool"], selector(c.POOL_SLOTS, *POOL, eq("state", state)))
+        for state in c.POOL_STATES
+    }
+    layout.add(
+        timeseries(
+            "Pool slots: used, queued, total",
+            "Slots of each pool taken by running tasks, wanted by queued tasks, and in total.",
+            [
+                Query(slots["running"], "{{pool}} used"),
+                Query(slots["queued"], "{{pool}} queued"),
+                Query(slots["total"], "{{pool}} total"),
+            ],
+            s.COUNT,
+        ),
+        s.HALF,
+        s.CHART_H,
+    )
+    layout.add(
+        bar_gauge(
+            "Pool use now",
+            "Share of each pool's slots in use.",
+            [Query(f"{slots['running']}\n/\n({slots['total']} > 0)", "{{pool}}")],
+            s.SHARE,
+            thresholds=s.steps(s.GREEN, (0.8, s.AMBER), (1.0, s.RED)),
+            maximum=1,
+        ),
+        s.QUARTER,
+        s.CHART_H,
+    )
+    layout.add(
+        bar_gauge(
+            "Largest XComs",
+            "Largest XCom value each DAG wrote in the last 24 hours. Red: the XCom bloat alert.",
+            [Query(f"topk(10, {agg('max', ['dag_id'], selector(c.XCOM_LARGEST))})", "{{dag_id}}")],
+            s.BYTES,
+            thresholds=s.limit_steps(rules.xcom_bloat_bytes),
+        ),
+        s.QUARTER,
+        s.CHART_H,
+    )
+    platform_alerts = firing(eq("kind", PLATFORM_KIND))
+    incidents = agg("count", ["alertname", "component", "severity"], platform_alerts)
+    layout.add(
+        table(
+            "Platform alerts firing",
+            "Each platform alert firing now, with the component it is about.",
+            [
+                Label("alertname", "Alert"),
+                Label("component", "Component"),
+                Label("severity", "Severity"),
+            ],
+            [Column("Firing", incidents, decimals=0)],
+        ),
+        s.FULL,
+        s.CHART_H,
+    )
+
+
+def _collector(layout: Layout, rules: RuleSettings) -> None:
+    layout.row("impactwatch collector")
+    last_poll = f"time() - {agg('max', [], selector(c.COLLECTOR_LAST_POLL))}"
+    layout.add(
+        stat(
+            "Last successful poll",
+            "Time since the collector last read Airflow's database. Red: the collector-stale "
+            "alert (its values are getting old).",
+            [Query(last_poll)],
+            s.SECONDS,
+            thresholds=s.limit_steps(rules.collector_stale_after),
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    layout.add(
+        stat(
+            "Serving stale data",
+            "Yes while the collector cannot read Airflow's database and serves its last state.",
+            [Query(agg("max", [], selector(c.COLLECTOR_STALE)))],
+            s.COUNT,
+            thresholds=s.steps(s.GREY),
+            mappings=s.value_mappings({0: ("No", s.GREEN), 1: ("Yes", s.RED)}),
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    rejected = increase(c.COLLECTOR_EVENTS, RANGE, eq("outcome", "rejected"))
+    layout.add(
+        stat(
+            "Events dropped",
+            "Event batches the collector's intake rejected over the selected range (malformed "
+            "or unauthorised posts from the listener): their events are lost.",
+            [Query(f"round({agg('sum', [], rejected)})")],
+            s.COUNT,
+            thresholds=s.ANY_IS_BAD,
+            no_value="0",
+            decimals=0,
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    errors = increase(c.COLLECTOR_DB_ERRORS, RANGE)
+    layout.add(
+        stat(
+            "Database errors",
+            "Failed reads of Airflow's database and failed writes of the collector's state, "
+            "over the selected range.",
+            [Query(f"round({agg('sum', ['db'], errors)})", "{{db}}")],
+            s.COUNT,
+            thresholds=s.ANY_IS_BAD,
+            named=True,
+            decimals=0,
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    layout.add(
+        timeseries(
+            "Poll duration",
+            "Wall time of one poll of Airflow's database: 95th percentile and mean.",
+            [
+                Query(quantile(0.95, c.COLLECTOR_POLL_DURATION, ()), "p95"),
+                Query(_mean_rate(c.COLLECTOR_POLL_DURATION), "mean"),
+            ],
+            s.SECONDS,
+        ),
+        s.HALF,
+        s.CHART_H,
+    )
+    events = agg("sum", ["source", "outcome"], rate(c.COLLECTOR_EVENTS, RATE_INTERVAL))
+    layout.add(
+        timeseries(
+            "Events by source and outcome",
+            "Events per second from the poller and the listener: new, updated, duplicate "
+            "(seen by both, counted once), rejected.",
+            [Query(events, "{{source}} {{outcome}}")],
+            s.PER_SECOND,
+        ),
+        s.HALF,
+        s.CHART_H,
+    )
+
+
+def _router(layout: Layout) -> None:
+    layout.row("impactwatch router")
+    failed = increase(c.ROUTER_SLACK_CALLS, RANGE, ("outcome", "!=", "ok"))
+    layout.add(
+        stat(
+            "Slack delivery failures",
+            "Slack API calls that failed or were rate limited over the selected range (the "
+            "router retries them; a growing count means messages are late).",
+            [Query(f"round({agg('sum', [], failed)})")],
+            s.COUNT,
+            thresholds=s.ANY_IS_BAD,
+            no_value="0",
+            decimals=0,
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    escalations = agg("sum", ["team"], increase(c.ROUTER_ESCALATIONS, RANGE))
+    layout.add(
+        stat(
+            "Escalations",
+            "Escalation steps fired over the selected range, by team: incidents nobody "
+            "acknowledged in time.",
+            [Query(f"round({escalations})", "{{team}}")],
+            s.COUNT,
+            thresholds=s.steps(s.GREEN, (1.0, s.AMBER)),
+            named=True,
+            decimals=0,
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    layout.add(
+        stat(
+            "Messages waiting",
+            "Slack messages (posts, updates, replies) waiting for delivery.",
+            [Query(agg("max", [], selector(c.ROUTER_OUTBOX_DEPTH)))],
+            s.COUNT,
+            thresholds=s.steps(s.GREEN, (10.0, s.AMBER), (100.0, s.RED)),
+            decimals=0,
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    layout.add(
+        stat(
+            "Oldest message waiting",
+            "How long the oldest due Slack message has waited for delivery.",
+            [Query(agg("max", [], selector(c.ROUTER_OUTBOX_OLDEST)))],
+            s.SECONDS,
+            thresholds=s.steps(s.GREEN, (60.0, s.AMBER), (300.0, s.RED)),
+        ),
+        s.QUARTER,
+        s.STAT_H,
+    )
+    calls = agg("sum", ["outcome"], rate(c.ROUTER_SLACK_CALLS, RATE_INTERVAL))
+    layout.add(
+        timeseries(
+            "Slack calls by outcome",
+            "Slack Web API calls per second: ok, failed, rate limited.",
+            [Query(calls, "{{outcome}}")],
+            s.PER_SECOND,
+            stack=True,
+        ),
+        s.THIRD,
+        s.CHART_H,
+    )
+    layout.add(
+        timeseries(
+            "Open incidents by team",
+            "Incidents the router holds open, by owning team and severity.",
+            [
+                Query(
+                    agg("sum", ["team", "severity"], selector(c.ROUTER_OPEN_INCIDENTS)),
+                    "{{team}} {{severity}}",
+                )
+            ],
+            s.COUNT,
+            stack=True,
+        ),
+        s.THIRD,
+        s.CHART_H,
+    )
+    notifications = agg("sum", ["outcome"], rate(c.ROUTER_NOTIFICATIONS, RATE_INTERVAL))
+    layout.add(
+        timeseries(
+            "Alertmanager notifications by outcome",
+            "Webhook requests from Alertmanager per second: accepted, or refused and why.",
+            [Query(notifications, "{{outcome}}")],
+            s.PER_SECOND,
+            stack=True,
+        ),
+        s.THIRD,
+        s.CHART_H,
+    )
+
+
+def platform(catalog: Catalog) -> g.Dashboard:
+    """`catalog` is unused today (platform panels are catalog-free); taken for symmetry."""
+    del catalog
+    rules = RuleSettings()
+    layout = Layout()
+    _airflow(layout, rules)
+    _collector(layout, rules)
+    _router(layout)
+    variables = [variable("pool", "Pool", (c.POOL_SLOTS,))]
+    return build(links.BOARDS[links.PLATFORM], ABOUT, variables, layout)

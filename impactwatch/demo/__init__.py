@@ -1,0 +1,1 @@
+"""`impactwatch demo`: real Airflow runs -> the collector -> what it measured."""

@@ -1,0 +1,1 @@
+"""The escalation router: Alertmanager webhooks in, Slack incidents out."""

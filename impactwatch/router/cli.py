@@ -1,0 +1,117 @@
+"""`impactwatch router`: Alertmanager webhooks in, one business-worded Slack incident per problem
+out. Heavy imports stay inside the command so `impactwatch --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+log = logging.getLogger("impactwatch.router")
+
+
+def add_subcommand(subparsers: Any) -> None:
+    router = subparsers.add_parser(
+        "router", help="Alertmanager webhooks in, Slack incidents out (escalation router)"
+    )
+    router.add_argument("--catalog", help="catalog YAML (env IMPACTWATCH_ROUTER_CATALOG)")
+    router.add_argument("--state-db", help="state DB URL (default sqlite:///impactwatch-router.db)")
+    router.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:9465)")
+    router.set_defaults(func=cmd_router)
+
+
+def cmd_router(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from impactwatch.router.settings import RouterSettings
+
+    overrides = {
+        k: v
+        for k, v in {
+            "catalog": args.catalog,
+            "state_db": args.state_db,
+            "listen": args.listen,
+        }.items()
+        if v is not None
+    }
+    try:
+        settings = RouterSettings(**overrides)
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]).replace("_", "-")
+            print(f"impactwatch router: --{name}: {err['msg']}", file=sys.stderr)
+        return 2
+    return run(settings)
+
+
+def _catalog(path: str | None) -> Any:
+    from impactwatch.collector.catalog import Catalog
+    from impactwatch.collector.catalog_loader import CatalogError, load_catalog
+
+    if path is None:
+        return Catalog()
+    try:
+        return load_catalog(path)
+    except CatalogError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def run(settings: Any, stop: threading.Event | None = None) -> int:
+    from impactwatch.router.http_app import RouterApp, serve
+    from impactwatch.router.service import RouterService
+
+    catalog = _catalog(settings.catalog)
+    try:
+        token = settings.webhook_secret()
+    except OSError as exc:
+        print(f"impactwatch router: cannot read the webhook token file: {exc}", file=sys.stderr)
+        return 2
+    if token is None and not settings.on_loopback():
+        print(
+            "impactwatch router: set IMPACTWATCH_WEBHOOK_TOKEN (or _FILE) to listen beyond "
+            "loopback; Alertmanager sends it with http_config.authorization",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        service = RouterService(settings, catalog)
+    except Exception as exc:  # bad URL, state DB refused
+        print(f"impactwatch router: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    secret = settings.slack_signing_secret
+    app = RouterApp(
+        service, token, secret.get_secret_value() if secret else None, settings.max_body_bytes
+    )
+    host, port = settings.listen_address()
+    try:
+        server, _thread = serve(app, host, port)
+    except OSError as exc:
+        print(
+            f"impactwatch router: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr
+        )
+        service.close()
+        return 2
+    slack = "Slack" if settings.slack_bot_token else f"console + {settings.jsonl_path}"
+    log.info(
+        "router on http://%s:%d/alertmanager (webhook %s), delivering to %s",
+        host,
+        server.server_port,
+        "token required" if token else "open on loopback: no token set",
+        slack,
+    )
+    service.start()
+    stopping = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        stopping.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        service.close()
+    return 0

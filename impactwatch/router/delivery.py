@@ -1,0 +1,341 @@
+"""The delivery worker: drains the outbox into Slack (or the console), exactly once.
+
+Per message row: render the incident as it is now; post it if it was never posted (after
+looking in Slack for an earlier post whose answer was lost), else `chat.update` it when what
+Slack shows differs; then, for an incident's main message, reply in its thread with what changed
+since the thread was last told. Each Slack call is followed by its own commit. A channel gets at
+most one message per `channel_interval`; a row that would wait longer goes back to the outbox
+with a due time, so other channels keep flowing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from impactwatch.router import notices
+from impactwatch.router.incidents import Incident
+from impactwatch.router.metrics import RouterStats
+from impactwatch.router.outbox import MessageRow, Outbox
+from impactwatch.router.render import (
+    RenderContext,
+    Rendered,
+    render_affected,
+    render_incident,
+    render_merged,
+)
+from impactwatch.router.sinks import DeliveryError, MaybeSent, Sink
+from impactwatch.router.store import RouterStore
+
+log = logging.getLogger(__name__)
+SHORT_WAIT = 0.3  # wait this long in the thread for a channel slot; longer: back to the outbox
+UNSURE_LOOKBACK = 120.0
+WAKE_DEBOUNCE = 0.05
+
+
+class Pacer:
+    """At most one Slack message per channel per `interval` from this process."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, channel: str) -> float:
+        """0 when the slot is taken now, else seconds until one is free (nothing taken)."""
+        with self._lock:
+            now = self.clock()
+            free = self._next.get(channel, 0.0)
+            if free <= now:
+                self._next[channel] = now + self.interval
+                return 0.0
+            return free - now
+
+    def hold(self, channel: str, seconds: float) -> None:
+        """Slack said 429: nothing to this channel for `seconds`."""
+        with self._lock:
+            until = self.clock() + seconds
+            self._next[channel] = max(self._next.get(channel, 0.0), until)
+
+
+@dataclass
+class Job:
+    rendered: Rendered | None  # None: cancel the row
+    rev: int
+    incident: Incident | None = None
+
+
+class Deferred(Exception):
+    """The row went back to the outbox; stop working on it."""
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        store: RouterStore,
+        sink: Sink,
+        ctx: RenderContext,
+        stats: RouterStats,
+        *,
+        owner: str | None = None,
+        lease: float = 60.0,
+        channel_interval: float = 1.0,
+        threads: int = 4,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.ctx = ctx
+        self.stats = stats
+        self.outbox = Outbox(store, owner or f"router-{uuid.uuid4().hex[:12]}", lease)
+        # A little under Slack's limit: sends leave together but may arrive a few ms apart.
+        self.pacer = Pacer(channel_interval * 1.05)
+        self.clock = clock
+        self.threads = threads
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._running: list[threading.Thread] = []
+
+    # -- threads ------------------------------------------------------------------------------
+    def start(self) -> None:
+        for n in range(self.threads):
+            thread = threading.Thread(target=self._loop, name=f"iw-delivery-{n}", daemon=True)
+            thread.start()
+            self._running.append(thread)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        self.wake.set()
+        for thread in self._running:
+            thread.join(timeout)
+        self._running.clear()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception as exc:  # the DB went away: try again shortly, never die
+                log.warning("delivery: %s", type(exc).__name__)
+                worked = False
+                self._stop.wait(1.0)
+            if not worked:
+                self.wake.wait(self._idle_wait())
+                self.wake.clear()
+                # Many webhooks in a row wake us many times: look once per short while.
+                self._stop.wait(WAKE_DEBOUNCE)
+
+    def _idle_wait(self) -> float:
+        try:
+            due = self.outbox.next_due()
+        except Exception:
+            return 1.0
+        if due is None:
+            return 1.0
+        return min(max(due - self.clock(), 0.02), 1.0)
+
+    def run_once(self) -> bool:
+        """Deliver one due row; False when none was due."""
+        rows = self.outbox.claim(self.clock())
+        for row in rows:
+            with contextlib.suppress(Deferred):
+                self.deliver(row)
+        return bool(rows)
+
+    def drain(self, timeout: float = 30.0, everything: bool = False) -> bool:
+        """Deliver until nothing is due now, or with `everything` until nothing is pending at
+        all (waiting out rate limits and backoffs): True when done in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.run_once():
+                continue
+            due = self.outbox.next_due()
+            if due is None or (due > self.clock() and not everything):
+                return True
+            time.sleep(min(max(due - self.clock(), 0.01), 0.2))
+        return False
+
+    # -- one row ------------------------------------------------------------------------------
+    def deliver(self, row: MessageRow) -> None:
+        now = self.clock()
+        job = self._job(row)
+        if job.rendered is None:
+            self.outbox.cancel(row)
+            return
+        if row.ts is None:
+            row = self._post_new(row, job)
+        elif row.updatable and row.done_rev < job.rev and job.rendered.digest() != row.shown:
+            self._slot(row)
+            where = row.channel_id or row.channel
+            self._call(row, "chat.update", self.sink.update, where, row.ts, job.rendered)
+            # Recorded at once: a thread reply still to come must not redo this edit.
+            self.outbox.set(row, shown=job.rendered.digest(), done_rev=job.rev)
+        if row.role == "primary" and job.incident is not None:
+            self._reply(row, job.incident)
+        self.outbox.finish(row, job.rev, now)
+
+    def _job(self, row: MessageRow) -> Job:
+        if row.payload is not None:
+            data = json.loads(row.payload)
+            return Job(Rendered(data["text"], data["blocks"]), row.wanted_rev)
+        now = self.clock()
+        with self.store.read() as conn:
+            view = self.store.load_view(conn, incident_ids=[row.incident_id or ""])
+        incident = view.incidents.get(row.incident_id or "")
+        if incident is None:
+            return Job(None, row.wanted_rev)
+        target = view.incidents.get(incident.merged_into or "")
+        role, _, arg = row.role.partition(":")
+        if incident.status == "merged" and role in ("primary", "affected"):
+            if row.ts is None:
+                return Job(None, incident.rev)  # folded before it went out: never posted
+            return Job(render_merged(self.ctx, incident, target), incident.rev, incident)
+        if role == "primary":
+            return Job(render_incident(self.ctx, incident, now), incident.rev, incident)
+        if role == "affected":
+            if row.ts is None and incident.status != "open":
+                return Job(None, incident.rev)  # over before it reached the team: say nothing
+            return Job(render_affected(self.ctx, incident, arg, now), incident.rev, incident)
+        if role == "escalation":
+            rendered = notices.render_escalation(self.ctx, incident, int(arg), now)
+            return Job(rendered, incident.rev, incident)
+        raise ValueError(f"unknown message role {row.role!r}")
+
+    def _post_new(self, row: MessageRow, job: Job) -> MessageRow:
+        assert job.rendered is not None
+        thread_ts = None
+        if row.thread_of:
+            thread_ts = self.outbox.parent_ts(row.thread_of)
+            if thread_ts is None:
+                self._defer(row, 2.0, "waiting for the incident's message")
+        channel, ts = self._post(row, job.rendered, row.post_token, row.post_at, thread_ts)
+        told = json.dumps(notices.snapshot(job.incident)) if job.incident else None
+        values: dict[str, Any] = {
+            "ts": ts,
+            "channel_id": channel,
+            "post_token": None,
+            "post_at": None,
+            "shown": job.rendered.digest(),
+            "done_rev": job.rev,
+        }
+        if row.role == "primary":
+            values["told"] = told
+        self.outbox.set(row, **values)
+        told_now = values.get("told", row.told)
+        return replace(
+            row, ts=ts, channel_id=channel, shown=values["shown"], told=told_now, done_rev=job.rev
+        )
+
+    def _post(
+        self,
+        row: MessageRow,
+        rendered: Rendered,
+        token: str | None,
+        since: float | None,
+        thread_ts: str | None,
+        field: str = "post",
+    ) -> tuple[str, str]:
+        """Post once: an unsure earlier attempt (token set) is looked for in Slack first."""
+        if token is not None:
+            lookback = (since or self.clock()) - UNSURE_LOOKBACK
+            where = row.channel_id or row.channel
+            method = "conversations.replies" if thread_ts else "conversations.history"
+            found = self._call(row, method, self.sink.find, where, token, lookback, thread_ts)
+            if found is not None:
+                log.info("found an unsure post of %s in Slack; not posting it again", row.key)
+                return where, found
+        self._slot(row)
+        token = token or uuid.uuid4().hex
+        attempt = {f"{field}_token": token, f"{field}_at": self.clock()}
+        # Renew the lease with the token: the post below is then ours alone for a full lease.
+        if not self.outbox.set(row, lease_until=self.clock() + self.outbox.lease, **attempt):
+            raise Deferred  # the lease ran out meanwhile: another replica owns this row now
+        broadcast = row.role.startswith("escalation:") and thread_ts is not None
+        where = row.channel_id or row.channel
+        return self._call(
+            row,
+            "chat.postMessage",
+            self.sink.post,
+            where,
+            rendered,
+            token,
+            thread_ts,
+            broadcast,
+            f"{row.key}:{field}" if field == "reply" else row.key,
+            unsure_keeps=field,
+        )
+
+    def _reply(self, row: MessageRow, incident: Incident) -> None:
+        """Tell the thread what changed since it was last told (one reply for many changes)."""
+        told = json.loads(row.told) if row.told else notices.snapshot(incident)
+        if row.reply_token is not None and row.reply_told is not None:
+            lookback = (row.reply_at or self.clock()) - UNSURE_LOOKBACK
+            found = self._call(
+                row,
+                "conversations.replies",
+                self.sink.find,
+                row.channel_id or row.channel,
+                row.reply_token,
+                lookback,
+                row.ts,
+            )
+            if found is not None:
+                told = json.loads(row.reply_told)
+                self.outbox.set(row, told=row.reply_told, reply_token=None, reply_told=None)
+                row = replace(row, reply_token=None, told=row.reply_told)
+        now_told = notices.snapshot(incident)
+        text = notices.thread_reply(self.ctx, incident, told, self.clock())
+        if text is None:
+            if now_told != told:
+                self.outbox.set(row, told=json.dumps(now_told))
+            return
+        self.outbox.set(row, reply_told=json.dumps(now_told), reply_text=text)
+        self._post(row, notices.render_reply(text), row.reply_token, row.reply_at, row.ts, "reply")
+        self.outbox.set(row, told=json.dumps(now_told), reply_token=None, reply_told=None)
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _slot(self, row: MessageRow) -> None:
+        for _ in range(3):
+            wait = self.pacer.acquire(row.channel)
+            if wait <= 0:
+                return
+            if wait > SHORT_WAIT:
+                self._defer(row, wait, None)
+            time.sleep(wait)
+        self._defer(row, self.pacer.interval, None)
+
+    def _call(
+        self,
+        row: MessageRow,
+        method: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        unsure_keeps: str | None = None,
+    ) -> Any:
+        try:
+            result = fn(*args)
+        except DeliveryError as exc:
+            self.stats.count("slack_calls", (method, exc.outcome))
+            if exc.outcome == "rate_limited":
+                self.pacer.hold(row.channel, exc.retry_after or 1.0)
+                delay = exc.retry_after or 1.0
+            else:
+                delay = min(2.0 ** min(row.tries, 8), 300.0)
+                if row.tries == 0:
+                    log.warning("slack %s for %s failed: %s", method, row.key, exc)
+            keep = isinstance(exc, MaybeSent)
+            clear = {} if keep or unsure_keeps is None else {f"{unsure_keeps}_token": None}
+            self._defer(row, delay, f"{method}: {exc}", **clear)
+        self.stats.count("slack_calls", (method, "ok"))
+        return result
+
+    def _defer(self, row: MessageRow, seconds: float, error: str | None, **values: Any) -> None:
+        self.outbox.defer(row, self.clock() + seconds, error, **values)
+        raise Deferred

@@ -1,0 +1,352 @@
+"""Incident decisions: which alerts make one business problem, and what changed. Pure.
+
+An incident is keyed by its subject (a data product, else a pipeline, else an alert rule); one is
+open per key. A firing alert joins, in order: the open incident it already belongs to; an open
+incident whose subject covers it through lineage (the most upstream one); else a new incident,
+which absorbs the open incidents downstream of it. Notifications that change nothing (repeats,
+the second of an Alertmanager HA pair, late copies) change nothing here, so they send nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from impactwatch.collector.catalog import Catalog, EscalationStep
+from impactwatch.router import escalation
+from impactwatch.router.payload import Alert, Notification
+from impactwatch.router.routing import SEVERITY_RANK, Lineage, Subject, route
+
+
+@dataclass
+class AlertState:
+    fingerprint: str
+    alertname: str
+    subject_key: str
+    team: str
+    severity: str
+    kind: str
+    status: str
+    starts_at: float
+    ends_at: float | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    generator_url: str = ""
+    owner_note: str | None = None
+    incident_id: str | None = None
+    held: bool = False  # a warning kept for the team's daily digest instead of a ping
+    was_held: bool = False  # held when loaded: its digest item needs updating
+    dirty: bool = False
+
+    @property
+    def subject(self) -> Subject:
+        return Subject.from_key(self.subject_key)
+
+    def visible(self) -> tuple[Any, ...]:
+        return (
+            self.fingerprint,
+            self.status,
+            self.severity,
+            self.subject_key,
+            self.starts_at,
+            tuple(sorted(self.annotations.items())),
+        )
+
+
+@dataclass
+class Incident:
+    id: str
+    key: str
+    team: str
+    opened_at: float
+    status: str = "open"  # open | resolved | merged
+    severity: str = "warning"
+    resolved_at: float | None = None
+    acked_by: str | None = None
+    acked_at: float | None = None
+    snoozed_until: float | None = None
+    snoozed_by: str | None = None
+    escalated: int = 0
+    escalated_at: float | None = None
+    next_escalation_at: float | None = None
+    merged_into: str | None = None
+    rev: int = 0
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+    new: bool = False
+    dirty: bool = False
+
+    @property
+    def subject(self) -> Subject:
+        return Subject.from_key(self.key)
+
+    def firing(self) -> list[AlertState]:
+        return [a for a in self.alerts.values() if a.status == "firing"]
+
+    def visible(self) -> tuple[Any, ...]:
+        """Everything a message shows; a change bumps `rev` and re-renders the messages."""
+        return (
+            self.status,
+            self.severity,
+            self.acked_by,
+            self.snoozed_until,
+            self.escalated,
+            self.merged_into,
+            tuple(sorted(a.visible() for a in self.alerts.values())),
+        )
+
+
+@dataclass
+class View:
+    """The slice of state a notification can touch, loaded by the store."""
+
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+    incidents: dict[str, Incident] = field(default_factory=dict)
+    before: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    stored: set[str] = field(default_factory=set)  # fingerprints already in the DB
+
+    def seal(self) -> None:
+        """Remember what each loaded incident showed, to tell what changed."""
+        self.before = {i.id: i.visible() for i in self.incidents.values()}
+
+
+@dataclass
+class Changes:
+    alerts: list[AlertState] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)
+    messages: set[tuple[str, str, str]] = field(default_factory=set)  # (incident, role, team)
+    escalations: list[tuple[str, int]] = field(default_factory=list)
+    merges: list[tuple[str, str]] = field(default_factory=list)  # (folded, into)
+    held: list[AlertState] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+StepsOf = Callable[[str], Sequence[EscalationStep]]
+
+
+class Decider:
+    """Applies notifications and timers to a `View`; the store writes what it marks dirty."""
+
+    def __init__(
+        self, catalog: Catalog, new_id: Callable[[], str], digest_teams: frozenset[str]
+    ) -> None:
+        self.catalog = catalog
+        self.lineage = Lineage(catalog)
+        self.new_id = new_id
+        self.digest_teams = digest_teams
+
+    def steps_of(self, team: str) -> Sequence[EscalationStep]:
+        found = self.catalog.teams.get(team)
+        return found.escalation if found is not None else ()
+
+    def keys_for(self, notification: Notification) -> set[str]:
+        """Incident keys the store must load so lineage decisions see every candidate."""
+        keys: set[str] = set()
+        for alert in notification.alerts:
+            subject = route(alert, self.catalog).subject
+            keys |= self.lineage.upstream_keys(subject) | self.lineage.downstream_keys(subject)
+        return keys
+
+    def locks_for(self, notification: Notification) -> list[str]:
+        """The lineage components a notification can touch (each is locked while deciding)."""
+        return sorted(
+            {self.lineage.component(route(a, self.catalog).subject) for a in notification.alerts}
+        )
+
+    def lock_for_key(self, key: str) -> str:
+        return self.lineage.component(Subject.from_key(key))
+
+    # -- notifications ------------------------------------------------------------------------
+    def apply(self, view: View, notification: Notification, now: float) -> Changes:
+        changes = Changes()
+        for alert in notification.alerts:
+            self._one(view, alert, now, changes)
+        self._settle(view, now, changes)
+        return changes
+
+    def _one(self, view: View, alert: Alert, now: float, changes: Changes) -> None:
+        state = view.alerts.get(alert.fingerprint)
+        if alert.status == "resolved":
+            if state is None:
+                changes.count("unknown_resolved")  # never seen firing: nothing to close
+                return
+            if state.status == "resolved" or alert.starts_at < state.starts_at:
+                changes.count("duplicate" if state.status == "resolved" else "stale")
+                return
+            state.status, state.ends_at, state.dirty = "resolved", alert.ends_at or now, True
+            incident = self.live(view, state.incident_id)
+            if incident is not None:
+                incident.dirty = True
+            changes.count("resolved")
+            return
+        if state is not None and (
+            alert.starts_at < state.starts_at
+            or (state.status == "resolved" and alert.starts_at == state.starts_at)
+        ):
+            changes.count("stale")  # a late copy of an episode already resolved or replaced
+            return
+        routed = route(alert, self.catalog)
+        fresh = state is None or state.status == "resolved"
+        before = state.visible() if state is not None else None
+        new_state = AlertState(
+            fingerprint=alert.fingerprint,
+            alertname=alert.label("alertname") or "unnamed alert",
+            subject_key=routed.subject.key,
+            team=routed.team,
+            severity=routed.severity,
+            kind=routed.kind,
+            status="firing",
+            starts_at=alert.starts_at,
+            ends_at=None,
+            labels=dict(alert.labels),
+            annotations=dict(alert.annotations),
+            generator_url=alert.generator_url,
+            owner_note=routed.owner_note,
+            incident_id=None if fresh or state is None else state.incident_id,
+            held=False if fresh or state is None else state.held,
+            was_held=state.was_held if state is not None else False,
+            dirty=True,
+        )
+        if not fresh and before == new_state.visible() and self._attached(view, new_state):
+            changes.count("duplicate")
+            return
+        view.alerts[alert.fingerprint] = new_state
+        changes.count("new" if fresh else "updated")
+        self._attach(view, new_state, now, changes)
+
+    def _attached(self, view: View, state: AlertState) -> bool:
+        incident = self.live(view, state.incident_id)
+        return state.held or (incident is not None and incident.status == "open")
+
+    def live(self, view: View, incident_id: str | None) -> Incident | None:
+        """The incident an id leads to, following merges."""
+        seen: set[str] = set()
+        while incident_id is not None and incident_id not in seen:
+            seen.add(incident_id)
+            incident = view.incidents.get(incident_id)
+            if incident is None:
+                return None
+            if incident.status != "merged":
+                return incident
+            incident_id = incident.merged_into
+        return None
+
+    def _attach(self, view: View, state: AlertState, now: float, changes: Changes) -> None:
+        current = self.live(view, state.incident_id)
+        if current is not None and current.status == "open":
+            self._move(view, state, current)
+            return
+        subject = state.subject
+        target = self._covering(view, subject)
+        if target is None:
+            if state.team in self.digest_teams and state.severity == "warning":
+                state.incident_id, state.held = None, True
+                changes.held.append(state)
+                return
+            target = self._open(view, subject, state.team, now)
+        state.held = False
+        self._move(view, state, target)
+
+    def _move(self, view: View, state: AlertState, target: Incident) -> None:
+        old = view.incidents.get(state.incident_id) if state.incident_id else None
+        if old is not None and old is not target:
+            old.alerts.pop(state.fingerprint, None)
+            old.dirty = True
+        state.incident_id = target.id
+        state.dirty = True
+        target.alerts[state.fingerprint] = state
+        target.dirty = True
+
+    def _covering(self, view: View, subject: Subject) -> Incident | None:
+        found = [
+            i
+            for i in view.incidents.values()
+            if i.status == "open" and self.lineage.covers(i.subject, subject)
+        ]
+        if not found:
+            return None
+        roots = [
+            i
+            for i in found
+            if not any(j is not i and self.lineage.covers(j.subject, i.subject) for j in found)
+        ] or found
+        return min(roots, key=lambda i: (i.opened_at, i.key))
+
+    def _open(self, view: View, subject: Subject, team: str, now: float) -> Incident:
+        incident = Incident(
+            id=self.new_id(), key=subject.key, team=team, opened_at=now, new=True, dirty=True
+        )
+        view.incidents[incident.id] = incident
+        for other in list(view.incidents.values()):
+            if (
+                other is not incident
+                and other.status == "open"
+                and self.lineage.covers(subject, other.subject)
+            ):
+                for alert in list(other.alerts.values()):
+                    self._move(view, alert, incident)
+                other.status, other.merged_into, other.dirty = "merged", incident.id, True
+                other.next_escalation_at = None
+        return incident
+
+    def _settle(self, view: View, now: float, changes: Changes) -> None:
+        """Severity, resolution, escalation and messages of every incident that changed."""
+        for incident in view.incidents.values():
+            if not incident.dirty:
+                continue
+            steps = self.steps_of(incident.team)
+            firing = incident.firing()
+            if incident.status == "open" and not firing:
+                incident.status, incident.resolved_at = "resolved", now
+                incident.next_escalation_at = None
+            elif incident.status == "open":
+                severity = max((a.severity for a in firing), key=SEVERITY_RANK.__getitem__)
+                raised = SEVERITY_RANK[severity] > SEVERITY_RANK[incident.severity]
+                incident.severity = severity
+                if raised and severity == "critical" and not incident.new:
+                    for step in escalation.fire_now(incident, steps, now):
+                        changes.escalations.append((incident.id, step))
+                elif incident.new:
+                    escalation.reschedule(incident, steps)
+            self.finish(view, incident, changes)
+        changes.alerts.extend(a for a in view.alerts.values() if a.dirty)
+
+    def finish(self, view: View, incident: Incident, changes: Changes) -> None:
+        """Bump the revision when anything visible changed, and name the messages it needs."""
+        before = view.before.get(incident.id)
+        if incident.new or before != incident.visible():
+            incident.rev += 1
+            changes.incidents.append(incident)
+        if incident.merged_into and (before is None or before[0] != "merged"):
+            changes.merges.append((incident.id, incident.merged_into))
+        if incident.status == "open":
+            changes.messages.add((incident.id, "primary", incident.team))
+            for team in sorted({a.team for a in incident.alerts.values()} - {incident.team}):
+                changes.messages.add((incident.id, f"affected:{team}", team))
+
+    # -- timers and buttons -------------------------------------------------------------------
+    def escalate(self, view: View, incident: Incident, now: float, changes: Changes) -> None:
+        for step in escalation.fire_due(incident, self.steps_of(incident.team), now):
+            changes.escalations.append((incident.id, step))
+        self.finish(view, incident, changes)
+
+    def acknowledge(self, incident: Incident, user: str, now: float) -> bool:
+        if incident.status != "open" or incident.acked_at is not None:
+            return False
+        incident.acked_by, incident.acked_at = user, now
+        incident.next_escalation_at = None
+        return True
+
+    def snooze(self, incident: Incident, user: str, now: float, seconds: float) -> bool:
+        if incident.status != "open" or incident.acked_at is not None:
+            return False
+        incident.snoozed_until, incident.snoozed_by = now + seconds, user
+        escalation.reschedule(incident, self.steps_of(incident.team))
+        return True
+
+
+def teams_with_digest(catalog: Catalog) -> frozenset[str]:
+    return frozenset(name for name, team in catalog.teams.items() if team.digest)

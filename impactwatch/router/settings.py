@@ -1,0 +1,125 @@
+"""Router settings: one typed model, each option with its default and environment variable.
+
+`IMPACTWATCH_ROUTER_<NAME>` sets each option, except the shared names the design fixes:
+`SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`, `SLACK_API_URL`, `IMPACTWATCH_WEBHOOK_TOKEN`
+(and `IMPACTWATCH_WEBHOOK_TOKEN_FILE`). CLI flags override the environment. Secrets are
+`SecretStr`: they never show up in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from impactwatch.collector.catalog import Deadline
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IMPACTWATCH_ROUTER_", extra="ignore", populate_by_name=True
+    )
+
+    catalog: str | None = Field(
+        None,
+        description="Catalog YAML (also IMPACTWATCH_CATALOG); none = everything to the default",
+        validation_alias=AliasChoices(
+            "catalog", "IMPACTWATCH_ROUTER_CATALOG", "IMPACTWATCH_CATALOG"
+        ),
+    )
+    state_db: str = Field(
+        "sqlite:///impactwatch-router.db", description="Incidents, messages, timers (SQLAlchemy)"
+    )
+    listen: str = Field("127.0.0.1:9465", description="HOST:PORT of the webhook, Slack, /metrics")
+    grafana_url: str | None = Field(None, description="Grafana base URL for dashboard buttons")
+    grafana_dashboard: str = Field(
+        "/d/impactwatch-data-products/data-products?var-team={team}&var-dataset={dataset}",
+        description="Dashboard path; {team}, {dataset}, {dag_id} are filled in",
+    )
+    airflow_url: str | None = Field(None, description="Airflow UI base URL for pipeline buttons")
+    jsonl_path: str = Field(
+        "impactwatch-router-messages.jsonl",
+        description="Without a Slack token, rendered messages are appended here (and printed)",
+    )
+    fallback_channel: str = Field(
+        "#impactwatch", description="Channel of a default team the catalog does not list"
+    )
+    slack_bot_token: SecretStr | None = Field(
+        None,
+        description="Bot token (xoxb-…); none = console and JSON Lines instead of Slack",
+        validation_alias=AliasChoices("slack_bot_token", "SLACK_BOT_TOKEN"),
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None,
+        description="Verifies /slack/interactions; none = buttons refused (401)",
+        validation_alias=AliasChoices("slack_signing_secret", "SLACK_SIGNING_SECRET"),
+    )
+    slack_api_url: str = Field(
+        "https://slack.com/api/",
+        description="Slack Web API base URL (a local stand-in in tests)",
+        validation_alias=AliasChoices("slack_api_url", "SLACK_API_URL"),
+    )
+    webhook_token: SecretStr | None = Field(
+        None,
+        description="Bearer token POST /alertmanager requires",
+        validation_alias=AliasChoices("webhook_token", "IMPACTWATCH_WEBHOOK_TOKEN"),
+    )
+    webhook_token_file: str | None = Field(
+        None,
+        description="File holding the webhook token instead",
+        validation_alias=AliasChoices("webhook_token_file", "IMPACTWATCH_WEBHOOK_TOKEN_FILE"),
+    )
+    max_body_bytes: int = Field(4 * 1_048_576, gt=0, description="Largest webhook body accepted")
+    settle_seconds: float = Field(
+        3.0,
+        ge=0,
+        description="A new incident waits this long before its first post, so an upstream alert "
+        "of the same storm can absorb it",
+    )
+    delivery_workers: int = Field(4, ge=1, le=32, description="Threads delivering to Slack")
+    channel_interval: float = Field(
+        1.0, ge=0, description="Seconds between two messages to one channel (Slack: 1/s)"
+    )
+    slack_timeout: int = Field(10, gt=0, description="Seconds per Slack API call")
+    lease_seconds: float = Field(
+        60.0, gt=0, description="How long a replica owns a message it is delivering"
+    )
+    tick_seconds: float = Field(1.0, gt=0, description="Escalation and digest timer period")
+    snooze_seconds: float = Field(3600.0, gt=0, description="What the Snooze button gives")
+    digest_at: str = Field(
+        "09:00 UTC", description="Daily digest time for teams with `digest: true` (HH:MM zone)"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9465)")
+        return value
+
+    @field_validator("digest_at")
+    @classmethod
+    def _digest_time(cls, value: str) -> str:
+        Deadline.model_validate(value)
+        return value
+
+    def digest_time(self) -> Deadline:
+        return Deadline.model_validate(self.digest_at)
+
+    def webhook_secret(self) -> str | None:
+        """The webhook token from the environment or its file; never logged."""
+        if self.webhook_token is not None:
+            return self.webhook_token.get_secret_value() or None
+        if self.webhook_token_file:
+            with open(self.webhook_token_file, encoding="utf-8") as fh:
+                return fh.read().strip() or None
+        return None
+
+    def listen_address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+    def on_loopback(self) -> bool:
+        return self.listen_address()[0] in LOOPBACK

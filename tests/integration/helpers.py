@@ -1,0 +1,66 @@
+"""Shared pieces of the collector's integration tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from impactwatch.collector.catalog import Catalog
+from impactwatch.collector.catalog_loader import load_catalog
+from impactwatch.collector.service import CollectorService
+from impactwatch.collector.settings import CollectorSettings
+from impactwatch.devtools.airflow_home import REPO_ROOT, reader_db_url
+from tests.support.postgres import drop_database
+
+EXAMPLE_CATALOG = REPO_ROOT / "examples" / "catalog.yaml"
+
+
+def make_service(
+    airflow_url: str, state_dir: Path, catalog: Catalog | None = None, **settings: object
+) -> CollectorService:
+    """A collector on `airflow_url`; the example catalog unless another is given."""
+    config = CollectorSettings(
+        airflow_db=airflow_url,
+        state_db=f"sqlite:///{state_dir / 'state.db'}",
+        catalog=str(EXAMPLE_CATALOG),
+        backfill_days=30,
+        **settings,  # type: ignore[arg-type]
+    )
+    return CollectorService(config, catalog or load_catalog(EXAMPLE_CATALOG))
+
+
+def catch_up(service: CollectorService) -> None:
+    while True:
+        result = service.poll_once()
+        assert result is not None, "poll cycle failed"
+        if result.caught_up:
+            return
+
+
+@contextmanager
+def copy_of(pg_base_url: str, airflow_url: str) -> Iterator[str]:
+    """A private copy (CREATE DATABASE ... TEMPLATE) of a populated Airflow DB to change."""
+    source = make_url(airflow_url).database
+    name = f"impactwatch_copy_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_base_url + "/postgres", autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (source,)
+        )
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+    try:
+        yield reader_db_url(str(make_url(airflow_url).set(database=name)))
+    finally:
+        drop_database(pg_base_url, name)
+
+
+def sql(url: str, statement: str, *params: object) -> list[tuple]:
+    """Run SQL on an Airflow PostgreSQL DB as Airflow would (tests play the scheduler)."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(statement, params or None)
+        return cur.fetchall() if cur.description else []

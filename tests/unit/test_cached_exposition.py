@@ -1,0 +1,62 @@
+"""The cached exposition must say exactly what generate_latest says over the whole state."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from impactwatch.collector.catalog import Catalog
+from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
+from impactwatch.collector.exporter import ImpactwatchCollector
+from impactwatch.collector.exposition import CachedExposition
+from impactwatch.collector.metrics_state import DagInfo, MetricsState
+from impactwatch.collector.store import Changes
+
+T0 = 1_795_500_000.0
+CATALOG = Catalog.model_validate(
+    {
+        "teams": {"risk": {"slack_channel": "#r"}, "platform": {"slack_channel": "#p"}},
+        "datasets": {"scores": {"team": "risk", "produced_by": "s3://b/s", "freshness": "30m"}},
+        "pipelines": {
+            "a": {"team": "risk", "max_duration": "10m"},
+            "b": {"deadline": "07:00 UTC"},
+        },
+    }
+)
+
+
+def full(state: MetricsState, now: float) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ImpactwatchCollector(state, clock=lambda: now))
+    return generate_latest(registry)
+
+
+def finished(dag_id: str, run_id: str, start: float, took: float, state: str) -> Changes:
+    run = DagRun(dag_id, run_id, state, "scheduled", None, start, start, start + 1, start + took)
+    tries = [TaskTry(dag_id, run_id, "t", -1, 1, state, start, start + took, start - 2, took)]
+    return Changes(
+        finished_runs=[(run, tries)], terminal_runs=[run], started_runs=[run], queued_tries=tries
+    )
+
+
+def test_cached_and_full_renders_agree_through_every_kind_of_change() -> None:
+    state = MetricsState(CATALOG)
+    cached = CachedExposition(state, clock=lambda: T0)
+    assert cached.render() == full(state, T0)  # empty state
+    state.set_dags({"a": DagInfo(), "b": DagInfo(), "c": DagInfo()})
+    state.apply(finished("a", "r1", T0 - 900, 700, "success"), "poller", T0)
+    state.apply(finished("b", "r1", T0 - 900, 60, "failed"), "poller", T0)
+    state.apply(Changes(assets=[AssetUpdate("s3://b/s", T0 - 4000)]), "listener", T0)
+    state.set_running({("c", "r9"): T0 - 30})
+    state.record_xcom([("c", T0 - 10, 2048)], T0)
+    state.evaluate(T0)
+    assert cached.render() == full(state, T0)
+    # incremental: one DAG changes, one is paused, one is deleted
+    state.apply(finished("a", "r2", T0 - 100, 50, "failed"), "poller", T0)
+    state.set_dags({"a": DagInfo(), "b": DagInfo(paused=True)})
+    assert cached.render() == full(state, T0)
+    # a catalog change re-renders everything (teams move)
+    state.set_catalog(
+        Catalog.model_validate({"pipelines": {"a": {"team": "platform"}}, "teams": {}})
+    )
+    assert cached.render() == full(state, T0)
+    assert b'last_failure_timestamp_seconds{dag_id="a",team="platform"}' in cached.render()

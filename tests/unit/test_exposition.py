@@ -1,0 +1,80 @@
+"""One byte-exact exposition: the wire format Prometheus reads, checked to the letter."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from impactwatch.collector.catalog import Catalog
+from impactwatch.collector.events import AssetUpdate
+from impactwatch.collector.exporter import ImpactwatchCollector
+from impactwatch.collector.metrics_state import MetricsState
+from impactwatch.collector.store import Changes
+
+T0 = 1_795_500_000.0
+
+EXPECTED = """\
+# HELP impactwatch_dataset_last_updated_timestamp_seconds Last successful update of the data product (Unix time).
+# TYPE impactwatch_dataset_last_updated_timestamp_seconds gauge
+impactwatch_dataset_last_updated_timestamp_seconds{dataset="scores",team="risk",tier="standard"} 1.7955e+09
+# HELP impactwatch_dataset_freshness_sla_seconds Maximum allowed age of the data product before it counts as stale.
+# TYPE impactwatch_dataset_freshness_sla_seconds gauge
+impactwatch_dataset_freshness_sla_seconds{dataset="scores",team="risk",tier="standard"} 1800.0
+# HELP impactwatch_dataset_producer_paused 1 when the DAG producing the data product is paused (freshness alerts hold off).
+# TYPE impactwatch_dataset_producer_paused gauge
+impactwatch_dataset_producer_paused{dataset="scores",team="risk",tier="standard"} 0.0
+# HELP impactwatch_dag_run_oldest_running_seconds Age of the oldest DAG run still running (duration SLA in flight).
+# TYPE impactwatch_dag_run_oldest_running_seconds gauge
+# HELP impactwatch_dag_run_deadline_timestamp_seconds The next deadline not yet met by a successful run (Unix time); in the past means missed.
+# TYPE impactwatch_dag_run_deadline_timestamp_seconds gauge
+# HELP impactwatch_dag_run_last_success_timestamp_seconds End of the last successful DAG run (Unix time).
+# TYPE impactwatch_dag_run_last_success_timestamp_seconds gauge
+# HELP impactwatch_dag_run_last_failure_timestamp_seconds End of the last failed DAG run (Unix time).
+# TYPE impactwatch_dag_run_last_failure_timestamp_seconds gauge
+# HELP impactwatch_dag_run_max_duration_seconds Duration SLA of the pipeline: a run longer than this breaches.
+# TYPE impactwatch_dag_run_max_duration_seconds gauge
+# HELP impactwatch_dag_paused 1 when the DAG is paused in Airflow.
+# TYPE impactwatch_dag_paused gauge
+# HELP impactwatch_xcom_largest_bytes Largest XCom value written by the DAG's runs in the last 24 hours.
+# TYPE impactwatch_xcom_largest_bytes gauge
+# HELP impactwatch_sla_breaches_total SLA breaches by kind (freshness, duration, deadline), counted once per severity reached.
+# TYPE impactwatch_sla_breaches_total counter
+# HELP impactwatch_dag_run_duration_seconds Durations of finished DAG runs, by final state.
+# TYPE impactwatch_dag_run_duration_seconds histogram
+# HELP impactwatch_dag_run_schedule_delay_seconds Start of a scheduled run minus when it was due (scheduler lag).
+# TYPE impactwatch_dag_run_schedule_delay_seconds histogram
+# HELP impactwatch_task_queued_seconds Task start minus the time it was queued.
+# TYPE impactwatch_task_queued_seconds histogram
+# HELP impactwatch_dag_run_cost_dollars Cost of each finished DAG run (sum of its task tries); the sum is the spend.
+# TYPE impactwatch_dag_run_cost_dollars histogram
+# HELP impactwatch_pool_slots Airflow pool slots by state: total, running, queued, open.
+# TYPE impactwatch_pool_slots gauge
+# HELP impactwatch_collector_poll_duration_seconds Wall time of one metadata-DB poll cycle.
+# TYPE impactwatch_collector_poll_duration_seconds histogram
+# HELP impactwatch_collector_rows_read_total Rows read from the Airflow metadata DB, by table.
+# TYPE impactwatch_collector_rows_read_total counter
+# HELP impactwatch_collector_events_total Events by source (poller, listener) and outcome (new, updated, duplicate); rejected counts refused intake requests.
+# TYPE impactwatch_collector_events_total counter
+impactwatch_collector_events_total{outcome="new",source="poller"} 1.0
+# HELP impactwatch_collector_db_errors_total Database errors by database (airflow, state).
+# TYPE impactwatch_collector_db_errors_total counter
+impactwatch_collector_db_errors_total{db="airflow"} 0.0
+impactwatch_collector_db_errors_total{db="state"} 0.0
+# HELP impactwatch_collector_stale 1 while the collector cannot read the Airflow metadata DB and serves its last state.
+# TYPE impactwatch_collector_stale gauge
+impactwatch_collector_stale 1.0
+"""
+
+
+def test_exposition_is_byte_exact() -> None:
+    catalog = Catalog.model_validate(
+        {
+            "teams": {"risk": {"slack_channel": "#r"}},
+            "datasets": {"scores": {"team": "risk", "produced_by": "s3://b/s", "freshness": "30m"}},
+        }
+    )
+    state = MetricsState(catalog)
+    changes = Changes(assets=[AssetUpdate("s3://b/s", T0)], outcomes={"new": 1})
+    state.apply(changes, "poller", T0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ImpactwatchCollector(state, clock=lambda: T0))
+    assert generate_latest(registry).decode() == EXPECTED

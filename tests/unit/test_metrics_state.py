@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from impactwatch.collector.catalog import Catalog
+from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
+from impactwatch.collector.exporter import ImpactwatchCollector
+from impactwatch.collector.metrics_state import DagInfo, MetricsState
+from impactwatch.collector.store import Changes, Summary
+
+T0 = 1_795_500_000.0  # 2026-11-24 06:00 UTC
+MIN = 60.0
+
+CATALOG = Catalog.model_validate(
+    {
+        "teams": {"risk": {"slack_channel": "#risk"}, "platform": {"slack_channel": "#p"}},
+        "datasets": {
+            "scores": {
+                "title": "Scores",
+                "team": "risk",
+                "tier": "critical",
+                "produced_by": "risk_scoring.publish",
+                "freshness": "30m",
+            },
+            "kpis": {"team": "risk", "produced_by": "s3://b/kpis", "freshness": "1h"},
+            "ledger": {"produced_by": "etl", "freshness": "1h"},
+        },
+        "pipelines": {
+            "risk_scoring": {"team": "risk", "max_duration": "20m"},
+            "etl": {"team": "platform", "deadline": "07:00 UTC"},
+        },
+    }
+)
+
+
+def scrape(state: MetricsState, now: float) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ImpactwatchCollector(state, clock=lambda: now))
+    return registry
+
+
+def breaches(reg: CollectorRegistry, **labels: str) -> float | None:
+    return reg.get_sample_value("impactwatch_sla_breaches_total", labels)
+
+
+def finished(dag_id: str, run_id: str, start: float, end: float, state: str = "success") -> Changes:
+    run = DagRun(dag_id, run_id, state, "scheduled", None, start, start, start, end)
+    tries = [TaskTry(dag_id, run_id, "t", -1, 1, state, start, end, duration=end - start)]
+    return Changes(finished_runs=[(run, tries)], terminal_runs=[run])
+
+
+def test_freshness_on_a_critical_data_product_is_critical_at_once_and_counted_once() -> None:
+    state = MetricsState(CATALOG)
+    done = TaskTry("risk_scoring", "r1", "publish", -1, 1, "success", T0 - 60, T0)
+    state.apply(Changes(succeeded_tries=[done]), "poller", T0)
+    assert state.evaluate(T0 + 29 * MIN) == {}
+    pending = state.evaluate(T0 + 31 * MIN)
+    assert list(pending) == [f"freshness|scores|{T0:.3f}|critical"]
+    assert state.evaluate(T0 + 90 * MIN) == {}
+    reg = scrape(state, T0 + 90 * MIN)
+    labels = {"dataset": "scores", "team": "risk", "tier": "critical"}
+    assert reg.get_sample_value("impactwatch_dataset_last_updated_timestamp_seconds", labels) == T0
+    assert reg.get_sample_value("impactwatch_dataset_freshness_sla_seconds", labels) == 1800
+    assert (
+        breaches(
+            reg,
+            team="risk",
+            severity="critical",
+            kind="freshness",
+            dag_id="risk_scoring",
+            dataset="scores",
+        )
+        == 1
+    )
+    # a restart with the persisted keys counts nothing again
+    again = MetricsState(CATALOG)
+    again.restore(Summary({}, {}, {("risk_scoring", "publish"): T0}, {}, set(pending), []))
+    assert again.evaluate(T0 + 90 * MIN) == {}
+
+
+def test_the_severity_ladder_counts_warning_then_critical_past_twice_the_limit() -> None:
+    state = MetricsState(CATALOG)
+    state.apply(Changes(assets=[AssetUpdate("s3://b/kpis", T0)]), "listener", T0)
+    assert [k.rsplit("|", 1)[1] for k in state.evaluate(T0 + 61 * MIN)] == ["warning"]
+    assert [k.rsplit("|", 1)[1] for k in state.evaluate(T0 + 121 * MIN)] == ["critical"]
+    reg = scrape(state, T0 + 121 * MIN)
+    common = {"team": "risk", "kind": "freshness", "dag_id": "", "dataset": "kpis"}
+    assert breaches(reg, severity="warning", **common) == 1
+    assert breaches(reg, severity="critical", **common) == 1
+    assert (
+        reg.get_sample_value(
+            "impactwatch_collector_events_total", {"source": "listener", "outcome": "new"}
+        )
+        is None
+    )  # outcomes come from the store's Changes, none here
+
+
+def test_a_paused_producer_holds_freshness_alerts() -> None:
+    state = MetricsState(CATALOG)
+    state.set_dags({"etl": DagInfo(paused=True), "risk_scoring": DagInfo()})
+    state.apply(finished("etl", "r1", T0 - 60, T0), "poller", T0)
+    assert state.evaluate(T0 + 5 * 60 * MIN) == {}
+    reg = scrape(state, T0)
+    assert (
+        reg.get_sample_value(
+            "impactwatch_dataset_producer_paused",
+            {"dataset": "ledger", "team": "platform", "tier": "standard"},
+        )
+        == 1
+    )
+
+
+def test_duration_histograms_cost_and_breaches_of_finished_and_running_runs() -> None:
+    state = MetricsState(CATALOG)
+    state.apply(finished("risk_scoring", "r1", T0, T0 + 25 * MIN), "poller", T0 + 25 * MIN)
+    state.set_running({("risk_scoring", "r2"): T0 + 30 * MIN})
+    state.evaluate(T0 + 75 * MIN)  # r2 has run 45 min: more than twice the 20 min limit
+    reg = scrape(state, T0 + 75 * MIN)
+    dag = {"dag_id": "risk_scoring", "team": "risk"}
+    hist = "impactwatch_dag_run_duration_seconds"
+    assert reg.get_sample_value(f"{hist}_count", {**dag, "state": "success"}) == 1
+    assert reg.get_sample_value(f"{hist}_sum", {**dag, "state": "success"}) == 25 * MIN
+    assert reg.get_sample_value(f"{hist}_bucket", {**dag, "state": "success", "le": "1200.0"}) == 0
+    assert reg.get_sample_value(f"{hist}_bucket", {**dag, "state": "success", "le": "1800.0"}) == 1
+    assert reg.get_sample_value("impactwatch_dag_run_oldest_running_seconds", dag) == 45 * MIN
+    assert reg.get_sample_value("impactwatch_dag_run_max_duration_seconds", dag) == 20 * MIN
+    assert reg.get_sample_value("impactwatch_dag_run_last_success_timestamp_seconds", dag) == (
+        T0 + 25 * MIN
+    )
+    cost = reg.get_sample_value("impactwatch_dag_run_cost_dollars_sum", dag)
+    assert cost is not None and cost > 0
+    common = {"team": "risk", "kind": "duration", "dag_id": "risk_scoring", "dataset": ""}
+    assert breaches(reg, severity="warning", **common) == 2  # r1 (25 min) and r2
+    assert breaches(reg, severity="critical", **common) == 1  # r2 only
+
+
+def test_deadline_gauge_and_missed_deadline_breach() -> None:
+    state = MetricsState(CATALOG)
+    state.apply(finished("etl", "r1", T0 - 2 * 86400, T0 - 2 * 86400 + 60), "poller", T0)
+    now = T0 + 2 * 60 * MIN  # 08:00 UTC: today's 07:00 deadline missed
+    state.evaluate(now)
+    reg = scrape(state, now)
+    dag = {"dag_id": "etl", "team": "platform"}
+    assert reg.get_sample_value("impactwatch_dag_run_deadline_timestamp_seconds", dag) == T0 + 3600
+    assert (
+        breaches(
+            reg, team="platform", severity="warning", kind="deadline", dag_id="etl", dataset=""
+        )
+        == 1
+    )
+
+
+def test_deleted_dags_lose_their_series() -> None:
+    state = MetricsState(CATALOG)
+    state.set_dags({"etl": DagInfo(), "risk_scoring": DagInfo()})
+    state.apply(finished("etl", "r1", T0, T0 + 60), "poller", T0)
+    state.set_dags({"risk_scoring": DagInfo()})
+    reg = scrape(state, T0)
+    labels = {"dag_id": "etl", "team": "platform", "state": "success"}
+    assert reg.get_sample_value("impactwatch_dag_run_duration_seconds_count", labels) is None
+    assert (
+        reg.get_sample_value(
+            "impactwatch_dag_run_last_success_timestamp_seconds",
+            {"dag_id": "etl", "team": "platform"},
+        )
+        is None
+    )
+
+
+def test_clock_skewed_future_timestamps_are_clamped() -> None:
+    state = MetricsState(CATALOG)
+    state.apply(Changes(assets=[AssetUpdate("s3://b/kpis", T0 + 86400)]), "poller", T0)
+    reg = scrape(state, T0)
+    assert (
+        reg.get_sample_value(
+            "impactwatch_dataset_last_updated_timestamp_seconds",
+            {"dataset": "kpis", "team": "risk", "tier": "standard"},
+        )
+        == T0
+    )
+
+
+def test_an_asset_product_is_paused_when_every_writer_of_the_asset_is() -> None:
+    state = MetricsState(CATALOG)
+    labels = {"dataset": "kpis", "team": "risk", "tier": "standard"}
+    state.apply(Changes(assets=[AssetUpdate("s3://b/kpis", T0)]), "poller", T0)
+    state.set_dags({"a": DagInfo(paused=True), "b": DagInfo()}, {"s3://b/kpis": ["a", "b"]})
+    assert scrape(state, T0).get_sample_value("impactwatch_dataset_producer_paused", labels) == 0
+    state.set_dags({"a": DagInfo(paused=True), "b": DagInfo(paused=True)})
+    assert scrape(state, T0).get_sample_value("impactwatch_dataset_producer_paused", labels) == 1
+    assert state.evaluate(T0 + 5 * 60 * MIN) == {}
+
+
+def test_paused_pipelines_have_no_deadline_and_missed_airflow_deadlines_follow_the_tier() -> None:
+    catalog = Catalog.model_validate(
+        {"pipelines": {"etl": {"tier": "critical", "deadline": "07:00 UTC"}}}
+    )
+    state = MetricsState(catalog)
+    state.apply(finished("etl", "r1", T0 - 2 * 86400, T0 - 2 * 86400 + 60), "poller", T0)
+    state.set_dags({"etl": DagInfo(paused=True)})
+    dag = {"dag_id": "etl", "team": "platform"}
+    assert (
+        scrape(state, T0).get_sample_value("impactwatch_dag_run_deadline_timestamp_seconds", dag)
+        is None
+    )
+    state.set_dags({"etl": DagInfo()})
+    state.set_platform(missed_deadlines={"etl": [("d-1", T0 - 60)]})
+    pending = state.evaluate(T0)
+    assert "deadline|etl|af:d-1|critical" in pending
