@@ -17,7 +17,7 @@ QUIET_PIP := grep -v -e '^WARNING: Location' -e 'is ignored: it is neither' || t
 .PHONY: help setup demo test lint format clean
 
 help:
-	@echo "make demo   set up, then run real Airflow DAGs on SQLite and show what impactwatch measured"
+	@echo "make demo   set up, then run the whole stack on loopback and a five-minute scripted incident"
 	@echo "make test   set up, then run lint and the whole test suite"
 
 $(STAMPS)/apt:
@@ -52,7 +52,7 @@ $(STAMPS)/airflow: pyproject.toml $(STAMPS)/apt
 setup: $(STAMPS)/venv $(STAMPS)/airflow
 
 demo: setup
-	$(VENV)/bin/impactwatch demo
+	$(VENV)/bin/impactwatch demo $(DEMO_ARGS)
 
 lint: $(STAMPS)/venv
 	$(VENV)/bin/ruff check .

@@ -1,24 +1,36 @@
 """Collector intake throughput: events/s into the state DB through the real `POST /v1/events`.
 
-A real `CollectorService` behind `serve(CollectorApp(...))` (the collector's threaded WSGI
-server) runs in this process; load comes from other processes, each posting with the plugin's
-own transport (`impactwatch.airflow_listeners.transport.post`), one request at a time. For each
-state DB (SQLite file, PostgreSQL) and each batch shape, `--seconds` of sustained load after a
-warm-up:
+A real `CollectorService` behind `serve(CollectorApp(...))` (the collector's WSGI server) runs
+in this process; load comes from other processes, each posting with the plugin's own transport
+(`impactwatch.airflow_listeners.transport.post`), one request at a time. For each state DB
+(SQLite file, PostgreSQL), each batch shape and each variant of the server, `--seconds` of
+sustained load after a warm-up:
 
 - task ends: 2 events per request (a try's success and the next try's running), 8 clients:
-  what task processes send when tasks outlive the listener's linger;
+  what task processes send when tasks outlive the listener's linger; again with 24 clients
+  (group commit writes the requests that wait together, so throughput follows concurrency);
 - scheduler: 100 dag-run events per request (running, then success), 2 clients;
 - backlog: 500 task-try events per request (the listener's batch limit), 2 clients.
 
-events/s counts events in requests answered 202; the rows are counted in the store after.
-Then where the server's time goes, per request: parse (`parse_events`, pydantic), store
-(`Store.ingest`, one SQL transaction), metrics (`MetricsState.apply`), and the rest (HTTP
-parsing, WSGI, a thread per request, the JSON answer); and a cProfile of the in-process path
-for the slowest shape.
+Variants, measured in the same run on the same machine:
+
+- before: the intake as it was before group commit (`intake_baseline.py`: one transaction per
+  request, statements built per call, PostgreSQL connections pinged on checkout) behind the
+  shared `impactwatch.wsgi` server (a new thread per connection);
+- no group commit: today's store with one transaction per request (`Store(group_commit=False)`),
+  behind today's server (handler threads reused);
+- new: today's collector as shipped (group commit).
+
+events/s counts events in requests answered 202 (a 202 is sent once its group has committed);
+the rows are counted in the store after. Then where the server's time goes, per request: parse
+(`parse_events`, pydantic), store (`Store.ingest`, waiting for and writing the group), metrics
+(`MetricsState.apply`), and the rest (WSGI, the JSON answer; HTTP parsing and the thread come on
+top); the mean number of requests per group commit; the same steps alone in one thread without
+HTTP (the ceiling); and a cProfile of the in-process path for the slowest shape.
 
     .venv/bin/python bench/bench_intake.py                # SQLite and PostgreSQL, 10 s each
     .venv/bin/python bench/bench_intake.py --seconds 3 --sqlite-only   # smoke run
+    .venv/bin/python bench/bench_intake.py --variants new  # without the baselines
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ import json
 import multiprocessing as mp
 import os
 import pstats
+import resource
 import sys
 import tempfile
 import threading
@@ -43,8 +56,10 @@ from typing import Any
 
 import report
 import seed_metadata as pg
-from sqlalchemy import func, select
+from intake_baseline import BaselineStore, old_engine
+from sqlalchemy import func, select, text
 
+from impactwatch import wsgi
 from impactwatch.airflow_listeners import wire
 from impactwatch.airflow_listeners.transport import post
 from impactwatch.collector import http_app
@@ -53,7 +68,7 @@ from impactwatch.collector.http_app import CollectorApp, serve
 from impactwatch.collector.intake import parse_events
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings
-from impactwatch.collector.store import dag_run_t, task_try_t
+from impactwatch.collector.store import Store, dag_run_t, make_engine, task_try_t
 
 TARGET = 5000.0
 START = 1795500000.0
@@ -68,9 +83,11 @@ class Shape:
 
 SHAPES = (
     Shape("task ends", 2, 8),
+    Shape("task ends x24", 2, 24),
     Shape("scheduler", 100, 2),
     Shape("backlog", 500, 2),
 )
+VARIANTS = ("before", "no group commit", "new")
 
 
 # --- what the clients send ------------------------------------------------------------------
@@ -123,7 +140,7 @@ def batches(shape: Shape, client: int) -> Iterator[list[dict]]:
     prefix = f"c{client}-{uuid.uuid4().hex[:6]}"
     n = 0
     while True:
-        if shape.name == "task ends":
+        if shape.name.startswith("task ends"):
             run_id = f"{prefix}-r{n // 25}"
             yield [
                 task_try(run_id, n, "success"),
@@ -209,21 +226,6 @@ class Split:
             self.parts, self.requests = {}, 0
 
 
-class TimedLock:
-    """The store's writer lock, timing how long each ingest waits for it."""
-
-    def __init__(self, lock: threading.Lock, split: Split) -> None:
-        self.lock, self.split = lock, split
-
-    def __enter__(self) -> None:
-        began = time.perf_counter()
-        self.lock.acquire()
-        self.split.add("lock wait", time.perf_counter() - began)
-
-    def __exit__(self, *exc: object) -> None:
-        self.lock.release()
-
-
 def instrument(app: CollectorApp, service: CollectorService, split: Split) -> None:
     """Wrap the intake's steps with timers (in this process, where the server runs)."""
 
@@ -239,7 +241,6 @@ def instrument(app: CollectorApp, service: CollectorService, split: Split) -> No
 
     http_app.parse_events = timed("parse", http_app.parse_events)  # type: ignore[assignment]
     service.store.ingest = timed("store", service.store.ingest)  # type: ignore[method-assign]
-    service.store._lock = TimedLock(service.store._lock, split)  # type: ignore[assignment]
     service.state.apply = timed("metrics", service.state.apply)  # type: ignore[method-assign]
     handle = app._events
 
@@ -255,22 +256,66 @@ def instrument(app: CollectorApp, service: CollectorService, split: Split) -> No
     app._events = events  # type: ignore[method-assign]
 
 
-@contextmanager
-def collector(state_db: str, work: Path) -> Iterator[tuple[CollectorService, str, Split]]:
+def service_for(state_db: str, work: Path, variant: str) -> CollectorService:
+    """A collector service whose store is the variant's."""
     settings = CollectorSettings(
         airflow_db=f"sqlite:///{work / 'no-airflow.db'}", state_db=state_db
     )
     service = CollectorService(settings, Catalog())
-    app = CollectorApp(service, None, settings.max_body_bytes)
+    if variant != "new":
+        service.store.engine.dispose()
+        if variant == "before":
+            service.store = BaselineStore(old_engine(state_db))
+        else:
+            service.store = Store(make_engine(state_db), group_commit=False)
+    return service
+
+
+@contextmanager
+def collector(
+    state_db: str, work: Path, variant: str
+) -> Iterator[tuple[CollectorService, str, Split]]:
+    service = service_for(state_db, work, variant)
+    app = CollectorApp(service, None, service.settings.max_body_bytes)
     split = Split()
     instrument(app, service, split)
-    server, _ = serve(app, "127.0.0.1", 0)
+    if variant == "before":  # a new thread per connection, as the collector had
+        server, _ = wsgi.serve(app, "127.0.0.1", 0, "impactwatch-http")
+    else:
+        server, _ = serve(app, "127.0.0.1", 0)
     try:
         yield service, f"http://127.0.0.1:{server.server_port}/v1/events", split
     finally:
         server.shutdown()
         server.server_close()
         service.close()
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (the collector) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def backend_cpu(service: CollectorService) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend serving the state DB (from /proc: a local
+    server), by pid; empty for SQLite or when they cannot be read."""
+    engine = service.store.engine
+    if engine.dialect.name != "postgresql":
+        return {}
+    with engine.connect() as conn:
+        pids = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        out = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return {}
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return out
 
 
 def rows(service: CollectorService) -> int:
@@ -308,12 +353,9 @@ def load(url: str, shape: Shape, seconds: float, warmup: float) -> dict:
     }
 
 
-def ceiling(state_db: str, shape: Shape, work: Path) -> dict[str, float]:
+def ceiling(state_db: str, shape: Shape, work: Path, variant: str) -> dict[str, float]:
     """One thread, no HTTP: parse, store and metrics per request, and the events/s they allow."""
-    settings = CollectorSettings(
-        airflow_db=f"sqlite:///{work / 'no-airflow.db'}", state_db=state_db
-    )
-    service = CollectorService(settings, Catalog())
+    service = service_for(state_db, work, variant)
     source = batches(shape, 98)
     bodies = [wire.encode(next(source)) for _ in range(max(20, 4000 // shape.per_request))]
     spent = {"parse": 0.0, "store": 0.0, "metrics": 0.0}
@@ -337,10 +379,7 @@ def ceiling(state_db: str, shape: Shape, work: Path) -> dict[str, float]:
 
 def profile(state_db: str, shape: Shape, work: Path, requests: int = 200) -> str:
     """cProfile of parse + ingest in-process (no HTTP), top functions by own time."""
-    settings = CollectorSettings(
-        airflow_db=f"sqlite:///{work / 'no-airflow.db'}", state_db=state_db
-    )
-    service = CollectorService(settings, Catalog())
+    service = service_for(state_db, work, "new")
     bodies = []
     source = batches(shape, 99)
     for _ in range(requests):
@@ -378,31 +417,43 @@ def fresh(state_db: str) -> None:
 def run_db(label: str, state_db: str, args: argparse.Namespace, work: Path) -> list[dict]:
     out = []
     for shape in SHAPES:
-        fresh(state_db)
-        with collector(state_db, work) as (service, url, split):
-            before = rows(service)
-            print(f"{label}: {shape.name}", file=sys.stderr, flush=True)
-            split.reset()
-            measured = load(url, shape, args.seconds, args.warmup)
-            stored = rows(service) - before
-            with split.lock:
-                parts = dict(split.parts)
-                served = split.requests
-        fresh(state_db)
-        alone = ceiling(state_db, shape, work)
-        rate = measured["events"] / args.seconds
-        out.append(
-            {
-                "db": label,
-                "shape": shape,
-                "rate": rate,
-                "stored": stored,
-                "parts": parts,
-                "served": served,
-                "alone": alone,
-                **measured,
-            }
-        )
+        for variant in args.variants:
+            fresh(state_db)
+            with collector(state_db, work, variant) as (service, url, split):
+                before = rows(service)
+                writer = service.store.writer
+                groups, jobs = writer.groups, writer.jobs
+                print(f"{label}: {shape.name}: {variant}", file=sys.stderr, flush=True)
+                split.reset()
+                cpu0, db0 = cpu_seconds(), backend_cpu(service)
+                measured = load(url, shape, args.seconds, args.warmup)
+                cpu = cpu_seconds() - cpu0
+                db_now = backend_cpu(service)
+                db_cpu = sum(v - db0.get(pid, 0.0) for pid, v in db_now.items()) if db_now else None
+                stored = rows(service) - before
+                group = (writer.jobs - jobs) / max(writer.groups - groups, 1)
+                with split.lock:
+                    parts = dict(split.parts)
+                    served = split.requests
+            fresh(state_db)
+            alone = ceiling(state_db, shape, work, variant)
+            rate = measured["events"] / args.seconds
+            out.append(
+                {
+                    "db": label,
+                    "shape": shape,
+                    "variant": variant,
+                    "rate": rate,
+                    "stored": stored,
+                    "parts": parts,
+                    "served": served,
+                    "group": group if variant == "new" else None,
+                    "cpu": cpu,
+                    "db_cpu": db_cpu,
+                    "alone": alone,
+                    **measured,
+                }
+            )
     return out
 
 
@@ -416,29 +467,33 @@ def render(results: list[dict], args: argparse.Namespace, profiled: str) -> str:
                 shape.name,
                 shape.per_request,
                 shape.clients,
+                r["variant"],
                 f"{r['rate']:,.0f}",
                 f"{r['requests'] / args.seconds:,.0f}",
                 report.ms(r["p50"]),
                 report.ms(r["p99"]),
                 r["errors"],
                 f"{r['stored']:,}",
+                "-" if r["group"] is None else f"{r['group']:.1f}",
             )
         )
     title = (
-        f"Intake throughput, POST /v1/events on loopback ({os.cpu_count()} cores, "
-        f"{args.seconds:.0f} s sustained per row after {args.warmup:.0f} s warm-up)"
+        f"Intake throughput, POST /v1/events on loopback ({os.cpu_count()} cores shared with "
+        f"the clients, {args.seconds:.0f} s sustained per row after {args.warmup:.0f} s warm-up)"
     )
     header = (
         "state DB",
         "shape",
         "events/req",
         "clients",
+        "variant",
         "events/s",
         "req/s",
         "p50",
         "p99",
         "errors",
         "rows stored",
+        "requests/commit",
     )
     out = [report.table(title, header, rows_), ""]
     split_rows = []
@@ -446,12 +501,10 @@ def render(results: list[dict], args: argparse.Namespace, profiled: str) -> str:
         parts, served = r["parts"], max(r["served"], 1)
         handler = parts.get("handler", 0.0)
         known = sum(parts.get(p, 0.0) for p in ("parse", "store", "metrics"))
-        wait = parts.get("lock wait", 0.0)
-        cells = [r["db"], r["shape"].name]
+        cells = [r["db"], r["shape"].name, r["variant"]]
         for value in (
             parts.get("parse", 0.0),
-            wait,
-            parts.get("store", 0.0) - wait,
+            parts.get("store", 0.0),
             parts.get("metrics", 0.0),
             max(handler - known, 0.0),
             handler,
@@ -461,20 +514,47 @@ def render(results: list[dict], args: argparse.Namespace, profiled: str) -> str:
     out.append(
         report.table(
             "Where the server's time goes, per request, under that load (wall time in each step;"
-            " HTTP parsing and the thread per request come on top of the handler)",
-            (
-                "state DB",
-                "shape",
-                "parse",
-                "store: lock wait",
-                "store: work",
-                "metrics",
-                "rest of handler",
-                "handler",
-            ),
+            " store includes waiting for the group commit; HTTP parsing and the thread come on"
+            " top of the handler)",
+            ("state DB", "shape", "variant", "parse", "store", "metrics", "rest", "handler"),
             split_rows,
         )
     )
+    cpu_rows = []
+    for r in results:
+        served = max(r["served"], 1)  # requests handled in the window, warm-up included
+        events = served * r["shape"].per_request
+        db = r["db_cpu"]
+        total = r["cpu"] + (db or 0.0)
+        cpu_rows.append(
+            (
+                r["db"],
+                r["shape"].name,
+                r["variant"],
+                f"{r['cpu'] / served * 1e6:,.0f} us",
+                "-" if db is None else f"{db / served * 1e6:,.0f} us",
+                f"{events / r['cpu']:,.0f}" if r["cpu"] else "-",
+                f"{2 * events / total:,.0f}" if total else "-",
+            )
+        )
+    out += [
+        "",
+        report.table(
+            "CPU per request under that load: the collector process (all its threads) and the"
+            " PostgreSQL backends serving it; what one core of collector allows (its Python is"
+            " one core: the GIL), and two cores if they did nothing else (clients elsewhere)",
+            (
+                "state DB",
+                "shape",
+                "variant",
+                "collector CPU/req",
+                "DB CPU/req",
+                "events/s per collector core",
+                "events/s on 2 cores, collector + DB",
+            ),
+            cpu_rows,
+        ),
+    ]
     alone_rows = []
     for r in results:
         a = r["alone"]
@@ -482,6 +562,7 @@ def render(results: list[dict], args: argparse.Namespace, profiled: str) -> str:
             (
                 r["db"],
                 r["shape"].name,
+                r["variant"],
                 f"{a['parse'] * 1000:.2f} ms",
                 f"{a['store'] * 1000:.2f} ms",
                 f"{a['metrics'] * 1000:.2f} ms",
@@ -491,20 +572,40 @@ def render(results: list[dict], args: argparse.Namespace, profiled: str) -> str:
     out += [
         "",
         report.table(
-            "The same steps alone: one thread, no HTTP, no other load (the ceiling)",
-            ("state DB", "shape", "parse", "store", "metrics", "events/s"),
+            "The same steps alone: one thread, no HTTP, no other load (no group to commit)",
+            ("state DB", "shape", "variant", "parse", "store", "metrics", "events/s"),
             alone_rows,
+        ),
+    ]
+    side = []
+    by = {(r["db"], r["shape"].name, r["variant"]): r for r in results}
+    for db in dict.fromkeys(r["db"] for r in results):
+        for shape in SHAPES:
+            cells: list[object] = [db, shape.name, shape.per_request]
+            for variant in VARIANTS:
+                hit = by.get((db, shape.name, variant))
+                cells.append("-" if hit is None else f"{hit['rate']:,.0f}")
+            cells.append(f">= {TARGET:,.0f}")
+            side.append(cells)
+    out += [
+        "",
+        report.table(
+            "events/s side by side (same run, same machine)",
+            ("state DB", "shape", "events/req", *VARIANTS, "target"),
+            side,
         ),
     ]
     verdicts = report.Verdicts()
     for r in results:
+        if r["variant"] != "new":
+            continue
         verdicts.add(
             f"events/s, {r['db']}, {r['shape'].name} ({r['shape'].per_request}/req)",
             f"{r['rate']:,.0f}",
             f">= {TARGET:,.0f}",
             r["rate"] >= TARGET,
         )
-    out += ["", verdicts.render(), "", "Profile of the slowest shape", profiled]
+    out += ["", verdicts.render(), "", "Profile of the slowest shape (new)", profiled]
     return "\n".join(out)
 
 
@@ -513,6 +614,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=list(VARIANTS),
+        help="which servers to measure (default: all, side by side)",
+    )
     args = parser.parse_args(argv)
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="iw-bench-intake-") as tmp:
@@ -526,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
                 results += run_db("PostgreSQL", url, args, work)
             finally:
                 pg.drop_database(name)
-        slowest = min(results, key=lambda r: r["rate"])
+        new = [r for r in results if r["variant"] == "new"] or results
+        slowest = min(new, key=lambda r: r["rate"])
         if slowest["db"] == "SQLite":
             db = f"sqlite:///{work / 'profile.db'}"
             profiled = profile(db, slowest["shape"], work)
@@ -540,7 +649,9 @@ def main(argv: list[str] | None = None) -> int:
                 pg.drop_database(name)
     print(render(results, args, f"{slowest['db']}, {slowest['shape'].name}: {profiled}"))
     print(
-        json.dumps({f"{r['db']}/{r['shape'].name}": round(r["rate"]) for r in results}),
+        json.dumps(
+            {f"{r['db']}/{r['shape'].name}/{r['variant']}": round(r["rate"]) for r in results}
+        ),
         file=sys.stderr,
     )
     return 0

@@ -14,7 +14,12 @@ from typing import Any
 log = logging.getLogger("impactwatch")
 
 # Modules that contribute a subcommand with `add_subcommand(subparsers)`.
-PARTS = ("impactwatch.alert_rules.cli", "impactwatch.router.cli", "impactwatch.dashboards.cli")
+PARTS = (
+    "impactwatch.alert_rules.cli",
+    "impactwatch.router.cli",
+    "impactwatch.dashboards.cli",
+    "impactwatch.collector.cost_cli",
+)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -92,6 +97,9 @@ def cmd_collector(args: argparse.Namespace) -> int:
             )
         return 2
     catalog = _load_catalog_or_exit(settings.catalog)
+    from impactwatch.collector.cost_instances import resolve_or_warn
+
+    catalog = resolve_or_warn(catalog)  # EC2 shapes of priced instance types, if any lack them
     try:
         service = CollectorService(settings, catalog, progress=_progress_bar("backfill"))
         token = settings.intake_token()
@@ -137,9 +145,15 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from impactwatch.demo.run import run_demo
+    from impactwatch.demo import run
 
-    return run_demo(workdir=args.workdir, serve_seconds=args.serve)
+    if args.airflow_db:
+        return run.run_against(args.airflow_db, args.workdir, args.catalog)
+    if args.quick:
+        return run.run_quick(workdir=args.workdir, serve_seconds=args.serve)
+    return run.run_demo(
+        args.workdir, scale=args.scale, airflow_ui=not args.no_airflow_ui, wait=not args.no_wait
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,10 +179,28 @@ def build_parser() -> argparse.ArgumentParser:
     coll.set_defaults(func=cmd_collector)
 
     demo = sub.add_parser(
-        "demo", help="real Airflow runs on SQLite -> collector -> what it measured"
+        "demo",
+        help="the whole stack on loopback and a scripted ~5 min story (see README)",
+        description="Airflow with the plugin, collector, Prometheus, Alertmanager and router on "
+        "loopback ports, a scripted incident, then a summary. Ctrl-C stops everything.",
     )
-    demo.add_argument("--workdir", default=".demo", help="where the demo's Airflow home lives")
-    demo.add_argument("--serve", type=float, default=0, help="keep /metrics up this many seconds")
+    demo.add_argument("--workdir", default=".demo", help="where the demo keeps its files")
+    demo.add_argument(
+        "--quick", action="store_true", help="only real DAG runs read by the collector (~1 min)"
+    )
+    demo.add_argument(
+        "--airflow-db",
+        help="no story: run collector, router, Prometheus, Alertmanager against this Airflow DB",
+    )
+    demo.add_argument("--catalog", help="catalog for --airflow-db (default: the example)")
+    demo.add_argument(
+        "--scale", type=float, default=1.0, help="stretch (>1) or shrink (<1) the story's clock"
+    )
+    demo.add_argument("--no-airflow-ui", action="store_true", help="skip Airflow's API server")
+    demo.add_argument(
+        "--no-wait", action="store_true", help="exit after the summary (default: wait for Ctrl-C)"
+    )
+    demo.add_argument("--serve", type=float, default=0, help="--quick: keep /metrics up (s)")
     demo.set_defaults(func=cmd_demo)
 
     for part in PARTS:  # each part adds its own subcommand; heavy imports stay inside it

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from impactwatch.airflow_listeners.resource_requests import executor_config_requests
+
 SCHEMA = "impactwatch.events/v1"
 ID_MAX = 250
 TEXT_MAX = 1000
@@ -107,6 +109,10 @@ def task_try(
     operator = _get(ti, "operator", unloaded)
     if not isinstance(operator, str):
         operator = getattr(task, "task_type", None)
+    config = getattr(task, "executor_config", None)
+    if config is None:
+        config = _get(ti, "executor_config", unloaded)
+    requested_cpu, requested_memory = executor_config_requests(config)
     event = {
         "type": "task_try",
         "dag_id": key[0],
@@ -123,6 +129,8 @@ def task_try(
         "operator": _text(operator),
         "cpu_seconds": max(cpu_seconds, 0.0) if cpu_seconds is not None else None,
         "peak_rss_bytes": max(peak_rss_bytes, 0) if peak_rss_bytes is not None else None,
+        "requested_cpu": requested_cpu,  # executor_config's Kubernetes requests, for cost
+        "requested_memory_bytes": requested_memory,
         # not in the v1 intake yet (ignored there): queued time and host, for queue wait
         "queued_date": epoch(_get(ti, "queued_dttm", unloaded)),
         "hostname": _text(_get(ti, "hostname", unloaded)),

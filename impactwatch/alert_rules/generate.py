@@ -3,6 +3,7 @@
 rules/impactwatch-freshness.rules.yml   per data product of the catalog (+ one generic)
 rules/impactwatch-pipelines.rules.yml   duration, deadline, failure (generic, joined)
 rules/impactwatch-platform.rules.yml    scheduler, pools, XCom, parsing, collector, router
+rules/impactwatch-cost.rules.yml        run cost anomaly, cost model off against the AWS bill
 alertmanager.yml                        one receiver (the router), routes, inhibition
 prometheus.yml                          scrape jobs, rule files, Alertmanager
 runbooks/                               README, one page per alert and per data product
@@ -11,6 +12,7 @@ runbooks/                               README, one page per alert and per data 
 from __future__ import annotations
 
 from impactwatch.alert_rules.alertmanager_config import render_alertmanager
+from impactwatch.alert_rules.cost import cost_group
 from impactwatch.alert_rules.freshness import freshness_group
 from impactwatch.alert_rules.pipelines import pipelines_group
 from impactwatch.alert_rules.platform import platform_group
@@ -29,6 +31,7 @@ def rule_groups(catalog: Catalog, settings: RuleSettings) -> list[Group]:
         freshness_group(catalog, settings),
         pipelines_group(catalog, settings),
         platform_group(catalog, settings),
+        cost_group(catalog, settings),
     ]
 
 

@@ -53,4 +53,9 @@ scrape_configs:
     static_configs:
       - targets: {_targets(s.router_targets)}
 """
+    if s.cost_reconcile_targets:  # `impactwatch cost reconcile`, when it runs
+        body += f"""  - job_name: {json.dumps(s.cost_reconcile_job)}
+    static_configs:
+      - targets: {_targets(s.cost_reconcile_targets)}
+"""
     return head + body

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Severity = Literal["warning", "critical"]
-Kind = Literal["freshness", "duration", "deadline", "failure", "platform"]
+Kind = Literal["freshness", "duration", "deadline", "failure", "platform", "cost"]
 
 # -- alert names (one runbook each) -----------------------------------------------------------
 DATA_PRODUCT_STALE = "DataProductStale"
@@ -26,6 +26,8 @@ DAG_IMPORT_ERRORS = "AirflowDagImportErrors"
 COLLECTOR_DOWN = "ImpactwatchCollectorDown"
 COLLECTOR_STALE = "ImpactwatchCollectorStale"
 ROUTER_FAILING = "ImpactwatchRouterFailing"
+PIPELINE_COST_ANOMALY = "PipelineCostAnomaly"
+COST_MODEL_OFF = "CostModelOff"
 
 ALERT_NAMES = (
     DATA_PRODUCT_STALE,
@@ -40,6 +42,8 @@ ALERT_NAMES = (
     COLLECTOR_DOWN,
     COLLECTOR_STALE,
     ROUTER_FAILING,
+    PIPELINE_COST_ANOMALY,
+    COST_MODEL_OFF,
 )
 
 # -- recording rules: the newest value per data product / DAG, across collector instances -----

@@ -159,6 +159,36 @@ def _runbooks(s: RuleSettings) -> dict[str, Runbook]:
             ),
             f"{human_duration(s.noisy_keep_firing_for)} after failures drop below the limit.",
         ),
+        m.PIPELINE_COST_ANOMALY: Runbook(
+            "A pipeline run cost far more than usual",
+            f"The latest finished run of a pipeline cost over {s.cost_anomaly_factor:g} times "
+            "the median of its previous 20 runs (the collector exports both: "
+            "`impactwatch_dag_run_last_cost_dollars`, `impactwatch_dag_run_median_cost_dollars`). "
+            "Cost is resources x duration x rates, so either the run took longer, used more, or "
+            "retried.",
+            (
+                "Compare the run's duration with the usual (Team dashboard, Pipelines table).",
+                "Top tasks by cost (Team dashboard): which task grew? Retries count: each try "
+                "costs.",
+                "More input data, a bigger pool or new resource requests in executor_config "
+                "explain a lasting change: then the new cost becomes the usual within 20 runs.",
+            ),
+            "when a later run costs less than the limit again.",
+        ),
+        m.COST_MODEL_OFF: Runbook(
+            "The cost model disagrees with the AWS bill",
+            "`impactwatch cost reconcile` found a pipeline whose actual cost per day (AWS Cost "
+            f"Explorer, by its cost allocation tag) is {s.cost_model_off_factor:g} times above "
+            "or below impactwatch's estimate: the costs the business sees for it are off.",
+            (
+                "`impactwatch cost reconcile --once` prints the comparison for every pipeline.",
+                "Bill higher: resources run outside tasks (idle nodes, storage, data transfer) "
+                "or rates below the real prices (`impactwatch cost rates` shows them).",
+                "Bill lower: the tag is missing on some of its resources, or pools declare more "
+                "than the tasks get (a `reserved` pipeline on shared nodes).",
+            ),
+            "when a reconciliation finds the two within the factor.",
+        ),
     }
 
 

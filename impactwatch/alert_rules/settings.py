@@ -56,6 +56,13 @@ class RuleSettings(BaseModel):
     alertmanager_targets: list[str] = Field(
         ["127.0.0.1:9093"], description="HOST:PORT of each Alertmanager (prometheus.yml)"
     )
+    cost_reconcile_job: str = Field(
+        "impactwatch-cost", description="Prometheus job scraping `impactwatch cost reconcile`"
+    )
+    cost_reconcile_targets: list[str] = Field(
+        [],
+        description="HOST:PORT of `impactwatch cost reconcile` (prometheus.yml; none: no job)",
+    )
     platform_team: str | None = Field(
         None, description="Team owning the platform alerts; default: the catalog's defaults.team"
     )
@@ -135,6 +142,24 @@ class RuleSettings(BaseModel):
     )
     router_failure_window: Seconds = Field(
         600.0, gt=0, description="Window the Slack failure share is taken over"
+    )
+    cost_anomaly_factor: float = Field(
+        3.0,
+        gt=1,
+        description="A run costing over this many times the median of its previous 20 runs "
+        "alerts its owners",
+    )
+    cost_anomaly_min: float = Field(
+        1.0,
+        ge=0,
+        description="A costly run alerts only if it cost at least this much (catalog "
+        "currency): runs of a few cents never page",
+    )
+    cost_model_off_factor: float = Field(
+        2.0,
+        gt=1,
+        description="The AWS bill and the estimate of a DAG this many times apart: the cost "
+        "model is off (either way)",
     )
     platform_for: Seconds = Field(
         60.0, ge=0, description="for: of the scheduler-down and XCom alerts"

@@ -121,6 +121,7 @@ asset_event = Table(
     Column("source_dag_id", String),
     Column("source_task_id", String),
     Column("source_run_id", String),
+    Column("source_map_index", Integer),
 )
 task_outlet_asset_reference = Table(
     "task_outlet_asset_reference",

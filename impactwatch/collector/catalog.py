@@ -235,26 +235,121 @@ class Pipeline(_Model):
 
 
 class PoolResources(_Model):
+    """CPU cores and memory (GiB: 2^30 bytes, as EC2's and Kubernetes' Gi) a task holds."""
+
     cpu: Decimal = Field(ge=0, allow_inf_nan=False)
     memory_gb: Decimal = Field(ge=0, allow_inf_nan=False)
 
 
+Resources = PoolResources
+
+
 class Rates(_Model):
+    """Price of one CPU core for an hour and of one GiB of memory for an hour."""
+
     cpu_hour: Decimal = Field(default=Decimal("0.0416"), ge=0, allow_inf_nan=False)
     memory_gb_hour: Decimal = Field(default=Decimal("0.0045"), ge=0, allow_inf_nan=False)
 
 
+def _price_only(value: Any) -> Any:
+    """`m5.xlarge: 0.192` is short for `m5.xlarge: {hourly_price: 0.192}`."""
+    if isinstance(value, int | float | Decimal | str) and not isinstance(value, bool):
+        return {"hourly_price": value}
+    return value
+
+
+class InstanceType(_Model):
+    """An EC2 instance type's hourly price; its vCPUs and memory are read from EC2
+    (`ec2:DescribeInstanceTypes`) when the collector starts, unless written here.
+
+    `cpu_share` is the part of the price paid for its vCPUs (the rest for its memory); by
+    default the split of `cost.rates` (see `instance_rates`)."""
+
+    hourly_price: Decimal = Field(gt=0, allow_inf_nan=False)
+    vcpus: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    memory_gb: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    cpu_share: Decimal | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+
+    @property
+    def resolved(self) -> bool:
+        return self.vcpus is not None and self.memory_gb is not None
+
+
+InstanceTypeEntry = Annotated[InstanceType, BeforeValidator(_price_only)]
+
+
+class RateChoice(_Model):
+    """The rates of a pool or a queue: written out, or derived from an instance type."""
+
+    cpu_hour: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    memory_gb_hour: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    instance_type: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> RateChoice:
+        written = self.cpu_hour is not None or self.memory_gb_hour is not None
+        if written == (self.instance_type is not None):
+            raise ValueError(
+                "give either cpu_hour and memory_gb_hour, or an instance_type; "
+                "e.g. {cpu_hour: 0.05, memory_gb_hour: 0.006} or {instance_type: m5.xlarge}"
+            )
+        if written and (self.cpu_hour is None or self.memory_gb_hour is None):
+            raise ValueError(
+                "give both cpu_hour and memory_gb_hour; "
+                "e.g. {cpu_hour: 0.05, memory_gb_hour: 0.006}"
+            )
+        return self
+
+
 class CostModel(_Model):
+    """What a task try costs: its resources x its duration x the rates where it ran.
+
+    Resources, first that applies: measured by the listener (pipelines with cost_basis
+    `measured`), declared for the task (`tasks`, "dag_id.task_id"), declared for its pool
+    (`pools`), requested in its executor_config (Kubernetes resource requests, sent by the
+    listener), `default_resources`. Rates: its queue's (`queue_rates`), else its pool's
+    (`pool_rates`), else `rates`.
+    """
+
     currency: str = Field(default="USD", min_length=1)
     rates: Rates = Rates()
+    instance_types: dict[str, InstanceTypeEntry] = Field(default_factory=dict)
+    pool_rates: dict[str, RateChoice] = Field(default_factory=dict)
+    queue_rates: dict[str, RateChoice] = Field(default_factory=dict)
     pools: dict[str, PoolResources] = Field(default_factory=dict)
+    tasks: dict[str, PoolResources] = Field(default_factory=dict)
     default_resources: PoolResources = PoolResources(cpu=Decimal(1), memory_gb=Decimal(2))
+    top_tasks: int = Field(default=5, ge=0, le=50)
 
     def resources_for_pool(self, pool: str | None) -> PoolResources:
         """The resources declared for `pool`; `default_resources` for pools not listed."""
         if pool is None:
             return self.default_resources
         return self.pools.get(pool, self.default_resources)
+
+    def declared_resources(self, dag_id: str, task_id: str, pool: str | None) -> Resources | None:
+        """What the catalog declares for a task: for the task itself, else for its pool."""
+        declared = self.tasks.get(f"{dag_id}.{task_id}")
+        if declared is None and pool is not None:
+            declared = self.pools.get(pool)
+        return declared
+
+    def rate_choice(self, queue: str | None, pool: str | None) -> RateChoice | None:
+        """The rates named for a task's queue, else for its pool; None: `rates`."""
+        if queue is not None and queue in self.queue_rates:
+            return self.queue_rates[queue]
+        if pool is not None:
+            return self.pool_rates.get(pool)
+        return None
+
+    def named_tasks(self) -> dict[str, frozenset[str]]:
+        """Task ids the cost section names, by DAG id ("dag_id.task_id" keys of `tasks`)."""
+        named: dict[str, set[str]] = {}
+        for key in self.tasks:
+            dag_id, dot, task_id = key.partition(".")
+            if dot and dag_id and task_id:
+                named.setdefault(dag_id, set()).add(task_id)
+        return {d: frozenset(t) for d, t in named.items()}
 
 
 class Defaults(_Model):

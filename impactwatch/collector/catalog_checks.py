@@ -8,6 +8,7 @@ loader turns that into file:line.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from impactwatch.collector.durations import format_duration
 Loc = tuple[str | int, ...]
 
 _KINDS = {"teams": "team", "datasets": "dataset", "pipelines": "pipeline"}
+_AIRFLOW_ID = re.compile(r"[\w.-]+")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ def semantic_findings(
         *_upstream_references(catalog),
         *_upstream_cycles(catalog),
         *_escalation_steps(catalog),
+        *_cost_references(catalog),
     ]
     if airflow_dag_ids is not None:
         findings.extend(_airflow_dags(catalog, airflow_dag_ids))
@@ -175,6 +178,36 @@ def _escalation_steps(catalog: Catalog) -> Iterator[Finding]:
                     "order the steps by `after`, shortest first",
                 )
             previous = max(previous, step.after)
+
+
+def _cost_references(catalog: Catalog) -> Iterator[Finding]:
+    """Rates naming an instance type the catalog does not price; task keys not dag.task."""
+    cost = catalog.cost
+    known = list(cost.instance_types)
+    for section, choices in (("pool_rates", cost.pool_rates), ("queue_rates", cost.queue_rates)):
+        for name, choice in choices.items():
+            kind = choice.instance_type
+            if kind is not None and kind not in cost.instance_types:
+                loc: Loc = ("cost", section, name, "instance_type")
+                yield Finding(
+                    loc,
+                    f"{subject(loc)}: instance type {kind!r} has no price",
+                    close_match_fix(
+                        kind,
+                        known,
+                        "instance types",
+                        f"or add `{kind}: <hourly price>` under cost.instance_types",
+                    ),
+                )
+    for key in cost.tasks:
+        dag_id, dot, task_id = key.partition(".")
+        if not (dot and _AIRFLOW_ID.fullmatch(dag_id) and _AIRFLOW_ID.fullmatch(task_id)):
+            loc = ("cost", "tasks", key)
+            yield Finding(
+                loc,
+                f"{subject(loc)}: {key!r} does not name a task",
+                "write the key as dag_id.task_id, e.g. nightly_heavy_etl.transform_ledger",
+            )
 
 
 def _airflow_dags(catalog: Catalog, dag_ids: Collection[str]) -> Iterator[Finding]:

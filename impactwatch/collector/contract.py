@@ -138,6 +138,25 @@ DAG_RUN_COST = MetricSpec(
     "Cost of each finished DAG run (sum of its task tries); the sum is the spend.",
     COST_BUCKETS,
 )
+DAG_RUN_LAST_COST = MetricSpec(
+    "impactwatch_dag_run_last_cost_dollars",
+    "gauge",
+    DAG,
+    "Cost of the DAG's latest finished run.",
+)
+DAG_RUN_MEDIAN_COST = MetricSpec(
+    "impactwatch_dag_run_median_cost_dollars",
+    "gauge",
+    DAG,
+    "Median cost of the DAG's 20 finished runs before the latest (from 5 such runs on).",
+)
+TASK_COST = MetricSpec(
+    "impactwatch_task_cost_dollars_total",
+    "counter",
+    (*DAG, "task_id"),
+    "Cost of the task's tries (retries and mapped instances included) in finished runs; "
+    "task_id is a task the catalog names or one of the DAG's most expensive, else (other).",
+)
 SLA_BREACHES = MetricSpec(
     "impactwatch_sla_breaches_total",
     "counter",
@@ -223,6 +242,9 @@ BUSINESS_METRICS: tuple[MetricSpec, ...] = (
     DAG_RUN_SCHEDULE_DELAY,
     TASK_QUEUED,
     DAG_RUN_COST,
+    DAG_RUN_LAST_COST,
+    DAG_RUN_MEDIAN_COST,
+    TASK_COST,
     SLA_BREACHES,
     POOL_SLOTS,
     XCOM_LARGEST,
@@ -238,6 +260,71 @@ COLLECTOR_METRICS: tuple[MetricSpec, ...] = (
     COLLECTOR_STALE,
 )
 ALL_METRICS: tuple[MetricSpec, ...] = BUSINESS_METRICS + COLLECTOR_METRICS
+
+# --- cost reconciliation (`impactwatch cost reconcile`, its own process) -------------------
+# Actual cost from AWS Cost Explorer beside the collector's estimate. Not part of ALL_METRICS:
+# the collector does not export them.
+COST_ACTUAL_DAILY = MetricSpec(
+    "impactwatch_cost_actual_daily_dollars",
+    "gauge",
+    DAG,
+    "Actual cost per day of the DAG's resources (AWS Cost Explorer, grouped by the cost "
+    "allocation tag), averaged over the reconciled days.",
+)
+COST_ESTIMATED_DAILY = MetricSpec(
+    "impactwatch_cost_estimated_daily_dollars",
+    "gauge",
+    DAG,
+    "impactwatch's estimate of the DAG's cost per day over the same days.",
+)
+COST_MODEL_RATIO = MetricSpec(
+    "impactwatch_cost_model_ratio",
+    "gauge",
+    DAG,
+    "Actual cost over estimated cost of the DAG (1 = the model matches the bill).",
+)
+COST_UNATTRIBUTED_DAILY = MetricSpec(
+    "impactwatch_cost_unattributed_daily_dollars",
+    "gauge",
+    (),
+    "Cost per day with no tag, or a tag naming no known DAG, averaged over the reconciled days.",
+)
+COST_RECONCILE_DAY = MetricSpec(
+    "impactwatch_cost_reconcile_day_timestamp_seconds",
+    "gauge",
+    (),
+    "Start (UTC midnight) of the last day the exported actual and estimated costs cover.",
+)
+COST_RECONCILE_LAST_SUCCESS = MetricSpec(
+    "impactwatch_cost_reconcile_last_success_timestamp_seconds",
+    "gauge",
+    (),
+    "When the last reconciliation with AWS Cost Explorer succeeded (Unix time).",
+)
+COST_RECONCILE_ERRORS = MetricSpec(
+    "impactwatch_cost_reconcile_errors_total",
+    "counter",
+    ("reason",),
+    "Failed reconciliations by reason (throttled, access_denied, unavailable, invalid, "
+    "state_db, other).",
+)
+COST_RECONCILE_METRICS: tuple[MetricSpec, ...] = (
+    COST_ACTUAL_DAILY,
+    COST_ESTIMATED_DAILY,
+    COST_MODEL_RATIO,
+    COST_UNATTRIBUTED_DAILY,
+    COST_RECONCILE_DAY,
+    COST_RECONCILE_LAST_SUCCESS,
+    COST_RECONCILE_ERRORS,
+)
+RECONCILE_ERROR_REASONS = (
+    "throttled",
+    "access_denied",
+    "unavailable",
+    "invalid",
+    "state_db",
+    "other",
+)
 
 # Values of bounded labels.
 BREACH_KINDS = ("freshness", "duration", "deadline")

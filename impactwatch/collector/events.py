@@ -1,16 +1,20 @@
 """The records both sources produce (poller and listener), keyed so nothing counts twice.
 
 A task try is `(dag_id, run_id, task_id, map_index, try_number)`, a DAG run `(dag_id, run_id)`,
-an asset update `(uri, timestamp)`. Times are float Unix seconds (UTC), never naive datetimes.
+an asset update made by a task `(dag_id, run_id, task_id, map_index, uri)` (the two sources
+stamp it milliseconds apart), one from outside a task (API) `(uri, timestamp)`. Times are float
+Unix seconds (UTC), never naive datetimes.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 DAG_RUN_TERMINAL = frozenset({"success", "failed"})
 TASK_TERMINAL = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 SEP = "\x1f"  # joins key parts: cannot appear in Airflow ids
+ASSET_KEY_MAX = 1600  # iw_asset_update.k
 
 
 @dataclass(slots=True)
@@ -30,6 +34,8 @@ class TaskTry:
     operator: str | None = None
     cpu_seconds: float | None = None
     peak_rss_bytes: int | None = None
+    requested_cpu: float | None = None  # executor_config / Kubernetes requests (listener)
+    requested_memory_bytes: int | None = None
 
     @property
     def key(self) -> str:
@@ -75,10 +81,25 @@ class AssetUpdate:
     dag_id: str | None = None
     task_id: str | None = None
     run_id: str | None = None
+    map_index: int | None = None  # of the producing task instance; None is Airflow's -1
+
+    @property
+    def by_task(self) -> bool:
+        """Produced by a task instance (not posted through Airflow's API)."""
+        return bool(self.dag_id and self.run_id and self.task_id)
 
     @property
     def key(self) -> str:
-        return SEP.join((self.uri, repr(self.timestamp)))
+        """The producing task instance and URI: the listener stamps the event a few ms after
+        Airflow's row, so a timestamp would split one event in two. Else URI and timestamp."""
+        if not self.by_task:
+            return SEP.join((self.uri, repr(self.timestamp)))
+        index = -1 if self.map_index is None else self.map_index
+        parts = ("ti", self.dag_id or "", self.run_id or "", self.task_id or "", str(index))
+        key = SEP.join((*parts, self.uri))
+        if len(key) <= ASSET_KEY_MAX:
+            return key
+        return SEP.join(("ti", hashlib.sha256(key.encode()).hexdigest()))
 
 
 @dataclass

@@ -148,6 +148,24 @@ class ImpactwatchCollector(Collector):
         yield _histogram(c.DAG_RUN_SCHEDULE_DELAY, s.delay, dags)
         yield _histogram(c.TASK_QUEUED, s.queued, dags)
         yield _histogram(c.DAG_RUN_COST, s.cost, dags)
+        yield from self._costs(dags)
+
+    def _costs(self, dags: Collection[str]) -> Iterator[Metric]:
+        """The latest run's cost beside the usual (median) one, and spend by task."""
+        s = self.state
+        last, usual = _gauge(c.DAG_RUN_LAST_COST), _gauge(c.DAG_RUN_MEDIAN_COST)
+        tasks = _counter(c.TASK_COST)
+        for dag_id in dags:
+            if dag_id not in s.costs.dags:
+                continue
+            team = s.team(dag_id)
+            if (amount := s.costs.last(dag_id)) is not None:
+                last.add_metric([dag_id, team], float(amount))
+            if (amount := s.costs.median_before_last(dag_id)) is not None:
+                usual.add_metric([dag_id, team], float(amount))
+            for task_id, spent in s.costs.task_series(dag_id):
+                tasks.add_metric([dag_id, team, task_id], float(spent))
+        yield from (last, usual, tasks)
 
     def _platform(self) -> Iterator[Metric]:
         s = self.state

@@ -1,8 +1,10 @@
 """The collector's HTTP surface (WSGI): GET /metrics, GET /healthz, POST /v1/events.
 
 Bad input gets a 4xx with a JSON reason, never a trace: 401 wrong or missing token, 400
-malformed events, 411 no length, 413 body over the limit. A state DB failure is a 503 with
-Retry-After, so the listener keeps the batch and tries later.
+malformed events, 411 no length, 413 body over the limit; each refused batch counts in
+`impactwatch_collector_events_total{source="listener",outcome="rejected"}` (its events are
+lost). A state DB failure is a 503 with Retry-After, so the listener keeps the batch and tries
+later. A 202 is sent once the events are committed.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import hmac
 import logging
 import threading
 from collections.abc import Iterable
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from impactwatch import wsgi
+from impactwatch.collector import http_server
+from impactwatch.collector.http_server import WSGIServer
 from impactwatch.collector.intake import IntakeError, parse_events
 from impactwatch.collector.service import CollectorService, describe_error
 from impactwatch.wsgi import Environ, StartResponse, json_response
@@ -69,8 +71,13 @@ class CollectorApp:
             value.strip().encode(), self.token.encode()
         )
 
+    def _refused(self) -> None:
+        with self.service.state.lock:
+            self.service.state.self_stats.events[("listener", "rejected")] += 1
+
     def _events(self, environ: Environ, start: StartResponse) -> list[bytes]:
         if not self._authorized(environ):
+            self._refused()
             return json_response(
                 start,
                 "401 Unauthorized",
@@ -82,8 +89,10 @@ class CollectorApp:
         except ValueError:
             length = -1
         if length < 0:
+            self._refused()
             return json_response(start, "411 Length Required", {"error": "send a Content-Length"})
         if length > self.max_body:
+            self._refused()
             return json_response(
                 start,
                 "413 Content Too Large",
@@ -93,7 +102,7 @@ class CollectorApp:
         try:
             batch = parse_events(body)
         except IntakeError as exc:
-            self.service.state.self_stats.events[("listener", "rejected")] += 1
+            self._refused()
             return json_response(start, "400 Bad Request", {"error": str(exc)})
         try:
             changes = self.service.ingest_events(batch)
@@ -112,4 +121,4 @@ class CollectorApp:
 
 def serve(app: CollectorApp, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
     """Start serving in a daemon thread; returns the server (its real port: server_port)."""
-    return wsgi.serve(app, host, port, "impactwatch-http")
+    return http_server.serve(app, host, port, "impactwatch-http")

@@ -8,12 +8,13 @@ Wire format (JSON):
         "try_number": 1, "state": "success", "start_date": "2026-11-24T06:00:00+00:00",
         "end_date": 1795000000.5, "queued_date": "...", "duration": 12.5, "pool": "default_pool",
         "queue": "default",
-        "operator": "PythonOperator", "cpu_seconds": 3.2, "peak_rss_bytes": 104857600},
+        "operator": "PythonOperator", "cpu_seconds": 3.2, "peak_rss_bytes": 104857600,
+        "requested_cpu": 0.5, "requested_memory_bytes": 1073741824},
        {"type": "dag_run", "dag_id": "d", "run_id": "r", "state": "success",
         "run_type": "scheduled", "logical_date": null, "run_after": "...", "start_date": "...",
         "end_date": "...", "queued_at": "...", "clear_number": 0},
        {"type": "asset", "uri": "s3://bucket/key", "timestamp": "...",
-        "dag_id": "d", "task_id": "t", "run_id": "r"}]}
+        "dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1}]}
 
 Times are ISO 8601 with an offset, or Unix seconds. A bad body raises `IntakeError` whose
 message names the event index and field; nothing of a bad body is stored.
@@ -78,6 +79,8 @@ class TaskTryEvent(_Event):
     operator: Short | None = None
     cpu_seconds: Annotated[float, Field(ge=0)] | None = None
     peak_rss_bytes: Annotated[int, Field(ge=0)] | None = None
+    requested_cpu: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    requested_memory_bytes: Annotated[int, Field(ge=0)] | None = None
 
 
 class DagRunEvent(_Event):
@@ -101,6 +104,7 @@ class AssetEvent(_Event):
     dag_id: Id | None = None
     task_id: Id | None = None
     run_id: Id | None = None
+    map_index: int | None = None  # of the producing task instance
 
 
 AnyEvent = Annotated[TaskTryEvent | DagRunEvent | AssetEvent, Field(discriminator="type")]
@@ -158,6 +162,8 @@ def parse_events(body: bytes) -> Batch:
                     event.operator,
                     event.cpu_seconds,
                     event.peak_rss_bytes,
+                    event.requested_cpu,
+                    event.requested_memory_bytes,
                 )
             )
         elif isinstance(event, DagRunEvent):
@@ -177,6 +183,13 @@ def parse_events(body: bytes) -> Batch:
             )
         else:
             batch.assets.append(
-                AssetUpdate(event.uri, event.timestamp, event.dag_id, event.task_id, event.run_id)
+                AssetUpdate(
+                    event.uri,
+                    event.timestamp,
+                    event.dag_id,
+                    event.task_id,
+                    event.run_id,
+                    event.map_index,
+                )
             )
     return batch

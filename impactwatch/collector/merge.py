@@ -1,8 +1,17 @@
-"""How two sightings of the same run or task try merge: pure, shared by both sources."""
+"""How sightings of the same run, task try or asset event merge, and what a group of batches
+changes in what is stored: pure, shared by both sources."""
 
 from __future__ import annotations
 
-from impactwatch.collector.events import DagRun, TaskTry
+from dataclasses import dataclass, field
+
+from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
+from impactwatch.collector.state_schema import (
+    RUN_DELAY,
+    RUN_FINISHED,
+    TRY_QUEUE_WAIT,
+    TRY_SUCCEEDED,
+)
 
 TRY_FIELDS = (
     "state",
@@ -15,6 +24,8 @@ TRY_FIELDS = (
     "operator",
     "cpu_seconds",
     "peak_rss_bytes",
+    "requested_cpu",
+    "requested_memory_bytes",
 )
 RUN_FIELDS = (
     "state",
@@ -49,3 +60,140 @@ def merge_run(old: DagRun, new: DagRun) -> DagRun:
         out.state = old.state
         out.end = old.end if old.end is not None else out.end
     return out
+
+
+# Sightings of one task instance's event for one asset this close in time are the same event
+# (listener and poller stamp it milliseconds apart); later ones are a re-run of the task
+# instance (cleared), which updated the asset again.
+SAME_ASSET_EVENT_SECONDS = 60.0
+
+
+def asset_sighting(stored: float | None, incoming: float) -> str:
+    """`new`, or `duplicate`, for an asset event of a task instance whose latest stored event
+    (same key) has timestamp `stored`. Older ones are an earlier execution seen late: nothing
+    new for freshness, which only moves forward."""
+    if stored is None or incoming > stored + SAME_ASSET_EVENT_SECONDS:
+        return "new"
+    return "duplicate"
+
+
+# --- a group of batches against what is stored ------------------------------------------------
+@dataclass
+class Changes:
+    """What an ingest saw for the first time; the metrics state observes exactly these."""
+
+    finished_runs: list[tuple[DagRun, list[TaskTry]]] = field(default_factory=list)
+    terminal_runs: list[DagRun] = field(default_factory=list)
+    started_runs: list[DagRun] = field(default_factory=list)
+    queued_tries: list[TaskTry] = field(default_factory=list)
+    succeeded_tries: list[TaskTry] = field(default_factory=list)
+    assets: list[AssetUpdate] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        if n:
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
+
+
+# key -> (what is stored, its `observed` bits); the merges below update it in place and return
+# the entries they changed (to write).
+Known = dict[str, tuple[TaskTry, int]]
+KnownRuns = dict[str, tuple[DagRun, int]]
+
+
+def merge_tries(known: Known, batches: list[list[TaskTry]], changes: list[Changes]) -> Known:
+    """Each batch's tries, batch after batch, into `known`; `changes[i]` is batch i's."""
+    dirty: Known = {}
+    for tries, seen in zip(batches, changes, strict=True):
+        merged: dict[str, TaskTry] = {}
+        for t in tries:  # later events in one batch win
+            merged[t.key] = t if t.key not in merged else merge_try(merged[t.key], t)
+        for key, incoming in merged.items():
+            stored = known.get(key)
+            if stored is None:
+                current, observed = incoming, 0
+            else:
+                current, observed = merge_try(stored[0], incoming), stored[1]
+                if current == stored[0]:
+                    seen.count("duplicate")
+                    continue
+            if (
+                current.queued is not None
+                and current.start is not None
+                and not observed & TRY_QUEUE_WAIT
+            ):
+                observed |= TRY_QUEUE_WAIT
+                seen.queued_tries.append(current)
+            if current.state == "success" and not observed & TRY_SUCCEEDED:
+                observed |= TRY_SUCCEEDED
+                seen.succeeded_tries.append(current)
+            seen.count("new" if stored is None else "updated")
+            known[key] = dirty[key] = (current, observed)
+    return dirty
+
+
+def merge_runs(
+    known: KnownRuns, batches: list[list[DagRun]], changes: list[Changes]
+) -> tuple[KnownRuns, list[list[DagRun]]]:
+    """Each batch's runs into `known`; also the runs each batch saw finish (their task tries
+    are read after the group's tries are written, for `Changes.finished_runs`)."""
+    dirty: KnownRuns = {}
+    finished: list[list[DagRun]] = []
+    for runs, seen in zip(batches, changes, strict=True):
+        done: list[DagRun] = []
+        finished.append(done)
+        merged: dict[str, DagRun] = {}
+        for r in runs:
+            merged[r.key] = r if r.key not in merged else merge_run(merged[r.key], r)
+        for key, incoming in merged.items():
+            stored = known.get(key)
+            if stored is None:
+                current, observed = incoming, 0
+                if current.terminal:
+                    seen.terminal_runs.append(current)
+            else:
+                before, observed = stored
+                if incoming.clear_number > before.clear_number:
+                    observed = 0  # cleared and re-run: a new execution of the same run
+                    current = incoming
+                else:
+                    current = merge_run(before, incoming)
+                if current == before:
+                    seen.count("duplicate")
+                    continue
+                if current.terminal and current.state != before.state:
+                    seen.terminal_runs.append(current)
+            if current.terminal and current.end is not None and not observed & RUN_FINISHED:
+                observed |= RUN_FINISHED
+                done.append(current)
+            if (
+                current.start is not None
+                and current.run_type == "scheduled"
+                and current.run_after is not None
+                and not observed & RUN_DELAY
+            ):
+                observed |= RUN_DELAY
+                seen.started_runs.append(current)
+            seen.count("new" if stored is None else "updated")
+            known[key] = dirty[key] = (current, observed)
+    return dirty, finished
+
+
+def merge_assets(
+    known: dict[str, float], batches: list[list[AssetUpdate]], changes: list[Changes]
+) -> dict[str, AssetUpdate]:
+    """Each batch's asset events into `known` (key -> stored timestamp); what to write."""
+    dirty: dict[str, AssetUpdate] = {}
+    for assets, seen in zip(batches, changes, strict=True):
+        for a in assets:
+            key = a.key
+            if a.by_task:
+                outcome = asset_sighting(known.get(key), a.timestamp)
+            else:
+                outcome = "new" if key not in known else "duplicate"
+            seen.count(outcome)
+            if outcome == "new":
+                known[key] = a.timestamp
+                dirty[key] = a
+                seen.assets.append(a)
+    return dirty

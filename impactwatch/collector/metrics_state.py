@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from impactwatch.collector import contract as c
-from impactwatch.collector.catalog import Catalog, Dataset
-from impactwatch.collector.cost import run_cost
+from impactwatch.collector.catalog import Catalog, CostModel, Dataset
+from impactwatch.collector.cost import ZERO, Pricing
+from impactwatch.collector.cost_tracking import CostTracker
 from impactwatch.collector.deadlines import next_unmet_deadline
 from impactwatch.collector.store import Changes, Summary
 
@@ -87,6 +88,9 @@ class MetricsState:
         self.last_failure: dict[str, float] = {}
         self.task_success: dict[tuple[str, str], float] = {}  # of tasks producing a dataset
         self._producer_tasks = _producer_tasks(catalog)
+        self.pricing = Pricing(catalog)
+        self.costs = CostTracker(catalog.cost.top_tasks, _named_tasks(catalog))
+        self._history_priced_with: CostModel | None = None  # cost model of the restored history
         self.asset_updates: dict[str, float] = {}
         self.running: dict[tuple[str, str], float] = {}
         self.duration = Histogram(c.DAG_RUN_DURATION.buckets)
@@ -122,7 +126,7 @@ class MetricsState:
         """Every DAG that has a DAG-keyed series."""
         with self.lock:
             keys = set(self.last_success) | set(self.last_failure) | set(self.dags)
-            keys |= set(self.xcom) | set(self._breaches_by_dag)
+            keys |= set(self.xcom) | set(self._breaches_by_dag) | set(self.costs.dags)
             keys |= {d for d, p in self.catalog.pipelines.items() if p.max_duration}
             for hist in (self.duration, self.delay, self.queued, self.cost):
                 keys |= set(hist.by_dag)
@@ -138,6 +142,9 @@ class MetricsState:
         with self.lock:
             if catalog != self.catalog:
                 self._dirty = None  # teams and limits may have changed anywhere
+                if catalog.cost != self.catalog.cost:
+                    self.pricing = Pricing(catalog)
+                self.costs.configure(catalog.cost.top_tasks, _named_tasks(catalog))
             self.catalog = catalog
             self._producer_tasks = _producer_tasks(catalog)
 
@@ -165,6 +172,7 @@ class MetricsState:
                         del store[dag_id]
                 for hist in (self.duration, self.delay, self.queued, self.cost):
                     hist.drop_dags(gone)
+                self.costs.drop(gone)
                 self.running = {k: v for k, v in self.running.items() if k[0] not in gone}
 
     def restore(self, summary: Summary) -> None:
@@ -177,6 +185,15 @@ class MetricsState:
             )
             self.asset_updates.update(summary.asset_updates)
             self.counted |= summary.breaches
+            cost = self.catalog.cost
+            if summary.cost_history is None or cost == self._history_priced_with:
+                return  # after a catalog change that left the cost model alone: still right
+        pricing = self.pricing
+        history = summary.cost_history(pricing)  # a long read: scrapes go on meanwhile
+        with self.lock:
+            for dag_id, dag in history.items():
+                self.costs.seed(dag_id, dag.totals, dag.ranking)
+            self._history_priced_with = pricing.model
 
     # --- facts ------------------------------------------------------------------------------
     def team(self, dag_id: str) -> str:
@@ -217,7 +234,10 @@ class MetricsState:
                 start = r.start if r.start is not None else r.queued_at
                 took = max((r.end or 0.0) - start, 0.0) if start is not None else 0.0
                 self.duration.observe((r.dag_id, team, r.state or "unknown"), took)
-                self.cost.observe((r.dag_id, team), float(run_cost(tries, self.catalog)))
+                tasks = self.pricing.task_costs(tries)  # every try: retries, map indexes
+                total = sum(tasks.values(), ZERO)
+                self.cost.observe((r.dag_id, team), float(total))
+                self.costs.record(r.dag_id, total, tasks)
                 self._check_duration(r.dag_id, r.run_id, took, now)
                 self.running.pop((r.dag_id, r.run_id), None)
 
@@ -381,6 +401,15 @@ def _producer_tasks(catalog: Catalog) -> frozenset[tuple[str, str]]:
         for ds in catalog.datasets.values()
         if (p := ds.produced_by) is not None and p.dag_id and p.task_id
     )
+
+
+def _named_tasks(catalog: Catalog) -> dict[str, frozenset[str]]:
+    """Task ids that keep their own cost series: named in `cost.tasks` or producing a data
+    product, by DAG id."""
+    named = {dag_id: set(tasks) for dag_id, tasks in catalog.cost.named_tasks().items()}
+    for dag_id, task_id in _producer_tasks(catalog):
+        named.setdefault(dag_id, set()).add(task_id)
+    return {dag_id: frozenset(tasks) for dag_id, tasks in named.items()}
 
 
 def _clamp(ts: float, now: float) -> float:

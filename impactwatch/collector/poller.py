@@ -350,6 +350,7 @@ class Poller:
             af.asset_event.c.source_dag_id,
             af.asset_event.c.source_task_id,
             af.asset_event.c.source_run_id,
+            af.asset_event.c.source_map_index,
         )
         base = select(*cols).join(af.asset, af.asset.c.id == af.asset_event.c.asset_id)
         rows: list[Any] = []
@@ -370,7 +371,14 @@ class Poller:
                 break
         self.assets.advance((r.id for r in rows), now)
         out.extend(
-            AssetUpdate(r.uri, r.timestamp, r.source_dag_id, r.source_task_id, r.source_run_id)
+            AssetUpdate(
+                r.uri,
+                r.timestamp,
+                r.source_dag_id,
+                r.source_task_id,
+                r.source_run_id,
+                r.source_map_index,
+            )
             for r in rows
         )
         return out

@@ -9,11 +9,13 @@ the failed cycle is lost.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as CycleTimeout
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -23,13 +25,17 @@ from impactwatch.collector.catalog_airflow import (
     DagDeclaration,
     merge_airflow_declarations,
 )
-from impactwatch.collector.events import Batch
+from impactwatch.collector.events import Batch, DagRun
 from impactwatch.collector.exporter import ImpactwatchCollector
 from impactwatch.collector.exposition import CachedExposition
 from impactwatch.collector.metrics_state import DagInfo, MetricsState
 from impactwatch.collector.poller import Poller, PollResult, make_airflow_engine
 from impactwatch.collector.settings import CollectorSettings
 from impactwatch.collector.store import Changes, Store, make_engine
+from impactwatch.collector.tracing import tracing_enabled
+
+if TYPE_CHECKING:
+    from impactwatch.collector.trace_export import RunTracer
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ class CollectorService:
         *,
         clock: Callable[[], float] = time.time,
         progress: Callable[[int, int], None] | None = None,
+        tracer: RunTracer | None = None,
     ) -> None:
         self.settings = settings
         self.base_catalog = catalog
@@ -72,6 +79,8 @@ class CollectorService:
         self._declarations_at = 0.0
         self._failures = 0
         self._notes: set[str] = set()
+        self.tracer = tracer if tracer is not None else _tracer_from_env(settings)
+        self._trace_failures = 0
 
     # --- one cycle --------------------------------------------------------------------------
     def _poller(self) -> Poller:
@@ -102,6 +111,8 @@ class CollectorService:
         )
         if changed:
             self.state.restore(self.store.summary())
+        if self.tracer is not None:
+            self.tracer.set_assets(assets)
         self._declarations_at = self.clock()
 
     def poll_once(self) -> PollResult | None:
@@ -119,6 +130,7 @@ class CollectorService:
             return None
         now = self.clock()
         self.state.apply(changes, "poller", now)
+        self._trace(result.batch.dag_runs, now)
         self.state.set_running(result.running)
         self.state.set_platform(
             pools=result.pools,
@@ -179,6 +191,20 @@ class CollectorService:
         except Exception as exc:
             self._failed("state", exc)
 
+    def _trace(self, runs: list[DagRun], now: float) -> None:
+        """Traces of the runs the poller read as finished (the poller, not the listener: its
+        read of a finished run has every try). Never fails the cycle; retried next cycle."""
+        if self.tracer is None:
+            return
+        try:
+            self.tracer.trace_finished(runs, self.store, self.state.catalog, now)
+        except Exception as exc:
+            if not self._trace_failures:
+                log.warning("traces: not sent, retrying next cycle: %s", describe_error(exc))
+            self._trace_failures += 1
+        else:
+            self._trace_failures = 0
+
     def _failed(self, db: str, exc: BaseException) -> None:
         self.poller = None  # restart from the persisted watermarks: nothing half-read is lost
         self._declarations_at = 0.0
@@ -217,4 +243,16 @@ class CollectorService:
         self.stop()
         self._reader.shutdown(wait=False)
         self.airflow.dispose()
+        if self.tracer is not None:
+            self.tracer.close()
         self.store.engine.dispose()
+
+
+def _tracer_from_env(settings: CollectorSettings) -> RunTracer | None:
+    """OpenTelemetry traces when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set; else None (and
+    the SDK is not even imported)."""
+    if not tracing_enabled(os.environ):
+        return None
+    from impactwatch.collector.trace_export import RunTracer
+
+    return RunTracer.from_env(max_age=settings.trace_max_age, airflow_url=settings.airflow_url)

@@ -31,6 +31,15 @@ class CollectorSettings(BaseSettings):
     )
     token_file: str | None = Field(None, description="File holding the token instead")
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest /v1/events body accepted")
+    trace_max_age: float = Field(
+        3600.0,
+        ge=0,
+        description="Traces (on when OTEL_EXPORTER_OTLP_ENDPOINT is set): runs that ended longer"
+        " ago than this many seconds (history, an outage) get none",
+    )
+    airflow_url: str | None = Field(
+        None, description="Airflow UI base URL, for links from traces to runs and task tries"
+    )
 
     @field_validator("listen")
     @classmethod

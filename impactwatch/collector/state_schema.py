@@ -15,6 +15,8 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    inspect,
+    text,
 )
 
 metadata = MetaData()
@@ -62,6 +64,8 @@ task_try_t = Table(
     Column("operator", String(1000)),
     Column("cpu_seconds", Float),
     Column("peak_rss_bytes", Float),
+    Column("requested_cpu", Float),
+    Column("requested_memory_bytes", Float),
     Column("observed", Integer, nullable=False, default=0),
     Index("iw_task_try_run", "run_k"),
     Index("iw_task_try_task_state", "dag_id", "task_id", "state"),
@@ -83,12 +87,37 @@ breach_t = Table(
     Column("k", String(1200), primary_key=True),
     Column("at", Float, nullable=False),
 )
+traced_run_t = Table(  # runs whose trace was sent (OpenTelemetry), per execution
+    "iw_traced_run",
+    metadata,
+    Column("k", String(520), primary_key=True),
+    Column("clear_number", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+)
 
 # `observed` bits: each fact is turned into metrics once.
 RUN_FINISHED = 1
 RUN_DELAY = 2
 TRY_QUEUE_WAIT = 1
 TRY_SUCCEEDED = 2
+
+
+# Nullable columns added after a table was first created: a state DB from an earlier version
+# gets them with ALTER TABLE at start (`add_missing_columns`).
+ADDED_COLUMNS = {"iw_task_try": ("requested_cpu", "requested_memory_bytes")}
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """ALTER TABLE ... ADD COLUMN for each column of ADDED_COLUMNS an existing table lacks."""
+    inspector = inspect(engine)
+    with engine.begin() as conn:
+        for table_name, names in ADDED_COLUMNS.items():
+            have = {c["name"] for c in inspector.get_columns(table_name)}
+            table = metadata.tables[table_name]
+            for name in names:
+                if name not in have:
+                    kind = table.c[name].type.compile(dialect=engine.dialect)
+                    conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
 
 
 def make_engine(url: str) -> Engine:
@@ -104,4 +133,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=4, max_overflow=2, pool_pre_ping=True)
+    # No ping on checkout (a round trip per transaction): after a database restart the first
+    # use of a dead pooled connection fails and SQLAlchemy drops the pool; the store's writer
+    # retries once, a failed poll cycle is retried by the service.
+    return create_engine(url, pool_size=4, max_overflow=2)

@@ -3,63 +3,51 @@
 SQLite file by default, PostgreSQL by URL (SQLAlchemy Core). Both sources write the same keys;
 `ingest` merges what is new, tells which facts are seen for the first time (so metrics observe
 them once), and saves the poller's watermarks in the same transaction, so a restart neither
-recounts nor misses anything.
+recounts nor misses anything. Ingests that arrive while another is being written are written
+together in one transaction (group commit, `writer.py`); each returns once that has committed.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
     Engine,
-    Table,
     bindparam,
     func,
     insert,
     select,
     update,
 )
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
-from impactwatch.collector.merge import RUN_FIELDS, TRY_FIELDS, merge_run, merge_try
+from impactwatch.collector.cost import Pricing
+from impactwatch.collector.cost_history import DagHistory, load_cost_history
+from impactwatch.collector.cost_tracking import COST_HISTORY_RUNS
+from impactwatch.collector.events import Batch, DagRun, TaskTry
+from impactwatch.collector.merge import Changes, merge_assets, merge_runs, merge_tries
 from impactwatch.collector.state_schema import (
-    RUN_DELAY,
-    RUN_FINISHED,
-    TRY_QUEUE_WAIT,
-    TRY_SUCCEEDED,
+    add_missing_columns,
     asset_update_t,
     breach_t,
     dag_run_t,
     make_engine,
     metadata,
     task_try_t,
+    traced_run_t,
     watermark_t,
 )
+from impactwatch.collector.state_writes import StateWrites
+from impactwatch.collector.writer import GroupCommit
 
 __all__ = ["Changes", "Store", "Summary", "make_engine", "task_try_t"]
 
 _CHUNK = 400
 OPEN_STATES = ("queued", "running")  # what the poller tracks until it ends (or is deleted)
-
-
-@dataclass
-class Changes:
-    """What an ingest saw for the first time; the metrics state observes exactly these."""
-
-    finished_runs: list[tuple[DagRun, list[TaskTry]]] = field(default_factory=list)
-    terminal_runs: list[DagRun] = field(default_factory=list)
-    started_runs: list[DagRun] = field(default_factory=list)
-    queued_tries: list[TaskTry] = field(default_factory=list)
-    succeeded_tries: list[TaskTry] = field(default_factory=list)
-    assets: list[AssetUpdate] = field(default_factory=list)
-    outcomes: dict[str, int] = field(default_factory=dict)
-
-    def count(self, outcome: str, n: int = 1) -> None:
-        if n:
-            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
 
 
 @dataclass
@@ -72,30 +60,8 @@ class Summary:
     asset_updates: dict[str, float]
     breaches: set[str]
     open_runs: list[DagRun]
-
-
-def _db_col(name: str) -> str:
-    return "end_" if name == "end" else name
-
-
-def _write(
-    conn: Any,
-    table: Table,
-    fields: tuple[str, ...],
-    inserts: list[dict[str, Any]],
-    updates: list[dict[str, Any]],
-) -> None:
-    """Batched inserts of new rows and updates (by key `_k`) of the merged fields."""
-    if inserts:
-        conn.execute(insert(table), inserts)
-    if updates:
-        cols = {_db_col(f): bindparam(_db_col(f)) for f in fields}
-        conn.execute(
-            update(table)
-            .where(table.c.k == bindparam("_k"))
-            .values(**cols, observed=bindparam("observed")),
-            updates,
-        )
+    # each DAG's latest finished runs, priced when called with a Pricing (a costly read)
+    cost_history: Callable[[Pricing], dict[str, DagHistory]] | None = None
 
 
 def _run_from_row(row: Any) -> DagRun:
@@ -131,6 +97,8 @@ def _try_from_row(row: Any) -> TaskTry:
         row.operator,
         row.cpu_seconds,
         rss,
+        row.requested_cpu,
+        int(row.requested_memory_bytes) if row.requested_memory_bytes is not None else None,
     )
 
 
@@ -139,13 +107,31 @@ def _chunks(items: list[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
         yield items[i : i + size]
 
 
-class Store:
-    """Idempotent event store. Thread-safe: one writer at a time inside this process."""
+@dataclass
+class _Job:
+    """One `ingest` call, as the group writer sees it."""
 
-    def __init__(self, engine: Engine) -> None:
+    batch: Batch
+    watermarks: Mapping[str, str] | None
+    breaches: Mapping[str, float] | None
+    changes: Changes = field(default_factory=Changes)
+
+
+class Store:
+    """Idempotent event store. Thread-safe: one writer at a time inside this process.
+
+    `group_commit=False` gives each ingest a transaction of its own (a baseline for benchmarks).
+    """
+
+    def __init__(self, engine: Engine, *, group_commit: bool = True) -> None:
         self.engine = engine
         self._lock = threading.Lock()
+        self._sql = StateWrites(engine.dialect.name)
         metadata.create_all(engine)
+        add_missing_columns(engine)
+        self.writer: GroupCommit[_Job] = GroupCommit(
+            self._write_group, size=lambda job: len(job.batch) or 1, enabled=group_commit
+        )
 
     # --- watermarks -------------------------------------------------------------------------
     def watermarks(self) -> dict[str, str]:
@@ -159,17 +145,11 @@ class Store:
         watermarks: Mapping[str, str] | None = None,
         breaches: Mapping[str, float] | None = None,
     ) -> Changes:
-        """Merge `batch`, save `watermarks` and `breaches`, all in one transaction."""
-        changes = Changes()
-        with self._lock, self.engine.begin() as conn:
-            self._ingest_tries(conn, batch.task_tries, changes)
-            self._ingest_runs(conn, batch.dag_runs, changes)
-            self._ingest_assets(conn, batch.assets, changes)
-            if watermarks:
-                self._save_watermarks(conn, watermarks)
-            if breaches:
-                self._save_breaches(conn, breaches)
-        return changes
+        """Merge `batch`, save `watermarks` and `breaches`, all in one transaction (shared with
+        the ingests that arrived meanwhile); returns once it has committed."""
+        job = _Job(batch, watermarks, breaches)
+        self.writer.submit(job)
+        return job.changes
 
     def save_breaches(self, breaches: Mapping[str, float]) -> None:
         if breaches:
@@ -185,157 +165,84 @@ class Store:
         if rows:
             conn.execute(insert(breach_t), rows)
 
-    def _save_watermarks(self, conn: Any, watermarks: Mapping[str, str]) -> None:
-        existing = {r.name for r in conn.execute(select(watermark_t.c.name))}
-        new = [{"name": n, "value": v} for n, v in watermarks.items() if n not in existing]
-        old = [{"n": n, "v": v} for n, v in watermarks.items() if n in existing]
-        if new:
-            conn.execute(insert(watermark_t), new)
-        if old:
-            conn.execute(
-                update(watermark_t)
-                .where(watermark_t.c.name == bindparam("n"))
-                .values(value=bindparam("v")),
-                old,
-            )
+    def _write_group(self, jobs: list[_Job]) -> list[BaseException | None]:
+        try:
+            self._commit(jobs)
+        except (IntegrityError, DataError):
+            if len(jobs) == 1:
+                raise
+            return [self._alone(job) for job in jobs]  # one job's bad row fails only that job
+        return [None] * len(jobs)
 
-    @staticmethod
-    def _existing(conn: Any, table: Table, keys: list[str]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for part in _chunks(keys):
-            for row in conn.execute(select(table).where(table.c.k.in_(part))):
-                found[row.k] = row
-        return found
+    def _alone(self, job: _Job) -> BaseException | None:
+        try:
+            self._commit([job])
+        except Exception as exc:
+            return exc
+        return None
 
-    def _ingest_tries(self, conn: Any, tries: list[TaskTry], changes: Changes) -> None:
-        if not tries:
-            return
-        merged: dict[str, TaskTry] = {}
-        for t in tries:  # later events in one batch win
-            merged[t.key] = t if t.key not in merged else merge_try(merged[t.key], t)
-        existing = self._existing(conn, task_try_t, list(merged))
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        for key, incoming in merged.items():
-            row = existing.get(key)
-            observed = 0 if row is None else row.observed
-            current = incoming if row is None else merge_try(_try_from_row(row), incoming)
-            if row is not None and current == _try_from_row(row):
-                changes.count("duplicate")
+    def _commit(self, jobs: list[_Job]) -> None:
+        """The group in one transaction; again on a new connection if the pooled one was dead
+        (the DB restarted: connections are not pinged on checkout). Ingest is idempotent."""
+        for attempt in (1, 2):
+            changes = [Changes() for _ in jobs]
+            try:
+                with self._lock, self.engine.begin() as conn:
+                    self._merge_group(conn, jobs, changes)
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
                 continue
-            if (
-                current.queued is not None
-                and current.start is not None
-                and not (observed & TRY_QUEUE_WAIT)
-            ):
-                observed |= TRY_QUEUE_WAIT
-                changes.queued_tries.append(current)
-            if current.state == "success" and not observed & TRY_SUCCEEDED:
-                observed |= TRY_SUCCEEDED
-                changes.succeeded_tries.append(current)
-            values = {_db_col(f): getattr(current, f) for f in TRY_FIELDS}
-            values["observed"] = observed
-            if row is None:
-                changes.count("new")
-                inserts.append(
-                    {
-                        "k": key,
-                        "run_k": current.run_key,
-                        "dag_id": current.dag_id,
-                        "run_id": current.run_id,
-                        "task_id": current.task_id,
-                        "map_index": current.map_index,
-                        "try_number": current.try_number,
-                        **values,
-                    }
-                )
-            else:
-                changes.count("updated")
-                updates.append({"_k": key, **values})
-        _write(conn, task_try_t, TRY_FIELDS, inserts, updates)
-
-    def _ingest_runs(self, conn: Any, runs: list[DagRun], changes: Changes) -> None:
-        if not runs:
+            for job, seen in zip(jobs, changes, strict=True):
+                job.changes = seen
             return
-        merged: dict[str, DagRun] = {}
-        for r in runs:
-            merged[r.key] = r if r.key not in merged else merge_run(merged[r.key], r)
-        existing = self._existing(conn, dag_run_t, list(merged))
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        finished: list[DagRun] = []
-        for key, incoming in merged.items():
-            row = existing.get(key)
-            observed = 0 if row is None else row.observed
-            if row is None:
-                current = incoming
-            else:
-                before = _run_from_row(row)
-                if incoming.clear_number > before.clear_number:
-                    observed = 0  # cleared and re-run: a new execution of the same run
-                    current = incoming
-                else:
-                    current = merge_run(before, incoming)
-                if current == before:
-                    changes.count("duplicate")
-                    continue
-                if current.terminal and current.state != before.state:
-                    changes.terminal_runs.append(current)
-            if row is None and current.terminal:
-                changes.terminal_runs.append(current)
-            if current.terminal and current.end is not None and not observed & RUN_FINISHED:
-                observed |= RUN_FINISHED
-                finished.append(current)
-            if (
-                current.start is not None
-                and current.run_type == "scheduled"
-                and current.run_after is not None
-                and not observed & RUN_DELAY
-            ):
-                observed |= RUN_DELAY
-                changes.started_runs.append(current)
-            values = {_db_col(f): getattr(current, f) for f in RUN_FIELDS}
-            values["observed"] = observed
-            if row is None:
-                changes.count("new")
-                inserts.append(
-                    {"k": key, "dag_id": current.dag_id, "run_id": current.run_id, **values}
-                )
-            else:
-                changes.count("updated")
-                updates.append({"_k": key, **values})
-        _write(conn, dag_run_t, RUN_FIELDS, inserts, updates)
-        if finished:
-            tries: dict[str, list[TaskTry]] = {r.key: [] for r in finished}
-            for part in _chunks(list(tries)):
-                for row in conn.execute(select(task_try_t).where(task_try_t.c.run_k.in_(part))):
-                    tries[row.run_k].append(_try_from_row(row))
-            changes.finished_runs.extend((r, tries[r.key]) for r in finished)
 
-    def _ingest_assets(self, conn: Any, assets: list[AssetUpdate], changes: Changes) -> None:
-        if not assets:
-            return
-        unique = {a.key: a for a in assets}
-        known = set(self._existing(conn, asset_update_t, list(unique)))
-        new = [a for k, a in unique.items() if k not in known]
-        changes.count("duplicate", len(assets) - len(new))
-        changes.count("new", len(new))
-        if new:
-            conn.execute(
-                insert(asset_update_t),
-                [
-                    {
-                        "k": a.key,
-                        "uri": a.uri,
-                        "timestamp": a.timestamp,
-                        "dag_id": a.dag_id,
-                        "task_id": a.task_id,
-                        "run_id": a.run_id,
-                    }
-                    for a in new
-                ],
-            )
-            changes.assets.extend(new)
+    def _merge_group(self, conn: Any, jobs: list[_Job], changes: list[Changes]) -> None:
+        sql = self._sql
+        tries = [job.batch.task_tries for job in jobs]
+        if any(tries):
+            keys = {t.key for batch in tries for t in batch}
+            known = {
+                row.k: (_try_from_row(row), row.observed)
+                for row in sql.rows(conn, sql.tries_by_key, keys)
+            }
+            dirty = merge_tries(known, tries, changes)
+            if dirty:
+                conn.execute(sql.upsert_tries, [sql.try_row(t, o) for t, o in dirty.values()])
+        runs = [job.batch.dag_runs for job in jobs]
+        if any(runs):
+            keys = {r.key for batch in runs for r in batch}
+            known_runs = {
+                row.k: (_run_from_row(row), row.observed)
+                for row in sql.rows(conn, sql.runs_by_key, keys)
+            }
+            dirty_runs, finished = merge_runs(known_runs, runs, changes)
+            if dirty_runs:
+                rows = [sql.run_row(r, o) for r, o in dirty_runs.values()]
+                conn.execute(sql.upsert_runs, rows)
+            ended = {r.key for done in finished for r in done}
+            if ended:  # their tries as stored now, this group's included
+                by_run: dict[str, list[TaskTry]] = {k: [] for k in ended}
+                for row in sql.rows(conn, sql.tries_by_run, ended):
+                    by_run[row.run_k].append(_try_from_row(row))
+                for seen, done in zip(changes, finished, strict=True):
+                    seen.finished_runs.extend((r, by_run[r.key]) for r in done)
+        assets = [job.batch.assets for job in jobs]
+        if any(assets):
+            keys = {a.key for batch in assets for a in batch}
+            stamps = {k: ts for k, ts in sql.rows(conn, sql.asset_times, keys)}
+            new = merge_assets(stamps, assets, changes)
+            if new:
+                conn.execute(sql.upsert_assets, [sql.asset_row(k, a) for k, a in new.items()])
+        watermarks: dict[str, str] = {}
+        breaches: dict[str, float] = {}
+        for job in jobs:  # later jobs win
+            watermarks.update(job.watermarks or {})
+            breaches.update(job.breaches or {})
+        if watermarks:
+            sql.save_watermarks(conn, watermarks)
+        if breaches:
+            self._save_breaches(conn, breaches)
 
     # --- restart ----------------------------------------------------------------------------
     def summary(self) -> Summary:
@@ -364,7 +271,10 @@ class Store:
             breaches = set(conn.scalars(select(breach_t.c.k)))
             q = select(dag_run_t).where(dag_run_t.c.state.in_(OPEN_STATES))
             open_runs = [_run_from_row(r) for r in conn.execute(q)]
-        return Summary(last_success, last_failure, task_success, asset_updates, breaches, open_runs)
+        history = partial(load_cost_history, self.engine, per_dag=COST_HISTORY_RUNS)
+        return Summary(
+            last_success, last_failure, task_success, asset_updates, breaches, open_runs, history
+        )
 
     def open_run_keys(self) -> set[tuple[str, str]]:
         with self.engine.connect() as conn:
@@ -372,3 +282,47 @@ class Store:
                 dag_run_t.c.state.in_(OPEN_STATES)
             )
             return {(d, r) for d, r in conn.execute(q)}
+
+    # --- traces (OpenTelemetry) -------------------------------------------------------------
+    def untraced_runs(self, runs: list[DagRun]) -> list[DagRun]:
+        """The runs whose current execution (`clear_number`) has no trace sent yet."""
+        done: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for part in _chunks([r.key for r in runs]):
+                q = select(traced_run_t.c.k, traced_run_t.c.clear_number)
+                done.update((k, c) for k, c in conn.execute(q.where(traced_run_t.c.k.in_(part))))
+        return [r for r in runs if done.get(r.key, -1) < r.clear_number]
+
+    def run_tries(self, run_keys: list[str]) -> dict[str, list[TaskTry]]:
+        """Every stored task try of these runs (both sources merged), by run key."""
+        tries: dict[str, list[TaskTry]] = {k: [] for k in run_keys}
+        with self.engine.connect() as conn:
+            for part in _chunks(run_keys):
+                for row in conn.execute(select(task_try_t).where(task_try_t.c.run_k.in_(part))):
+                    tries[row.run_k].append(_try_from_row(row))
+        return tries
+
+    def mark_traced(self, runs: list[DagRun], at: float) -> None:
+        """Remember that these runs' traces were sent, so no restart sends them again."""
+        with self._lock, self.engine.begin() as conn:
+            keys = [r.key for r in runs]
+            known: set[str] = set()
+            for part in _chunks(keys):
+                q = select(traced_run_t.c.k).where(traced_run_t.c.k.in_(part))
+                known.update(conn.scalars(q))
+            rows = [{"k": r.key, "clear_number": r.clear_number, "at": at} for r in runs]
+            new = [row for row in rows if row["k"] not in known]
+            old = [
+                {"_k": row["k"], "c": row["clear_number"], "a": at}
+                for row in rows
+                if row["k"] in known
+            ]
+            if new:
+                conn.execute(insert(traced_run_t), new)
+            if old:
+                conn.execute(
+                    update(traced_run_t)
+                    .where(traced_run_t.c.k == bindparam("_k"))
+                    .values(clear_number=bindparam("c"), at=bindparam("a")),
+                    old,
+                )

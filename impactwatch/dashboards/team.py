@@ -237,6 +237,33 @@ def team(catalog: Catalog) -> g.Dashboard:
         s.HALF,
         s.CHART_H,
     )
+    by_team_day = agg("sum", ["team"], increase(c.DAG_RUN_COST, DAY, *SELECTED, suffix="sum"))
+    layout.add(
+        timeseries(
+            "Cost per day by team",
+            "Each team's spend over the trailing 24 hours, at each point in time (pick All "
+            "teams above to compare them). A run counts when it finishes.",
+            [Query(by_team_day, "{{team}}")],
+            currency,
+            stack=True,
+        ),
+        s.HALF,
+        s.CHART_H,
+    )
+    by_task = agg("sum", ["dag_id", "task_id"], increase(c.TASK_COST, RANGE, *SELECTED))
+    layout.add(
+        bar_gauge(
+            "Most expensive tasks",
+            "What each pipeline's most expensive tasks cost over the selected range, every "
+            "try and mapped instance included. Each pipeline reports its top tasks and the "
+            "tasks the catalog names; the rest of its tasks are summed as (other).",
+            [Query(f"topk(10, {by_task})", "{{dag_id}} · {{task_id}}")],
+            currency,
+            thresholds=s.steps(s.BLUE),
+        ),
+        s.HALF,
+        s.CHART_H,
+    )
     variables = [
         variable("team", "Team", (c.DAG_PAUSED, c.DATASET_PRODUCER_PAUSED)),
         variable("dag_id", "Pipeline", (c.DAG_PAUSED,), var("team")),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -69,6 +71,22 @@ def test_intake_rejects_bad_requests_and_stores_nothing(
     assert call(f"{base}/v1/events")[0] == 405
     assert call(f"{base}/nope")[0] == 404
     assert service.store.summary().asset_updates.get("s3://x/y") is None
+    refused = {"source": "listener", "outcome": "rejected"}  # 2 x 401, 2 x 400, 413
+    assert service.registry.get_sample_value("impactwatch_collector_events_total", refused) == 5
+    status, text = call(f"{base}/metrics")
+    assert 'impactwatch_collector_events_total{outcome="rejected",source="listener"} 5.0' in text
+
+
+def test_a_wrong_token_alone_counts_as_rejected(collector: tuple[CollectorService, str]) -> None:
+    service, base = collector
+    good = events({"type": "asset", "uri": "s3://x/y", "timestamp": 1795500000})
+    refused = {"source": "listener", "outcome": "rejected"}
+    before = service.registry.get_sample_value("impactwatch_collector_events_total", refused)
+    assert call(f"{base}/v1/events", good, token="wrong")[0] == 401
+    after = service.registry.get_sample_value("impactwatch_collector_events_total", refused)
+    assert (before or 0) + 1 == after
+    assert call(f"{base}/v1/events", good)[0] == 202  # the right token: stored, not rejected
+    assert service.registry.get_sample_value("impactwatch_collector_events_total", refused) == after
 
 
 def test_listener_and_poller_events_count_once(collector: tuple[CollectorService, str]) -> None:
@@ -119,3 +137,56 @@ def test_metrics_pass_promtool_and_healthz(collector: tuple[CollectorService, st
     )
     status, health = call(f"{base}/healthz")
     assert status == 200 and health["status"] == "ok" and health["stale"] is False
+
+
+# --- the HTTP server under the app (impactwatch/collector/http_server.py) ---------------------
+def raw(port: int, data: bytes, *, expect_continue: bytes | None = None) -> bytes:
+    """Send `data` on a fresh connection; the whole answer (the server closes after it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        if expect_continue is not None:
+            assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+            sock.sendall(expect_continue)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_the_server_refuses_malformed_heads_and_honours_expect_continue(
+    collector: tuple[CollectorService, str],
+) -> None:
+    service, base = collector
+    port = int(base.rsplit(":", 1)[1])
+    assert raw(port, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    assert raw(port, b"GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n").startswith(b"HTTP/1.1 400")
+    big = b"GET /healthz HTTP/1.1\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n"
+    assert raw(port, big).startswith(b"HTTP/1.1 431 ")
+    body = events({"type": "asset", "uri": "s3://x/continue", "timestamp": 1795500000})
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+    answer = raw(port, head, expect_continue=body)
+    assert answer.startswith(b"HTTP/1.1 202 Accepted\r\n") and b"Connection: close" in answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"accepted": 1, "outcomes": {"new": 1}}
+    assert raw(port, b"HEAD /healthz HTTP/1.1\r\n\r\n").endswith(b"\r\n\r\n")  # head, no body
+    assert "s3://x/continue" in service.store.summary().asset_updates
+
+
+def test_the_server_reuses_its_threads(collector: tuple[CollectorService, str]) -> None:
+    _service, base = collector
+    mine = f"impactwatch-http-{base.rsplit(':', 1)[1]}"
+    workers = lambda: sum(t.name == mine for t in threading.enumerate())  # noqa: E731
+    for _ in range(40):
+        assert call(f"{base}/healthz")[0] == 200
+    assert workers() <= 2  # one at a time: the same thread, not forty
+    threads = [
+        threading.Thread(target=lambda: [call(f"{base}/healthz") for _ in range(10)])
+        for _ in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert 1 <= workers() <= 8

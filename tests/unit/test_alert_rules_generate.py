@@ -87,7 +87,7 @@ def test_promtool_check_config_and_amtool_check_config(tree: Path) -> None:
         check=False,
     )
     assert prom.returncode == 0, prom.stdout + prom.stderr
-    assert "3 rule files found" in prom.stdout
+    assert "4 rule files found" in prom.stdout
     am = subprocess.run(
         ["amtool", "check-config", str(tree / "alertmanager.yml")],
         capture_output=True,
@@ -159,7 +159,14 @@ def test_every_alert_is_labelled_annotated_and_has_its_runbook(files: dict[str, 
     for a in alerts:
         labels, notes = a["labels"], a["annotations"]
         assert labels["severity"] in c.SEVERITIES, a["alert"]
-        assert labels["kind"] in ("freshness", "duration", "deadline", "failure", "platform")
+        assert labels["kind"] in (
+            "freshness",
+            "duration",
+            "deadline",
+            "failure",
+            "platform",
+            "cost",
+        )
         if labels["kind"] == "platform":  # business alerts take team, dataset or dag_id
             assert {"team", "component"} <= set(labels)  # from the series (promtool tests)
         assert set(notes) == {"summary", "description", "runbook_url"}
@@ -170,7 +177,7 @@ def test_every_alert_is_labelled_annotated_and_has_its_runbook(files: dict[str, 
 
 
 def test_rules_use_only_contract_metric_names(files: dict[str, str]) -> None:
-    known = {spec.name for spec in (*c.ALL_METRICS, *c.ROUTER_METRICS)}
+    known = {spec.name for spec in (*c.ALL_METRICS, *c.ROUTER_METRICS, *c.COST_RECONCILE_METRICS)}
     known |= {s.series(x) for s in c.ALL_METRICS if s.kind == "histogram" for x in ("bucket",)}
     recorded = {r["record"] for r in rules_of(files) if "record" in r}
     for rule in rules_of(files):

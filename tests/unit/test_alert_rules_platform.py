@@ -360,5 +360,7 @@ def test_every_platform_alert_has_a_firing_and_a_silent_case() -> None:
         m.PIPELINE_RUN_TOO_LONG,
         m.PIPELINE_MISSED_DEADLINE,
         m.CRITICAL_PIPELINE_FAILED,
+        m.PIPELINE_COST_ANOMALY,  # cost alerts: tests/unit/test_alert_rules_cost.py
+        m.COST_MODEL_OFF,
     }
     assert platform <= firing & silent

@@ -46,6 +46,12 @@ impactwatch_dataset_producer_paused{dataset="scores",team="risk",tier="standard"
 # TYPE impactwatch_task_queued_seconds histogram
 # HELP impactwatch_dag_run_cost_dollars Cost of each finished DAG run (sum of its task tries); the sum is the spend.
 # TYPE impactwatch_dag_run_cost_dollars histogram
+# HELP impactwatch_dag_run_last_cost_dollars Cost of the DAG's latest finished run.
+# TYPE impactwatch_dag_run_last_cost_dollars gauge
+# HELP impactwatch_dag_run_median_cost_dollars Median cost of the DAG's 20 finished runs before the latest (from 5 such runs on).
+# TYPE impactwatch_dag_run_median_cost_dollars gauge
+# HELP impactwatch_task_cost_dollars_total Cost of the task's tries (retries and mapped instances included) in finished runs; task_id is a task the catalog names or one of the DAG's most expensive, else (other).
+# TYPE impactwatch_task_cost_dollars_total counter
 # HELP impactwatch_pool_slots Airflow pool slots by state: total, running, queued, open.
 # TYPE impactwatch_pool_slots gauge
 # HELP impactwatch_collector_poll_duration_seconds Wall time of one metadata-DB poll cycle.

@@ -83,3 +83,12 @@ def test_rejects_oversized_batches() -> None:
 def test_the_queued_time_of_a_try_is_kept() -> None:
     (t,) = parse_events(body({**TASK, "queued_date": "2026-11-24T05:59:00+00:00"})).task_tries
     assert t.queued == 1795500000.0 - 60
+
+
+def test_an_asset_event_names_its_producing_task_instance() -> None:
+    event = {"type": "asset", "uri": "s3://b/k", "timestamp": 1795500000.0}
+    produced = {**event, "dag_id": "d", "task_id": "t", "run_id": "r", "map_index": 3}
+    (a,) = parse_events(body(produced)).assets
+    assert (a.dag_id, a.run_id, a.task_id, a.map_index) == ("d", "r", "t", 3)
+    (api,) = parse_events(body(event)).assets
+    assert not api.by_task and api.map_index is None

@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
+import pytest
+from sqlalchemy import select
+
+from impactwatch.collector.events import ASSET_KEY_MAX, AssetUpdate, Batch, DagRun, TaskTry
+from impactwatch.collector.state_schema import asset_update_t
 from impactwatch.collector.store import Store, make_engine
 
 
@@ -87,3 +91,63 @@ def test_open_runs_are_remembered_for_the_poller(tmp_path: Path) -> None:
     assert store.open_run_keys() == {("etl", "r1")}
     store.ingest(Batch(dag_runs=[DagRun("etl", "r1", "deleted")]))
     assert store.open_run_keys() == set()
+
+
+def asset_rows(store: Store) -> list[tuple]:
+    with store.engine.connect() as conn:
+        q = select(asset_update_t.c.uri, asset_update_t.c.timestamp, asset_update_t.c.task_id)
+        return sorted(tuple(r) for r in conn.execute(q))
+
+
+PRICES = "s3://lake/prices"
+
+
+def produced(at: float, map_index: int = -1) -> AssetUpdate:
+    return AssetUpdate(PRICES, at, "ingest", "load", "r1", map_index)
+
+
+@pytest.mark.parametrize("listener_first", [True, False])
+def test_a_tasks_asset_event_counts_once_whichever_source_comes_first(
+    tmp_path: Path, listener_first: bool
+) -> None:
+    poller, listener = produced(1000.0), produced(1000.008)  # stamped 8 ms apart
+    first, second = (listener, poller) if listener_first else (poller, listener)
+    store = store_at(tmp_path)
+    seen = store.ingest(Batch(assets=[first]))
+    again = store.ingest(Batch(assets=[second]))
+    assert seen.outcomes == {"new": 1} and seen.assets == [first]
+    assert again.outcomes == {"duplicate": 1} and not again.assets
+    assert asset_rows(store) == [(PRICES, first.timestamp, "load")]
+    (tmp_path / "one-batch").mkdir()  # both in one batch
+    one = store_at(tmp_path / "one-batch").ingest(Batch(assets=[first, second]))
+    assert one.outcomes == {"new": 1, "duplicate": 1} and one.assets == [first]
+
+
+def test_a_rerun_task_updates_its_asset_again_and_map_indexes_are_apart(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.ingest(Batch(assets=[produced(1000.0), produced(1000.0, map_index=0)]))
+    rerun = store.ingest(Batch(assets=[produced(1900.0)]))  # cleared and run again
+    assert rerun.outcomes == {"new": 1} and [a.timestamp for a in rerun.assets] == [1900.0]
+    late = store.ingest(Batch(assets=[produced(1000.001), produced(1900.004)]))
+    assert late.outcomes == {"duplicate": 2}  # the first run's twin, late; the re-run's twin
+    assert asset_rows(store) == [(PRICES, 1000.0, "load"), (PRICES, 1900.0, "load")]
+    assert store.summary().asset_updates == {PRICES: 1900.0}
+
+
+def test_asset_events_from_outside_a_task_keep_their_timestamp_key(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    api = [AssetUpdate(PRICES, 1000.0), AssetUpdate(PRICES, 1000.008)]
+    assert store.ingest(Batch(assets=api)).outcomes == {"new": 2}
+    assert store.ingest(Batch(assets=api[:1])).outcomes == {"duplicate": 1}
+    assert len(asset_rows(store)) == 2
+
+
+def test_the_longest_ids_make_a_key_that_fits_the_column() -> None:
+    longest = AssetUpdate("s3://" + "u" * 1495, 1.0, "d" * 250, "t" * 250, "r" * 250, 12345)
+    shorter = AssetUpdate("s3://" + "u" * 1495, 2.0, "d" * 250, "t" * 250, "r" * 250, 12346)
+    assert len(longest.key) <= ASSET_KEY_MAX
+    assert longest.key != shorter.key
+    assert longest.key == AssetUpdate(*[getattr(longest, f) for f in FIELDS]).key
+
+
+FIELDS = ("uri", "timestamp", "dag_id", "task_id", "run_id", "map_index")

@@ -1,0 +1,101 @@
+"""The event store on a real PostgreSQL: upserts, key lengths, group commit, a dropped session."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import func, select
+
+from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
+from impactwatch.collector.state_schema import asset_update_t
+from impactwatch.collector.store import Store, make_engine, task_try_t
+from impactwatch.devtools.airflow_home import reader_db_url
+from tests.support.postgres import create_database, drop_database
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pg_store(pg_base_url: str) -> Iterator[tuple[Store, str]]:
+    name = f"impactwatch_store_{uuid.uuid4().hex[:8]}"
+    url = create_database(pg_base_url, name)
+    store = Store(make_engine(reader_db_url(url)))
+    try:
+        yield store, name
+    finally:
+        store.engine.dispose()
+        drop_database(pg_base_url, name)
+
+
+def count(store: Store, table: object) -> int:
+    with store.engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(table))  # type: ignore[arg-type]
+
+
+def test_listener_and_poller_events_merge_once_on_postgres(pg_store: tuple[Store, str]) -> None:
+    store, _ = pg_store
+    long_uri = "s3://lake/" + "p" * 1490  # the longest URI, with the longest ids: a hashed key
+    tries = [TaskTry("etl", "r1", "load", -1, 1, "running", 1.0)]
+    produced = [
+        AssetUpdate(long_uri, 5.0, "d" * 250, "t" * 250, "r" * 250, 7),
+        AssetUpdate("s3://lake/prices", 5.0, "etl", "load", "r1", -1),
+    ]
+    first = store.ingest(Batch(task_tries=tries, assets=produced), {"dag_run": "1"})
+    assert first.outcomes == {"new": 3}
+    later = [
+        AssetUpdate(a.uri, a.timestamp + 0.008, a.dag_id, a.task_id, a.run_id, a.map_index)
+        for a in produced
+    ]
+    run = DagRun("etl", "r1", "success", "manual", None, 0.5, 0.6, 1.0, 9.0)
+    done = TaskTry("etl", "r1", "load", -1, 1, "success", 1.0, 8.0, cpu_seconds=2.0)
+    second = store.ingest(Batch([done], [run], later), {"dag_run": "2"})
+    assert second.outcomes == {"updated": 1, "new": 1, "duplicate": 2}
+    ((finished, its_tries),) = second.finished_runs
+    assert finished.run_id == "r1" and [(t.state, t.cpu_seconds) for t in its_tries] == [
+        ("success", 2.0)
+    ]
+    assert store.watermarks() == {"dag_run": "2"}
+    assert count(store, asset_update_t) == 2
+
+
+def test_concurrent_ingests_on_postgres_each_count_once(pg_store: tuple[Store, str]) -> None:
+    store, _ = pg_store
+    totals: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        for i in range(25):
+            t = TaskTry("etl", f"r{n}", f"t{i}", -1, 1, "success", 1.0, 2.0)
+            for _ in range(2):
+                outcomes = store.ingest(Batch(task_tries=[t])).outcomes
+                with lock:
+                    for k, v in outcomes.items():
+                        totals[k] = totals.get(k, 0) + v
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert totals == {"new": 150, "duplicate": 150}
+    assert count(store, task_try_t) == 150
+
+
+def test_a_dropped_session_costs_no_ingest(pg_base_url: str, pg_store: tuple[Store, str]) -> None:
+    """Pooled connections are not pinged on checkout: a dead one is replaced and the group
+    written again."""
+    store, name = pg_store
+    store.ingest(Batch(task_tries=[TaskTry("etl", "r1", "a", -1, 1, "success")]))
+    with psycopg.connect(f"{pg_base_url}/postgres", autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+            (name,),
+        ).fetchone()
+    assert ended and ended[0] >= 1  # the store's pooled session is gone
+    changes = store.ingest(Batch(task_tries=[TaskTry("etl", "r1", "b", -1, 1, "success")]))
+    assert changes.outcomes == {"new": 1}
+    assert count(store, task_try_t) == 2
