@@ -61,6 +61,8 @@ DEFAULTS = {  # Prometheus's and Alertmanager's own defaults, no for:
     "repeat_interval": 14400.0,
 }
 
+TOKEN = "bench-intake-token"
+
 
 def _catalog(folder: Path, limits: list[float]) -> Path:
     lines = ["teams:", "  platform: {slack_channel: '#bench'}", "datasets:"]
@@ -82,7 +84,10 @@ def _post_updates(base: str, count: int, at: float) -> None:
     ]
     body = json.dumps({"schema": SCHEMA, "events": events}).encode()
     request = urllib.request.Request(
-        f"{base}/v1/events", data=body, method="POST", headers={"Content-Type": "application/json"}
+        f"{base}/v1/events",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert resp.status == 202, resp.status
@@ -106,7 +111,7 @@ def run_profile(name: str, settings: RuleSettings, products: int, airflow_db: st
         ),
         load_catalog(catalog_path),
     )
-    server, _ = serve(CollectorApp(collector, None, 1 << 20), "127.0.0.1", 0)
+    server, _ = serve(CollectorApp(collector, TOKEN, 1 << 20), "127.0.0.1", 0)
     loop = threading.Thread(target=collector.run, daemon=True)
     loop.start()
     receiver = WebhookReceiver()

@@ -119,6 +119,10 @@ def cmd_collector(args: argparse.Namespace) -> int:
         log.info("caught up: %s", stored)
         return 0
     host, port = settings.listen_address()
+    if not token:
+        log.warning(
+            "no IMPACTWATCH_TOKEN: POST /v1/events is closed, only the poller feeds the collector"
+        )
     try:
         server, _thread = serve(CollectorApp(service, token, settings.max_body_bytes), host, port)
     except OSError as exc:

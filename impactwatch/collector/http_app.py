@@ -1,5 +1,7 @@
 """The collector's HTTP surface (WSGI): GET /metrics, GET /healthz, POST /v1/events.
 
+The intake is closed unless the collector has a token (`IMPACTWATCH_TOKEN` or
+`IMPACTWATCH_TOKEN_FILE`): writing to the state DB is never open to anyone on the network.
 Bad input gets a 4xx with a JSON reason, never a trace: 401 wrong or missing token, 400
 malformed events, 411 no length, 413 body over the limit; each refused batch counts in
 `impactwatch_collector_events_total{source="listener",outcome="rejected"}` (its events are
@@ -64,7 +66,7 @@ class CollectorApp:
 
     def _authorized(self, environ: Environ) -> bool:
         if not self.token:
-            return True
+            return False
         given = environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, value = given.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
@@ -81,7 +83,12 @@ class CollectorApp:
             return json_response(
                 start,
                 "401 Unauthorized",
-                {"error": "missing or wrong bearer token"},
+                {
+                    "error": "missing or wrong bearer token"
+                    if self.token
+                    else "intake closed: the collector has no IMPACTWATCH_TOKEN (or _FILE); "
+                    "give it and the listener the same token"
+                },
                 [("WWW-Authenticate", 'Bearer realm="impactwatch"')],
             )
         try:

@@ -58,6 +58,9 @@ FAST = {
 }
 
 
+TOKEN = "e2e-intake-token"
+
+
 def _catalog(folder: Path) -> Catalog:
     path = folder / "catalog.yaml"
     path.write_text(CATALOG)
@@ -70,7 +73,7 @@ def _post_asset_event(base: str, at: float) -> None:
         f"{base}/v1/events",
         data=json.dumps(body).encode(),
         method="POST",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert resp.status == 202
@@ -90,7 +93,7 @@ def collector(airflow_sqlite_url: str, tmp_path: Path) -> Iterator[str]:
     """A real collector on the populated Airflow DB with the test catalog, polling; its URL."""
     service = make_service(airflow_sqlite_url, tmp_path, catalog=_catalog(tmp_path))
     catch_up(service)
-    server, _ = serve(CollectorApp(service, None, 1 << 20), "127.0.0.1", 0)
+    server, _ = serve(CollectorApp(service, TOKEN, 1 << 20), "127.0.0.1", 0)
     loop = threading.Thread(target=service.run, daemon=True)
     loop.start()
     try:

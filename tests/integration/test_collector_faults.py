@@ -20,6 +20,7 @@ from tests.support.tcpproxy import TcpProxy, _free_port
 
 pytestmark = pytest.mark.integration
 RUN_COUNT = "impactwatch_dag_run_duration_seconds_count"
+TOKEN = "faults-intake-token"
 
 
 def add_finished_run(url: str, dag_id: str, run_id: str) -> None:
@@ -99,7 +100,9 @@ def _post_run(base: str, run_id: str) -> None:
         "end_date": now,
     }
     body = json.dumps({"schema": SCHEMA, "events": [event]}).encode()
-    request = urllib.request.Request(f"{base}/v1/events", data=body, method="POST")
+    request = urllib.request.Request(
+        f"{base}/v1/events", data=body, method="POST", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert resp.status == 202
 
@@ -124,7 +127,7 @@ def test_restart_shows_no_spike_in_increase(airflow_sqlite_url: str, tmp_path: P
         def start(state_dir: Path):  # type: ignore[no-untyped-def]
             service = make_service(airflow_sqlite_url, state_dir)
             catch_up(service)
-            server, _ = serve(CollectorApp(service, None, 1 << 20), "127.0.0.1", port)
+            server, _ = serve(CollectorApp(service, TOKEN, 1 << 20), "127.0.0.1", port)
             return service, server
 
         service, server = start(tmp_path)

@@ -190,3 +190,18 @@ def test_the_server_reuses_its_threads(collector: tuple[CollectorService, str]) 
     for t in threads:
         t.join(30)
     assert 1 <= workers() <= 8
+
+
+def test_without_a_token_the_intake_is_closed(airflow_sqlite_url: str, tmp_path: Path) -> None:
+    service = make_service(airflow_sqlite_url, tmp_path)
+    server, _ = serve(CollectorApp(service, None, 4096), "127.0.0.1", 0)
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        good = events({"type": "asset", "uri": "s3://x/y", "timestamp": 1795500000})
+        for token in (None, "anything"):
+            status, body = call(f"{base}/v1/events", good, token=token)
+            assert status == 401 and "intake closed" in body["error"]
+        assert call(f"{base}/metrics")[0] == 200  # reading stays open
+    finally:
+        server.shutdown()
+        service.close()

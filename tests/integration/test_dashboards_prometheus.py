@@ -72,6 +72,8 @@ VARIABLES = [
 # the first sample would find nothing however right the query is.
 BUILT_IN = {"__range_s": "3600", "__range": "1h", "__rate_interval": "1m", "__interval": "1s"}
 
+INTAKE_TOKEN = "dashboards-intake-token"
+
 
 NAMES = {v["name"] for board in DASHBOARDS.values() for v in board["templating"]["list"]}
 
@@ -164,14 +166,19 @@ def scenario(
         )
         cleanup.callback(router.close)
         catch_up(collector)
-        c_server = _serve(cleanup, serve(CollectorApp(collector, None, 1 << 20), LOOPBACK, 0)[0])
+        c_server = _serve(
+            cleanup, serve(CollectorApp(collector, INTAKE_TOKEN, 1 << 20), LOOPBACK, 0)[0]
+        )
         r_app = RouterApp(router, None, None, 1 << 20)
         r_server = _serve(cleanup, serve_router(r_app, LOOPBACK, 0)[0])
         router.start()
         intake = f"http://127.0.0.1:{c_server.server_port}/v1/events"
         webhook = f"http://127.0.0.1:{r_server.server_port}/alertmanager"
-        assert post(intake, b'{"schema": "impactwatch.events/v1", "events": [{}]}') == 400
-        assert post(intake, long_morning_run("scheduled__listener_a", now)) == 202
+        assert (
+            post(intake, b'{"schema": "impactwatch.events/v1", "events": [{}]}', INTAKE_TOKEN)
+            == 400
+        )
+        assert post(intake, long_morning_run("scheduled__listener_a", now), INTAKE_TOKEN) == 202
         stale = notification(
             "DataProductStale", team="markets", severity="critical", dataset="market_data"
         )
@@ -187,8 +194,8 @@ def scenario(
         with airflow:
             schedule_more(airflow, now)
         catch_up(collector)
-        assert post(intake, b"not json") == 400
-        assert post(intake, long_morning_run("scheduled__listener_b", now)) == 202
+        assert post(intake, b"not json", INTAKE_TOKEN) == 400
+        assert post(intake, long_morning_run("scheduled__listener_b", now), INTAKE_TOKEN) == 202
         missed = notification(
             "PipelineMissedDeadline",
             team="finance",

@@ -137,10 +137,12 @@ def schedule_more(db: sqlite3.Connection, now: float) -> None:
 
 
 # -- the listener and Alertmanager, played over HTTP ----------------------------------------------
-def post(url: str, body: dict[str, Any] | bytes) -> int:
+def post(url: str, body: dict[str, Any] | bytes, token: str | None = None) -> int:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="POST")
     request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:
             return resp.status
