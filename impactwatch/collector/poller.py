@@ -333,16 +333,6 @@ class Poller:
     def _new_assets(self, conn: Connection, now: float) -> list[AssetUpdate]:
         assert self.assets is not None
         out: list[AssetUpdate] = []
-        if self._backfill_assets:
-            self._backfill_assets = False
-            stmt = (
-                select(af.asset.c.uri, func.max(af.asset_event.c.timestamp))
-                .join(af.asset, af.asset.c.id == af.asset_event.c.asset_id)
-                .group_by(af.asset.c.uri)
-            )
-            for uri, ts in self._read(conn, "asset_event", stmt):
-                if ts is not None:
-                    out.append(AssetUpdate(uri, af.to_epoch(ts) or 0.0))
         cols = (
             af.asset_event.c.id,
             af.asset.c.uri,
@@ -354,6 +344,19 @@ class Poller:
         )
         base = select(*cols).join(af.asset, af.asset.c.id == af.asset_event.c.asset_id)
         rows: list[Any] = []
+        if self._backfill_assets:
+            # History before the watermark: each asset's latest event only (freshness needs no
+            # more), with its producing task, so the listener's copy of it is the same event.
+            self._backfill_assets = False
+            latest = select(func.max(af.asset_event.c.id)).group_by(af.asset_event.c.asset_id)
+            rows += self._read(
+                conn,
+                "asset_event",
+                base.where(
+                    af.asset_event.c.id.in_(latest.scalar_subquery()),
+                    af.asset_event.c.id <= self.assets.high,
+                ),
+            )
         if self.assets.gaps:
             rows += self._read(
                 conn, "asset_event", base.where(af.asset_event.c.id.in_(sorted(self.assets.gaps)))

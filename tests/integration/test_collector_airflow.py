@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from impactwatch.collector.catalog import Catalog
+from impactwatch.collector.state_schema import asset_update_t
 from impactwatch.collector.store import task_try_t
 from tests.integration.helpers import catch_up, copy_of, make_service, sql
 
@@ -88,6 +89,14 @@ def test_the_populated_scenario_is_measured_once(airflow_url: str, tmp_path: Pat
                 .where(task_try_t.c.task_id.in_(("submit_to_regulator", "score_customers")))
                 .order_by(task_try_t.c.task_id, task_try_t.c.map_index, task_try_t.c.try_number)
             ).all()
+            # history before the first start: each asset's latest event, with its producing
+            # task (so the listener's copy of that event is the same row)
+            prices = conn.execute(
+                select(asset_update_t.c.dag_id, asset_update_t.c.task_id).where(
+                    asset_update_t.c.uri == "s3://fintech-lake/market/prices"
+                )
+            ).all()
+        assert [tuple(p) for p in prices] == [("market_data_ingest", "publish_market_data")], prices
         assert [tuple(t) for t in tries] == [
             ("score_customers", 0, 1, "success"),
             ("score_customers", 1, 1, "success"),
