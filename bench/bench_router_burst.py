@@ -13,6 +13,11 @@ duplicated (two Slack messages for one router message).
 
     .venv/bin/python bench/bench_router_burst.py                 # 5,000 notifications
     .venv/bin/python bench/bench_router_burst.py --notifications 1000   # a quick run
+    .venv/bin/python bench/bench_router_burst.py --postgres --baseline a4ce218  # before/after
+
+With `--baseline REF` the same bursts also run against the router as of git commit REF (its
+`impactwatch` package unpacked with `git archive`), in the same run, so the table shows before
+and after side by side; the targets are checked on the current code only.
 """
 
 from __future__ import annotations
@@ -20,16 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import shutil
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import report
-from bench_router_common import ROOT, RouterProcess, dumps, percentile, slack_calls
+from bench_router_common import ROOT, RouterProcess, checkout, dumps, percentile, slack_calls
 
 from tests.support.slack_standin import SlackStandIn
 
@@ -85,8 +92,9 @@ def _alert(labels: dict[str, str], value: str, starts: float, resolved: bool) ->
     }
 
 
-def run(args: argparse.Namespace, interval: float) -> dict[str, Any]:
-    """One burst against a fresh router whose own pacing is `interval` s per channel."""
+def run(args: argparse.Namespace, interval: float, code: Path | None = None) -> dict[str, Any]:
+    """One burst against a fresh router whose own pacing is `interval` s per channel (the
+    router's code from `code` when given: a baseline)."""
     rounds = args.notifications // args.datasets
     total = rounds * args.datasets
     slack = SlackStandIn(channel_interval=1.0)
@@ -99,7 +107,12 @@ def run(args: argparse.Namespace, interval: float) -> dict[str, Any]:
             "postgresql://", "postgresql+psycopg://"
         )
     router = RouterProcess(
-        catalog(args.datasets), slack.url, slack.token, state_db, channel_interval=str(interval)
+        catalog(args.datasets),
+        slack.url,
+        slack.token,
+        state_db,
+        code,
+        channel_interval=str(interval),
     )
     try:
         t0 = time.time() - 600
@@ -172,12 +185,23 @@ def main() -> int:
     parser.add_argument("--datasets", type=int, default=50)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--postgres", action="store_true", help="state DB on 127.0.0.1:5432")
+    parser.add_argument(
+        "--baseline", metavar="GIT_REF", help="also run the router as of this commit (before)"
+    )
     args = parser.parse_args()
-    runs = {
-        "router paces 1/s per channel": run(args, 1.0),
-        "no pacing: Slack's 429s only": run(args, 0.0),
-    }
-    r = list(runs.values())
+    modes = {"router paces 1/s/channel": 1.0, "Slack's 429s only": 0.0}
+    code = checkout(args.baseline) if args.baseline else None
+    shown: dict[str, dict[str, Any]] = {}  # before and after of a mode run back to back
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        for label, interval in modes.items():
+            if code is not None:
+                shown[f"{label}, before ({args.baseline})"] = run(args, interval, code)
+            shown[label] = runs[label] = run(args, interval)
+    finally:
+        if code is not None:
+            shutil.rmtree(code, ignore_errors=True)
+    r = list(shown.values())
     figures = [
         ("notifications answered 200", lambda x: f"{x['ok']:,} of {x['total']:,}"),
         ("burst duration", lambda x: f"{x['burst']:.1f} s ({x['total'] / x['burst']:,.0f}/s)"),
@@ -199,7 +223,7 @@ def main() -> int:
         report.table(
             f"Burst: {r[0]['total']:,} notifications, {args.datasets} data products, {TEAMS} "
             f"channels, Slack stand-in at 1 message/s per channel, {db} state DB",
-            ("figure", *runs),
+            ("figure", *shown),
             [(name, *(f(x) for x in r)) for name, f in figures],
         )
     )
@@ -211,7 +235,7 @@ def main() -> int:
         verdicts.add(f"{label}: drained", f"{x['drain']:.1f} s", "finite", x["drain"] < 1e9)
     print()
     print(verdicts.render())
-    ok = all(x["lost"] == 0 and x["duplicated"] == 0 and x["p99"] < 0.05 for x in r)
+    ok = all(x["lost"] == 0 and x["duplicated"] == 0 and x["p99"] < 0.05 for x in runs.values())
     return 0 if ok else 1
 
 

@@ -28,8 +28,24 @@ from tests.support.tcpproxy import _free_port  # noqa: E402
 TOKEN = "bench-webhook-token"
 
 
+def checkout(ref: str) -> Path:
+    """The `impactwatch` package as of git `ref`, unpacked in a temporary folder (read-only
+    use of git: `git archive`), for a before/after run. The caller deletes the folder."""
+    folder = Path(tempfile.mkdtemp(prefix="iw-bench-baseline-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", ref, "impactwatch"],
+        capture_output=True,
+    )
+    if archive.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise SystemExit(f"--baseline {ref}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
 class RouterProcess:
-    """`impactwatch router` in its own process (as deployed), Slack at `slack_url`."""
+    """`impactwatch router` in its own process (as deployed), Slack at `slack_url`; with `code`,
+    the `impactwatch` package found there instead of the working tree (see `checkout`)."""
 
     def __init__(
         self,
@@ -37,6 +53,7 @@ class RouterProcess:
         slack_url: str,
         slack_token: str,
         state_db: str | None = None,
+        code: Path | None = None,
         **settings: str,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="iw-bench-router-"))
@@ -50,6 +67,8 @@ class RouterProcess:
             "IMPACTWATCH_WEBHOOK_TOKEN": TOKEN,
             **{f"IMPACTWATCH_ROUTER_{k.upper()}": v for k, v in settings.items()},
         }
+        if code is not None:  # PYTHONPATH comes before the editable install
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
         argv = [
             str(Path(sys.executable).with_name("impactwatch")),
             "router",
@@ -58,7 +77,9 @@ class RouterProcess:
             "--listen", f"127.0.0.1:{self.port}",
         ]  # fmt: skip
         self.log = self.dir / "router.log"
-        self.proc = subprocess.Popen(argv, env=env, stdout=self.log.open("w"), stderr=-2)
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=self.dir, stdout=self.log.open("w"), stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

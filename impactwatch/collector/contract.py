@@ -364,7 +364,8 @@ ROUTER_ALERTS = MetricSpec(
     "counter",
     ("outcome",),
     "Alerts in accepted notifications by outcome (new, updated, resolved, duplicate, stale, "
-    "unknown_resolved); duplicates are repeats and HA copies that changed nothing.",
+    "unknown_resolved, suppressed); duplicates are repeats and HA copies that changed nothing; "
+    "suppressed are silenced or inhibited in Alertmanager.",
 )
 ROUTER_WEBHOOK_DURATION = MetricSpec(
     "impactwatch_router_webhook_duration_seconds",

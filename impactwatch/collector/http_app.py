@@ -18,8 +18,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from impactwatch.collector import http_server
-from impactwatch.collector.http_server import WSGIServer
+from impactwatch import http_server
+from impactwatch.http_server import WSGIServer
 from impactwatch.collector.intake import IntakeError, parse_events
 from impactwatch.collector.service import CollectorService, describe_error
 from impactwatch.wsgi import Environ, StartResponse, json_response

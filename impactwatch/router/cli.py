@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 log = logging.getLogger("impactwatch.router")
+SWITCH_INTERVAL = 0.001  # seconds (Python's default: 0.005)
 
 
 def add_subcommand(subparsers: Any) -> None:
@@ -70,10 +71,10 @@ def run(settings: Any, stop: threading.Event | None = None) -> int:
     except OSError as exc:
         print(f"impactwatch router: cannot read the webhook token file: {exc}", file=sys.stderr)
         return 2
-    if token is None and not settings.on_loopback():
+    if token is None:  # the webhook writes state: never open, not even on loopback
         print(
-            "impactwatch router: set IMPACTWATCH_WEBHOOK_TOKEN (or _FILE) to listen beyond "
-            "loopback; Alertmanager sends it with http_config.authorization",
+            "impactwatch router: set IMPACTWATCH_WEBHOOK_TOKEN (or _FILE); Alertmanager sends "
+            "it with http_config.authorization (`impactwatch rules --token-file`)",
             file=sys.stderr,
         )
         return 2
@@ -87,6 +88,9 @@ def run(settings: Any, stop: threading.Event | None = None) -> int:
         service, token, secret.get_secret_value() if secret else None, settings.max_body_bytes
     )
     host, port = settings.listen_address()
+    # The router's threads mostly wait on the state DB and Slack; when an answer arrives, its
+    # thread should not wait the default 5 ms for the GIL (a burst's webhook latency tail).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         server, _thread = serve(app, host, port)
     except OSError as exc:
@@ -100,7 +104,7 @@ def run(settings: Any, stop: threading.Event | None = None) -> int:
         "router on http://%s:%d/alertmanager (webhook %s), delivering to %s",
         host,
         server.server_port,
-        "token required" if token else "open on loopback: no token set",
+        "token required",
         slack,
     )
     service.start()

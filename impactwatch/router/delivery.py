@@ -37,7 +37,7 @@ from impactwatch.router.store import RouterStore
 log = logging.getLogger(__name__)
 SHORT_WAIT = 0.3  # wait this long in the thread for a channel slot; longer: back to the outbox
 UNSURE_LOOKBACK = 120.0
-WAKE_DEBOUNCE = 0.05
+WAKE_DEBOUNCE = 0.2  # a burst of webhooks rings hundreds of times a second: look 5 times
 
 
 class Pacer:
@@ -65,6 +65,40 @@ class Pacer:
             until = self.clock() + seconds
             self._next[channel] = max(self._next.get(channel, 0.0), until)
 
+    def busy(self, margin: float) -> tuple[frozenset[str], float | None]:
+        """Channels not free within `margin` seconds, and seconds until the first of them is."""
+        with self._lock:
+            now = self.clock()
+            waits = {c: t - now for c, t in self._next.items() if t - now > margin}
+            return frozenset(waits), min(waits.values(), default=None)
+
+
+class Doorbell:
+    """Wakes one idle delivery thread per ring (an Event would wake them all for one row);
+    a thread that finds work rings again, so more threads join only when there is more."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._rung = False
+
+    def set(self) -> None:
+        with self._cond:
+            self._rung = True
+            self._cond.notify()
+
+    def set_all(self) -> None:
+        with self._cond:
+            self._rung = True
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for a ring (at most `timeout` s); True when rung."""
+        with self._cond:
+            if not self._rung:
+                self._cond.wait(timeout)
+            rung, self._rung = self._rung, False
+            return rung
+
 
 @dataclass
 class Job:
@@ -86,7 +120,7 @@ class DeliveryWorker:
         stats: RouterStats,
         *,
         owner: str | None = None,
-        lease: float = 60.0,
+        lease: float = 10.0,
         channel_interval: float = 1.0,
         threads: int = 4,
         clock: Callable[[], float] = time.time,
@@ -96,11 +130,15 @@ class DeliveryWorker:
         self.ctx = ctx
         self.stats = stats
         self.outbox = Outbox(store, owner or f"router-{uuid.uuid4().hex[:12]}", lease)
+        # Rows this process is delivering; their leases are renewed every `lease / 3` s while
+        # it lives, so a crash frees them within one lease, and a slow Slack call keeps them.
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
         # A little under Slack's limit: sends leave together but may arrive a few ms apart.
         self.pacer = Pacer(channel_interval * 1.05)
         self.clock = clock
         self.threads = threads
-        self.wake = threading.Event()
+        self.wake = Doorbell()
         self._stop = threading.Event()
         self._running: list[threading.Thread] = []
 
@@ -110,10 +148,24 @@ class DeliveryWorker:
             thread = threading.Thread(target=self._loop, name=f"iw-delivery-{n}", daemon=True)
             thread.start()
             self._running.append(thread)
+        beat = threading.Thread(target=self._heartbeat, name="iw-delivery-lease", daemon=True)
+        beat.start()
+        self._running.append(beat)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.outbox.lease / 3):
+            with self._held_lock:
+                held = sorted(self._held)
+            if not held:
+                continue
+            try:
+                self.outbox.renew(held, self.clock())
+            except Exception as exc:  # the DB went away: the leases may lapse, then re-claimed
+                log.warning("lease renewal: %s", type(exc).__name__)
 
     def stop(self, timeout: float = 15.0) -> None:
         self._stop.set()
-        self.wake.set()
+        self.wake.set_all()
         for thread in self._running:
             thread.join(timeout)
         self._running.clear()
@@ -126,27 +178,34 @@ class DeliveryWorker:
                 log.warning("delivery: %s", type(exc).__name__)
                 worked = False
                 self._stop.wait(1.0)
-            if not worked:
-                self.wake.wait(self._idle_wait())
-                self.wake.clear()
-                # Many webhooks in a row wake us many times: look once per short while.
+            if not worked and self.wake.wait(self._idle_wait()):
+                # Many webhooks in a row ring many times: look once per short while.
                 self._stop.wait(WAKE_DEBOUNCE)
 
     def _idle_wait(self) -> float:
+        busy, free_in = self.pacer.busy(SHORT_WAIT)
         try:
-            due = self.outbox.next_due()
+            due = self.outbox.next_due(busy)
         except Exception:
             return 1.0
-        if due is None:
-            return 1.0
-        return min(max(due - self.clock(), 0.02), 1.0)
+        wait = 1.0 if due is None else max(due - self.clock(), 0.02)
+        return min(wait, free_in if free_in is not None else wait, 1.0)
 
     def run_once(self) -> bool:
         """Deliver one due row; False when none was due."""
-        rows = self.outbox.claim(self.clock())
+        busy, _ = self.pacer.busy(SHORT_WAIT)
+        rows = self.outbox.claim(self.clock(), busy=busy)
+        if rows and self.threads > 1 and self._running:
+            self.wake.set()  # there may be more: let an idle thread look too
         for row in rows:
-            with contextlib.suppress(Deferred):
-                self.deliver(row)
+            with self._held_lock:
+                self._held.add(row.id)
+            try:
+                with contextlib.suppress(Deferred):
+                    self.deliver(row)
+            finally:
+                with self._held_lock:
+                    self._held.discard(row.id)
         return bool(rows)
 
     def drain(self, timeout: float = 30.0, everything: bool = False) -> bool:
@@ -254,7 +313,7 @@ class DeliveryWorker:
         self._slot(row)
         token = token or uuid.uuid4().hex
         attempt = {f"{field}_token": token, f"{field}_at": self.clock()}
-        # Renew the lease with the token: the post below is then ours alone for a full lease.
+        # Renew the lease with the token, or stop here if it was lost (heartbeats missed).
         if not self.outbox.set(row, lease_until=self.clock() + self.outbox.lease, **attempt):
             raise Deferred  # the lease ran out meanwhile: another replica owns this row now
         broadcast = row.role.startswith("escalation:") and thread_ts is not None

@@ -27,7 +27,7 @@ class AlertState:
     team: str
     severity: str
     kind: str
-    status: str
+    status: str  # firing | resolved | suppressed (silenced or inhibited in Alertmanager)
     starts_at: float
     ends_at: float | None
     labels: dict[str, str]
@@ -37,6 +37,7 @@ class AlertState:
     incident_id: str | None = None
     held: bool = False  # a warning kept for the team's daily digest instead of a ping
     was_held: bool = False  # held when loaded: its digest item needs updating
+    group_key: str | None = None  # the Alertmanager group it last came in
     dirty: bool = False
 
     @property
@@ -104,6 +105,7 @@ class View:
     incidents: dict[str, Incident] = field(default_factory=dict)
     before: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     stored: set[str] = field(default_factory=set)  # fingerprints already in the DB
+    messages: set[str] = field(default_factory=set)  # outbox keys of the loaded incidents
 
     def seal(self) -> None:
         """Remember what each loaded incident showed, to tell what changed."""
@@ -162,13 +164,39 @@ class Decider:
     # -- notifications ------------------------------------------------------------------------
     def apply(self, view: View, notification: Notification, now: float) -> Changes:
         changes = Changes()
+        group = notification.group_key or None
         for alert in notification.alerts:
-            self._one(view, alert, now, changes)
+            self._one(view, alert, now, changes, group)
+        if group is not None and not notification.truncated:
+            self._suppressed(view, notification, group, changes)
         self._settle(view, now, changes)
         return changes
 
-    def _one(self, view: View, alert: Alert, now: float, changes: Changes) -> None:
+    def _suppressed(
+        self, view: View, notification: Notification, group: str, changes: Changes
+    ) -> None:
+        """Alertmanager sends a group's alerts minus the silenced and inhibited ones (and sends
+        nothing while all are): a firing alert of the group missing from a complete list is
+        muted there, so it is no longer shown as firing. Back in a later list, it fires again."""
+        present = {a.fingerprint for a in notification.alerts}
+        for state in view.alerts.values():
+            if (
+                state.group_key == group
+                and state.status == "firing"
+                and state.fingerprint not in present
+            ):
+                state.status, state.dirty = "suppressed", True
+                incident = self.live(view, state.incident_id)
+                if incident is not None:
+                    incident.dirty = True
+                changes.count("suppressed")
+
+    def _one(
+        self, view: View, alert: Alert, now: float, changes: Changes, group: str | None = None
+    ) -> None:
         state = view.alerts.get(alert.fingerprint)
+        if state is not None and group is not None and state.group_key != group:
+            state.group_key, state.dirty = group, True  # not a visible change
         if alert.status == "resolved":
             if state is None:
                 changes.count("unknown_resolved")  # never seen firing: nothing to close
@@ -208,6 +236,7 @@ class Decider:
             incident_id=None if fresh or state is None else state.incident_id,
             held=False if fresh or state is None else state.held,
             was_held=state.was_held if state is not None else False,
+            group_key=group if group is not None else (state.group_key if state else None),
             dirty=True,
         )
         if not fresh and before == new_state.visible() and self._attached(view, new_state):

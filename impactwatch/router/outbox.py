@@ -3,20 +3,23 @@
 A decision names the messages an incident needs and bumps their wanted revision in the same
 transaction as the incident; the delivery worker renders the incident as it is *then*, so many
 changes between two deliveries collapse into one `chat.update`. Rows are claimed with a lease
-(`FOR UPDATE SKIP LOCKED` on PostgreSQL), so two replicas never deliver the same row at once.
+(`FOR UPDATE SKIP LOCKED` on PostgreSQL), so two replicas never deliver the same row at once;
+the live worker renews its leases, so a crashed one's rows are free again within one lease.
 A post whose outcome is unknown keeps its token until the worker has looked for it in Slack.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, case, func, or_, select, update
 
 from impactwatch.collector.catalog import EscalationStep
 from impactwatch.router.incidents import Changes, Incident
+from impactwatch.router.statements import insert_new, many
 from impactwatch.router.store import RouterStore
 from impactwatch.router.tables import message_t
 
@@ -30,6 +33,35 @@ _BUMP = (
     .values(wanted_rev=bindparam("rev"), due_at=func.coalesce(message_t.c.due_at, bindparam("now")))
 )
 _KEYS = select(message_t.c.key).where(message_t.c.key.in_(bindparam("keys", expanding=True)))
+_NOT_BUSY = message_t.c.channel.not_in(bindparam("busy", expanding=True))
+_NEXT_DUE = select(func.min(message_t.c.due_at)).where(
+    message_t.c.cancelled.is_(False), message_t.c.due_at.is_not(None), _NOT_BUSY
+)
+
+
+@functools.cache
+def _claim_statement(limit: int, sqlite: bool) -> Any:
+    """Lease the oldest due rows of channels not busy, and return them (built once)."""
+    now = bindparam("now")
+    due = (
+        select(message_t.c.id)
+        .where(
+            message_t.c.due_at <= now,
+            message_t.c.cancelled.is_(False),
+            or_(message_t.c.lease_until.is_(None), message_t.c.lease_until < now),
+            _NOT_BUSY,
+        )
+        .order_by(message_t.c.due_at, message_t.c.id)
+        .limit(limit)
+    )
+    if not sqlite:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(message_t)
+        .where(message_t.c.id.in_(due.scalar_subquery()))
+        .values(lease_until=bindparam("until"), lease_owner=bindparam("owner"))
+        .returning(*message_t.c)
+    )
 
 
 @dataclass(frozen=True)
@@ -70,13 +102,13 @@ def plan(
     settle: float,
     channel_of: Callable[[str], str],
     steps_of: Callable[[str], Sequence[EscalationStep]],
+    known: set[str] | None = None,
 ) -> int:
     """Bump the messages of changed incidents and add the ones they now need; returns how many
-    rows were added."""
-    for folded, into in changes.merges:
-        adopt(conn, folded, incidents[into], now)
+    rows were added. `known`: the outbox keys of `incidents` (`View.messages`), if loaded; then
+    no query asks which exist. Merges: `adopt_merges` first."""
     if changes.incidents:
-        conn.execute(_BUMP, [{"_k": i.id, "rev": i.rev, "now": now} for i in changes.incidents])
+        many(conn, _BUMP, [{"_k": i.id, "rev": i.rev, "now": now} for i in changes.incidents])
     wanted: dict[str, dict[str, Any]] = {}
     for incident_id, role, team in sorted(changes.messages):
         incident = incidents[incident_id]
@@ -103,10 +135,24 @@ def plan(
         if not target:  # no channel of its own: a reply in the incident's thread
             row.update(thread_of=f"{incident_id}:primary", updatable=False)
         wanted[f"{incident_id}:{row['role']}"] = row
-    return add(conn, wanted, now)
+    return add(conn, wanted, now, known)
 
 
-def adopt(conn: Connection, folded: str, root: Incident, now: float) -> None:
+def adopt_merges(
+    conn: Connection,
+    changes: Changes,
+    incidents: dict[str, Incident],
+    now: float,
+    known: set[str] | None = None,
+) -> None:
+    """The messages of incidents folded by this decision become their root's (before `plan`)."""
+    for folded, into in changes.merges:
+        adopt(conn, folded, incidents[into], now, known)
+
+
+def adopt(
+    conn: Connection, folded: str, root: Incident, now: float, known: set[str] | None = None
+) -> None:
     """A folded incident's messages become the root's in the same channels: the owner's
     message turns into the root incident's (same team) or its "affected" notice (other team),
     so a team never gets a second message for one problem."""
@@ -135,19 +181,32 @@ def adopt(conn: Connection, folded: str, root: Incident, now: float) -> None:
                 due_at=func.coalesce(message_t.c.due_at, now),
             )
         )
+        if known is not None:
+            known.add(key)
 
 
-def add(conn: Connection, wanted: dict[str, dict[str, Any]], now: float) -> int:
+def add(
+    conn: Connection,
+    wanted: dict[str, dict[str, Any]],
+    now: float,
+    known: Collection[str] | None = None,
+) -> int:
+    """Insert the `wanted` rows that do not exist yet. `known`: the keys known to exist (then
+    no query asks); a row that exists after all is skipped by the database, never doubled."""
     if not wanted:
         return 0
-    existing = {r.key for r in conn.execute(_KEYS, {"keys": list(wanted)})}
+    existing = (
+        set(known)
+        if known is not None
+        else {r.key for r in conn.execute(_KEYS, {"keys": list(wanted)})}
+    )
     rows = [
         {"key": key, "created_at": now, "updatable": True, "done_rev": -1, **values}
         for key, values in wanted.items()
         if key not in existing
     ]
     if rows:
-        conn.execute(insert(message_t), rows)
+        conn.execute(insert_new(conn, message_t, "key"), rows)
     return len(rows)
 
 
@@ -159,34 +218,30 @@ class Outbox:
         self.owner = owner
         self.lease = lease
 
-    def claim(self, now: float, limit: int = 1) -> list[MessageRow]:
-        query = (
-            select(message_t)
-            .where(
-                message_t.c.due_at <= now,
-                message_t.c.cancelled.is_(False),
-                or_(message_t.c.lease_until.is_(None), message_t.c.lease_until < now),
-            )
-            .order_by(message_t.c.due_at, message_t.c.id)
-            .limit(limit)
-        )
-        if not self.store.sqlite:
-            query = query.with_for_update(skip_locked=True)
-        with self.store.write() as conn:
-            rows = [MessageRow.of(r) for r in conn.execute(query)]
-            if rows:
-                conn.execute(
-                    update(message_t)
-                    .where(message_t.c.id.in_([r.id for r in rows]))
-                    .values(lease_until=now + self.lease, lease_owner=self.owner)
-                )
-        return rows
+    def claim(self, now: float, limit: int = 1, busy: Collection[str] = ()) -> list[MessageRow]:
+        """Lease up to `limit` due rows, oldest first, skipping channels in `busy` (this
+        process may not send to them yet: claiming their rows would only put them back).
+        One statement: the rows are leased as they are read, and no lock outlives it."""
+        query = _claim_statement(limit, self.store.sqlite)
+        params = {"now": now, "busy": sorted(busy), "until": now + self.lease, "owner": self.owner}
+        with self.store.statement() as conn:
+            rows = [MessageRow.of(r) for r in conn.execute(query, params)]
+        return sorted(rows, key=lambda r: r.id)
 
-    def next_due(self) -> float | None:
+    def renew(self, ids: Sequence[int], now: float) -> int:
+        """Extend our leases of rows `ids` (a heartbeat); returns how many are still ours."""
+        with self.store.statement() as conn:
+            result = conn.execute(
+                update(message_t)
+                .where(message_t.c.id.in_(list(ids)), message_t.c.lease_owner == self.owner)
+                .values(lease_until=now + self.lease)
+            )
+            return result.rowcount
+
+    def next_due(self, busy: Collection[str] = ()) -> float | None:
+        """When the next row is due (rows of `busy` channels aside)."""
         with self.store.read() as conn:
-            return conn.execute(
-                select(func.min(message_t.c.due_at)).where(message_t.c.cancelled.is_(False))
-            ).scalar_one()
+            return conn.execute(_NEXT_DUE, {"busy": sorted(busy)}).scalar_one()
 
     def parent_ts(self, key: str) -> str | None:
         with self.store.read() as conn:
@@ -196,7 +251,7 @@ class Outbox:
 
     def set(self, row: MessageRow, **values: Any) -> bool:
         """Update our leased row; False when the lease was lost to another replica."""
-        with self.store.write() as conn:
+        with self.store.statement() as conn:
             result = conn.execute(
                 update(message_t)
                 .where(message_t.c.id == row.id, message_t.c.lease_owner == self.owner)

@@ -163,7 +163,7 @@ def _affected_line(ctx: RenderContext, alert: AlertState, now: float) -> str:
 def _alert_line(alert: AlertState) -> str:
     summary = alert.annotations.get("summary")
     tail = f": {esc.text(esc.clip(summary, 200))}" if summary else ""
-    state = "" if alert.status == "firing" else ", resolved"
+    state = {"firing": "", "suppressed": f", {w.SUPPRESSED}"}.get(alert.status, ", resolved")
     what = f"{alert.severity}, {esc.text(alert.kind)}{state}"
     return f"{esc.code(alert.alertname, 100)} ({what}){tail}"
 
@@ -191,11 +191,14 @@ def render_incident(ctx: RenderContext, incident: Incident, now: float) -> Rende
     own = [a for a in incident.alerts.values() if a.subject_key == incident.key]
     folded = sorted(
         (a for a in incident.alerts.values() if a.subject_key != incident.key),
-        key=lambda a: (a.status != "firing", a.team, a.subject_key),
+        key=lambda a: (a.status != "firing", a.team, a.subject_key, a.alertname, a.fingerprint),
     )
     if incident.status == "resolved":
         took = w.human((incident.resolved_at or now) - incident.opened_at)
         top = f":white_check_mark: *Resolved: {headline}*\nResolved after {took}."
+        muted = sum(a.status == "suppressed" for a in incident.alerts.values())
+        if muted:
+            top += f" ({muted} alert(s) {w.SUPPRESSED}, not resolved.)"
         fallback = f"Resolved: {headline}"
     else:
         emoji = w.EMOJI.get(incident.severity, ":large_orange_circle:")
@@ -222,7 +225,9 @@ def render_incident(ctx: RenderContext, incident: Incident, now: float) -> Rende
         lines = [_affected_line(ctx, a, now) for a in folded]
         blocks.append(section(f"*Also affected*\n{bullets(lines, len(lines))}"))
     if own:
-        lines = [_alert_line(a) for a in sorted(own, key=lambda a: (a.status, a.alertname))]
+        # Fully ordered: the same incident renders the same whatever order its rows came in.
+        own.sort(key=lambda a: (a.status, a.alertname, a.severity, a.fingerprint))
+        lines = [_alert_line(a) for a in own]
         blocks.append(section(f"*Alerts*\n{bullets(lines, len(lines))}"))
     notes = sorted({a.owner_note for a in incident.alerts.values() if a.owner_note})
     if notes:
@@ -255,7 +260,7 @@ def render_affected(ctx: RenderContext, incident: Incident, team: str, now: floa
     headline = w.headline(ctx.lineage, incident)
     mine = sorted(
         (a for a in incident.alerts.values() if a.team == team),
-        key=lambda a: (a.status != "firing", a.subject_key),
+        key=lambda a: (a.status != "firing", a.subject_key, a.alertname, a.fingerprint),
     )
     owner = f"{esc.text(incident.team)} ({esc.text(ctx.channel_of(incident.team))})"
     firing = [a for a in mine if a.status == "firing"]

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from impactwatch.collector.catalog import Catalog
 from impactwatch.router import outbox
 from impactwatch.router.delivery import DeliveryWorker
-from impactwatch.router.incidents import Changes, Decider, teams_with_digest
+from impactwatch.router.incidents import Changes, Decider, View, teams_with_digest
 from impactwatch.router.metrics import RouterStats
 from impactwatch.router.notices import render_digest
 from impactwatch.router.payload import Notification
@@ -99,15 +99,17 @@ class RouterService:
         self._timer: threading.Thread | None = None
 
     # -- decisions ----------------------------------------------------------------------------
-    def _plan(self, conn: Any, changes: Changes, incidents: dict[str, Any], now: float) -> int:
+    def _plan(self, conn: Any, changes: Changes, view: View, now: float) -> int:
+        outbox.adopt_merges(conn, changes, view.incidents, now, view.messages)
         return outbox.plan(
             conn,
             changes,
-            incidents,
+            view.incidents,
             now,
             self.settings.settle_seconds,
             self.ctx.channel_of,
             self.decider.steps_of,
+            view.messages,
         )
 
     def handle(self, notification: Notification) -> dict[str, Any]:
@@ -116,10 +118,10 @@ class RouterService:
         keys = self.decider.keys_for(notification)
         fingerprints = [a.fingerprint for a in notification.alerts]
         with self.store.decide(self.decider.locks_for(notification)) as conn:
-            view = self.store.load_view(conn, fingerprints, keys)
+            view = self.store.load_view(conn, fingerprints, keys, group=notification.group_key)
             changes = self.decider.apply(view, notification, now)
             self.store.save(conn, view, changes, now)
-            added = self._plan(conn, changes, view.incidents, now)
+            added = self._plan(conn, changes, view, now)
         for outcome, n in changes.outcomes.items():
             self.stats.count("alerts", outcome, n)
         self._count_escalations(changes, view.incidents)
@@ -157,7 +159,7 @@ class RouterService:
             changes = Changes()
             self.decider.finish(view, incident, changes)
             self.store.save_incidents(conn, [incident])
-            self._plan(conn, changes, view.incidents, now)
+            self._plan(conn, changes, view, now)
         self.worker.wake.set()
         return "ok"
 
@@ -177,7 +179,7 @@ class RouterService:
                 changes = Changes()
                 self.decider.escalate(view, incident, now, changes)
                 self.store.save_incidents(conn, changes.incidents)
-                self._plan(conn, changes, view.incidents, now)
+                self._plan(conn, changes, view, now)
             self._count_escalations(changes, view.incidents)
             self.worker.wake.set()
         self._digests(now)

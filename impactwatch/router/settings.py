@@ -13,8 +13,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from impactwatch.collector.catalog import Deadline
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-
 
 class RouterSettings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -83,7 +81,10 @@ class RouterSettings(BaseSettings):
     )
     slack_timeout: int = Field(10, gt=0, description="Seconds per Slack API call")
     lease_seconds: float = Field(
-        60.0, gt=0, description="How long a replica owns a message it is delivering"
+        10.0,
+        gt=0,
+        description="A replica's hold on a message it is delivering, renewed every third of it "
+        "while the replica lives: after a crash another replica re-sends within this long",
     )
     tick_seconds: float = Field(1.0, gt=0, description="Escalation and digest timer period")
     snooze_seconds: float = Field(3600.0, gt=0, description="What the Snooze button gives")
@@ -120,6 +121,3 @@ class RouterSettings(BaseSettings):
     def listen_address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host or "127.0.0.1", int(port)
-
-    def on_loopback(self) -> bool:
-        return self.listen_address()[0] in LOOPBACK

@@ -4,145 +4,60 @@ Decisions (webhooks, buttons, timers) are serialized: a process lock plus SQLite
 or a PostgreSQL advisory transaction lock shared by every replica. Each is a few small
 statements, so serializing them costs little and makes "one open incident per key" and
 "no step fires twice" plain facts. Delivery, the slow part, runs outside them (`outbox`).
+
+On PostgreSQL the connections are in autocommit and a decision sends its own BEGIN, with its
+locks in the same round trip: a webhook is seven round trips (BEGIN and locks, two reads, up to
+three writes, COMMIT), committed before it is answered. Reads and the delivery worker's single
+statements need no transaction around them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Connection,
     Engine,
     and_,
-    bindparam,
     func,
     insert,
-    or_,
     select,
     update,
 )
 
 from impactwatch.router.incidents import AlertState, Changes, Incident, View
+from impactwatch.router.statements import (
+    ALERTS_BY_FP,
+    ALERTS_OF,
+    ALERTS_OF_GROUP,
+    CHUNK,
+    INCIDENT_FIELDS,
+    INCIDENTS,
+    OPEN_INCIDENTS,
+    UPDATE_ALERT,
+    UPDATE_INCIDENT,
+    VIEW_ALERTS,
+    VIEW_INCIDENTS,
+    alert_from_row,
+    alert_values,
+    chunks,
+    insert_new,
+    lock_id,
+    many,
+    read_incident,
+)
 from impactwatch.router.tables import (
     alert_t,
+    create_or_upgrade,
     digest_item_t,
     feedback_t,
     incident_t,
     make_engine,
     message_t,
-    metadata,
 )
-
-_ADVISORY = select(func.pg_advisory_xact_lock(bindparam("k", type_=BigInteger)))
-_CHUNK = 500
-_INCIDENT_FIELDS = (
-    "key",
-    "team",
-    "status",
-    "severity",
-    "opened_at",
-    "resolved_at",
-    "acked_by",
-    "acked_at",
-    "snoozed_until",
-    "snoozed_by",
-    "escalated",
-    "escalated_at",
-    "next_escalation_at",
-    "merged_into",
-    "rev",
-)
-
-
-_ALERT_COLUMNS = (
-    "alertname", "subject_key", "team", "severity", "kind", "status", "starts_at", "ends_at",
-    "labels", "annotations", "generator_url", "owner_note", "incident_id", "held", "updated_at",
-)  # fmt: skip
-# Statements built once: SQLAlchemy then reuses their compiled form (the hot path is a webhook).
-_ALERTS_BY_FP = select(alert_t).where(alert_t.c.fingerprint.in_(bindparam("ids", expanding=True)))
-_ALERTS_OF = select(alert_t).where(alert_t.c.incident_id.in_(bindparam("ids", expanding=True)))
-_INCIDENTS = select(incident_t).where(incident_t.c.id.in_(bindparam("ids", expanding=True)))
-_OPEN_OR_NAMED = select(incident_t).where(
-    or_(
-        and_(
-            incident_t.c.key.in_(bindparam("keys", expanding=True)),
-            incident_t.c.status == "open",
-        ),
-        incident_t.c.id.in_(bindparam("ids", expanding=True)),
-    )
-)
-_UPDATE_ALERT = (
-    update(alert_t)
-    .where(alert_t.c.fingerprint == bindparam("_k"))
-    .values({c: bindparam(c) for c in _ALERT_COLUMNS})
-)
-_UPDATE_INCIDENT = (
-    update(incident_t)
-    .where(incident_t.c.id == bindparam("_k"))
-    .values({c: bindparam(c) for c in _INCIDENT_FIELDS})
-)
-
-
-def _lock_id(name: str) -> int:
-    """A stable signed 64-bit advisory lock id for a name (same in every replica)."""
-    digest = hashlib.blake2b(f"impactwatch-router:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def alert_from_row(row: Any) -> AlertState:
-    return AlertState(
-        fingerprint=row.fingerprint,
-        alertname=row.alertname,
-        subject_key=row.subject_key,
-        team=row.team,
-        severity=row.severity,
-        kind=row.kind,
-        status=row.status,
-        starts_at=row.starts_at,
-        ends_at=row.ends_at,
-        labels=json.loads(row.labels),
-        annotations=json.loads(row.annotations),
-        generator_url=row.generator_url or "",
-        owner_note=row.owner_note,
-        incident_id=row.incident_id,
-        held=bool(row.held),
-        was_held=bool(row.held),
-    )
-
-
-def incident_from_row(row: Any) -> Incident:
-    return Incident(id=row.id, **{f: getattr(row, f) for f in _INCIDENT_FIELDS})
-
-
-def _alert_values(alert: AlertState, now: float) -> dict[str, Any]:
-    return {
-        "alertname": alert.alertname,
-        "subject_key": alert.subject_key,
-        "team": alert.team,
-        "severity": alert.severity,
-        "kind": alert.kind,
-        "status": alert.status,
-        "starts_at": alert.starts_at,
-        "ends_at": alert.ends_at,
-        "labels": json.dumps(alert.labels, sort_keys=True),
-        "annotations": json.dumps(alert.annotations, sort_keys=True),
-        "generator_url": alert.generator_url,
-        "owner_note": alert.owner_note,
-        "incident_id": alert.incident_id,
-        "held": alert.held,
-        "updated_at": now,
-    }
 
 
 class RouterStore:
@@ -150,37 +65,83 @@ class RouterStore:
         self.engine = (
             make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         )
+        if self.engine.dialect.name not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"state DB {self.engine.dialect.name!r}: use sqlite:/// or postgresql+psycopg://"
+            )
         self.sqlite = self.engine.dialect.name == "sqlite"
+        if not self.sqlite and not isinstance(url_or_engine, str):
+            # Transactions are explicit (`decide`); everything else is one statement at a time.
+            # (`make_engine` sets this once per connection; here it is set at each checkout.)
+            self.engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         # SQLite has one writer; waiting on a lock here is cheaper than its busy loop.
         self._write_lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.sqlite else contextlib.nullcontext()
         )
-        metadata.create_all(self.engine)
+        create_or_upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
+        """A write transaction (on PostgreSQL: a decision that takes no lock)."""
+        if not self.sqlite:
+            with self.decide(()) as conn:
+                yield conn
+            return
         with self._write_lock, self.engine.connect() as conn:
             conn = conn.execution_options(iw_write=True)
             with conn.begin():
                 yield conn
 
     @contextlib.contextmanager
-    def decide(self, locks: Iterable[str] = ("*",)) -> Iterator[Connection]:
-        """A write transaction that no other decision about the same `locks` (lineage
-        components, of any replica) runs beside. SQLite has one writer anyway; PostgreSQL takes
-        one advisory transaction lock per name, in order (no deadlock between decisions)."""
-        with self.write() as conn:
-            if not self.sqlite:
-                for name in sorted(set(locks)):
-                    conn.execute(_ADVISORY, {"k": _lock_id(name)})
+    def statement(self) -> Iterator[Connection]:
+        """For one write statement, committed on its own. PostgreSQL: autocommit, so no BEGIN
+        and COMMIT round trips around it (the delivery worker's claims and bookkeeping)."""
+        if self.sqlite:
+            with self.write() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
             yield conn
 
     @contextlib.contextmanager
+    def decide(self, locks: Iterable[str] = ("*",)) -> Iterator[Connection]:
+        """A write transaction that no other decision about the same `locks` (lineage
+        components, of any replica) runs beside. SQLite has one writer anyway; PostgreSQL takes
+        one advisory transaction lock per name, in order (no deadlock between decisions).
+
+        On PostgreSQL, BEGIN and the locks go in one round trip (the simple query protocol
+        takes several statements; the lock ids are integers we computed), and COMMIT ends it:
+        still one transaction, committed before the caller answers."""
+        if self.sqlite:
+            with self.write() as conn:
+                yield conn
+            return
+        ids = sorted({lock_id(name) for name in locks})
+        begin = "; ".join(["BEGIN", *(f"SELECT pg_advisory_xact_lock({n})" for n in ids)])
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql(begin)
+            try:
+                yield conn
+            except BaseException:
+                try:
+                    conn.rollback()  # the driver sends ROLLBACK: a transaction is open
+                except Exception:
+                    conn.invalidate()
+                raise
+            conn.exec_driver_sql("COMMIT")
+
+    @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
+        """Reads. PostgreSQL: autocommit (READ COMMITTED gives each statement its own snapshot
+        inside a transaction too, so BEGIN and COMMIT would only cost two round trips)."""
+        if self.sqlite:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        with self.engine.connect() as conn:
             yield conn
 
     # -- loading ------------------------------------------------------------------------------
@@ -190,51 +151,61 @@ class RouterStore:
         fingerprints: Iterable[str] = (),
         keys: Iterable[str] = (),
         incident_ids: Iterable[str] = (),
+        group: str | None = None,
     ) -> View:
-        """The alerts named, the open incidents of `keys`, the incidents named, and every
-        incident those lead to (merges), each with all of its alerts."""
+        """The alerts named and those last seen in Alertmanager's `group`, the open incidents
+        of `keys`, the incidents named, and every incident those lead to (merges), each with
+        all of its alerts and its outbox keys."""
         view = View()
-        fps = sorted(set(fingerprints))
-        for chunk in _chunks(fps):
-            for row in conn.execute(_ALERTS_BY_FP, {"ids": chunk}):
-                view.alerts[row.fingerprint] = alert_from_row(row)
-        named = sorted(
-            set(incident_ids) | {a.incident_id for a in view.alerts.values() if a.incident_id}
-        )
-        key_list = sorted(set(keys))
-        if len(named) + len(key_list) <= _CHUNK:
-            params = {"keys": key_list or [""], "ids": named or [""]}
-            for row in conn.execute(_OPEN_OR_NAMED, params):
-                view.incidents[row.id] = incident_from_row(row)
-        else:
-            view.incidents.update(self._incidents(conn, named))
-            for chunk in _chunks(key_list):
-                params = {"keys": list(chunk), "ids": [""]}
-                for row in conn.execute(_OPEN_OR_NAMED, params):
-                    view.incidents[row.id] = incident_from_row(row)
+        fps, key_list = sorted(set(fingerprints)), sorted(set(keys))
+        named = sorted(set(incident_ids))
+        alert_rows: list[Any] = []
+        if len(fps) + len(key_list) + len(named) <= CHUNK:
+            params = {"fps": fps, "keys": key_list, "ids": named, "group": group or None}
+            for row in conn.execute(VIEW_INCIDENTS, params):
+                read_incident(view, row)
+            alert_rows.extend(conn.execute(VIEW_ALERTS, params))
+        else:  # a very large notification: the same, in chunks the drivers take
+            if group:
+                alert_rows.extend(conn.execute(ALERTS_OF_GROUP, {"group": group}))
+            for chunk in chunks(fps):
+                alert_rows.extend(conn.execute(ALERTS_BY_FP, {"fps": chunk}))
+            named = sorted({*named, *(r.incident_id for r in alert_rows if r.incident_id)})
+            for chunk in chunks(named):
+                for row in conn.execute(INCIDENTS, {"ids": chunk}):
+                    read_incident(view, row)
+            for chunk in chunks(key_list):
+                for row in conn.execute(OPEN_INCIDENTS, {"keys": chunk}):
+                    read_incident(view, row)
+            for chunk in chunks(sorted(view.incidents)):
+                alert_rows.extend(conn.execute(ALERTS_OF, {"ids": chunk}))
+        self._add_alerts(view, alert_rows)
+        # Merged incidents lead to the incident they were folded into (rare: a lineage fold).
         todo = {i.merged_into for i in view.incidents.values() if i.merged_into}
         while todo := todo - set(view.incidents):
-            found = self._incidents(conn, sorted(todo))
-            view.incidents.update(found)
-            todo = {i.merged_into for i in found.values() if i.merged_into}
-        ids = sorted(view.incidents)
-        for chunk in _chunks(ids):
-            for row in conn.execute(_ALERTS_OF, {"ids": chunk}):
-                alert = view.alerts.get(row.fingerprint) or alert_from_row(row)
-                view.alerts[row.fingerprint] = alert
-                incident = view.incidents.get(row.incident_id)
-                if incident is not None:
-                    incident.alerts[row.fingerprint] = alert
+            found = sorted(todo)
+            for chunk in chunks(found):
+                for row in conn.execute(INCIDENTS, {"ids": chunk}):
+                    read_incident(view, row)
+                self._add_alerts(view, list(conn.execute(ALERTS_OF, {"ids": chunk})))
+            todo = {
+                target
+                for i in found
+                if i in view.incidents and (target := view.incidents[i].merged_into)
+            }
         view.stored = set(view.alerts)
         view.seal()
         return view
 
-    def _incidents(self, conn: Connection, ids: Sequence[str]) -> dict[str, Incident]:
-        out = {}
-        for chunk in _chunks(ids):
-            for row in conn.execute(_INCIDENTS, {"ids": chunk}):
-                out[row.id] = incident_from_row(row)
-        return out
+    @staticmethod
+    def _add_alerts(view: View, rows: Iterable[Any]) -> None:
+        for row in rows:
+            alert = view.alerts.get(row.fingerprint)
+            if alert is None:
+                alert = view.alerts[row.fingerprint] = alert_from_row(row)
+            incident = view.incidents.get(row.incident_id) if row.incident_id else None
+            if incident is not None:
+                incident.alerts[row.fingerprint] = alert
 
     def load_incident(self, conn: Connection, incident_id: str) -> Incident | None:
         view = self.load_view(conn, incident_ids=[incident_id])
@@ -266,11 +237,13 @@ class RouterStore:
         if new_alerts:
             conn.execute(
                 insert(alert_t),
-                [{"fingerprint": a.fingerprint, **_alert_values(a, now)} for a in new_alerts],
+                [{"fingerprint": a.fingerprint, **alert_values(a, now)} for a in new_alerts],
             )
         if old_alerts:
-            conn.execute(
-                _UPDATE_ALERT, [{"_k": a.fingerprint, **_alert_values(a, now)} for a in old_alerts]
+            many(
+                conn,
+                UPDATE_ALERT,
+                [{"_k": a.fingerprint, **alert_values(a, now)} for a in old_alerts],
             )
         for alert in changes.alerts:
             alert.dirty = False
@@ -280,7 +253,7 @@ class RouterStore:
     def save_incidents(self, conn: Connection, incidents: Iterable[Incident]) -> None:
         new, old = [], []
         for incident in incidents:
-            values = {f: getattr(incident, f) for f in _INCIDENT_FIELDS}
+            values = {f: getattr(incident, f) for f in INCIDENT_FIELDS}
             if incident.new:
                 new.append({"id": incident.id, **values})
             else:
@@ -289,17 +262,17 @@ class RouterStore:
         if new:
             conn.execute(insert(incident_t), new)
         if old:
-            conn.execute(_UPDATE_INCIDENT, old)
+            many(conn, UPDATE_INCIDENT, old)
 
     def _digest_items(self, conn: Connection, alerts: Iterable[AlertState]) -> None:
+        """A held warning's digest item: added once, then kept up to date (no reads)."""
         for alert in alerts:
             if not (alert.held or alert.was_held):
                 continue
             key = f"{alert.fingerprint}@{alert.starts_at:.3f}"
-            row = conn.execute(select(digest_item_t.c.k).where(digest_item_t.c.k == key)).first()
-            if alert.held and row is None:
+            if alert.held:
                 conn.execute(
-                    insert(digest_item_t).values(
+                    insert_new(conn, digest_item_t, "k").values(
                         k=key,
                         team=alert.team,
                         alertname=alert.alertname,
@@ -308,12 +281,11 @@ class RouterStore:
                         ended_at=alert.ends_at,
                     )
                 )
-            elif row is not None:
-                conn.execute(
-                    update(digest_item_t)
-                    .where(digest_item_t.c.k == key)
-                    .values(ended_at=alert.ends_at, became_incident=not alert.held)
-                )
+            conn.execute(
+                update(digest_item_t)
+                .where(digest_item_t.c.k == key)
+                .values(ended_at=alert.ends_at, became_incident=not alert.held)
+            )
 
     def add_feedback(
         self, conn: Connection, incident: Incident, user_id: str, now: float
@@ -357,7 +329,7 @@ class RouterStore:
         return [dict(r._mapping) for r in rows]
 
     def mark_digested(self, conn: Connection, keys: Sequence[str], now: float) -> None:
-        for chunk in _chunks(list(keys)):
+        for chunk in chunks(list(keys)):
             conn.execute(
                 update(digest_item_t).where(digest_item_t.c.k.in_(chunk)).values(digested_at=now)
             )

@@ -18,8 +18,10 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 
 metadata = MetaData()
 OPEN = text("status = 'open'")
@@ -66,7 +68,11 @@ alert_t = Table(
     Column("incident_id", String(40)),
     Column("held", Boolean, nullable=False, default=False),
     Column("updated_at", Float, nullable=False),
+    # Alertmanager's group it last came in: a notification lists all of its group's alerts,
+    # so one missing from it is silenced or inhibited there.
+    Column("group_key", Text),
     Index("rt_alert_incident", "incident_id"),
+    Index("rt_alert_group", "group_key"),
 )
 message_t = Table(
     "rt_message",
@@ -130,7 +136,7 @@ digest_item_t = Table(
 
 
 def make_engine(url: str) -> Engine:
-    """SQLite (WAL, one writer at a time) or PostgreSQL (small pool, pre-ping)."""
+    """SQLite (WAL, one writer at a time) or PostgreSQL (small pool, autocommit)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -152,5 +158,34 @@ def make_engine(url: str) -> Engine:
         return engine
     # No pre-ping: it costs a round trip per transaction on the webhook's path. After a database
     # restart the first statement fails, SQLAlchemy drops the pool, and the caller retries
-    # (Alertmanager on a 503, the worker and timers on their next turn).
-    return create_engine(url, pool_size=12, max_overflow=8, pool_recycle=1800)
+    # (Alertmanager on a 503, the worker and timers on their next turn). Autocommit: the store
+    # sends BEGIN itself where it wants a transaction (`RouterStore.decide`), and nothing is
+    # switched on each checkout.
+    return create_engine(
+        url, pool_size=12, max_overflow=8, pool_recycle=1800, isolation_level="AUTOCOMMIT"
+    )
+
+
+def create_or_upgrade(engine: Engine) -> None:
+    """Create the tables, and add what a state DB made by an earlier version lacks: nullable
+    columns and their indexes (`create_all` makes missing tables only). Safe to run from two
+    replicas at once."""
+    metadata.create_all(engine)
+    for table in metadata.sorted_tables:
+        have = {c["name"] for c in inspect(engine).get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            assert column.nullable, f"{table.name}.{column.name}: only nullable columns are added"
+            kind = column.type.compile(dialect=engine.dialect)
+            guard = "IF NOT EXISTS " if engine.dialect.name == "postgresql" else ""
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE {table.name} ADD COLUMN {guard}{column.name} {kind}"
+                    )
+            except DBAPIError:  # another replica added it just now
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)

@@ -18,6 +18,7 @@ HEADLINES = {
     "failure": "pipeline run failed",
 }
 EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}
+SUPPRESSED = "silenced or inhibited in Alertmanager"
 
 
 def human(seconds: float) -> str:
@@ -86,6 +87,8 @@ def problem(catalog: Catalog, alert: AlertState, now: float) -> str:
     """How bad and since when, for one alert: age against its limit, how late."""
     subject = alert.subject
     since = esc.date(alert.starts_at)
+    if alert.status == "suppressed":
+        return f"{SUPPRESSED} (firing since {since})"
     if alert.status == "resolved":
         took = human((alert.ends_at or now) - alert.starts_at)
         return f"recovered after {took} (from {since})"

@@ -73,6 +73,7 @@ VARIABLES = [
 BUILT_IN = {"__range_s": "3600", "__range": "1h", "__rate_interval": "1m", "__interval": "1s"}
 
 INTAKE_TOKEN = "dashboards-intake-token"
+WEBHOOK_TOKEN = "dashboards-webhook-token"
 
 
 NAMES = {v["name"] for board in DASHBOARDS.values() for v in board["templating"]["list"]}
@@ -169,7 +170,7 @@ def scenario(
         c_server = _serve(
             cleanup, serve(CollectorApp(collector, INTAKE_TOKEN, 1 << 20), LOOPBACK, 0)[0]
         )
-        r_app = RouterApp(router, None, None, 1 << 20)
+        r_app = RouterApp(router, WEBHOOK_TOKEN, None, 1 << 20)
         r_server = _serve(cleanup, serve_router(r_app, LOOPBACK, 0)[0])
         router.start()
         intake = f"http://127.0.0.1:{c_server.server_port}/v1/events"
@@ -182,7 +183,7 @@ def scenario(
         stale = notification(
             "DataProductStale", team="markets", severity="critical", dataset="market_data"
         )
-        assert post(webhook, stale) == 200
+        assert post(webhook, stale, WEBHOOK_TOKEN) == 200
         offset[0] = 16 * 60  # nobody acknowledged: the first escalation step is due
         router.tick()
         prom = Prometheus([f"127.0.0.1:{s.server_port}" for s in (c_server, r_server)])
@@ -202,7 +203,7 @@ def scenario(
             severity="warning",
             dag_id="payments_reconciliation",
         )
-        assert post(webhook, missed) == 200
+        assert post(webhook, missed, WEBHOOK_TOKEN) == 200
         offset[0] = 61 * 60  # still nobody: the second step
         router.tick()
         wait_for(

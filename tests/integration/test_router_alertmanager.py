@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from impactwatch.alert_rules.alertmanager_config import INHIBIT_EQUAL
 from impactwatch.router.http_app import RouterApp, serve
 from impactwatch.router.service import RouterService
 from impactwatch.router.settings import RouterSettings
-from tests.support.alertmanager_router import RouterAlertmanager, am_alert
+from tests.support.alertmanager_router import RouterAlertmanager, am_alert, router_config
 from tests.support.slack_standin import SlackStandIn
 from tests.unit.test_router_support import catalog
 
@@ -107,3 +109,52 @@ def test_an_ha_pair_of_real_alertmanagers_makes_one_message_per_incident(
     finally:
         for am in [*pair, *([wrong] if wrong else [])]:
             am.stop()
+
+
+def test_alerts_silenced_or_inhibited_in_alertmanager_are_not_shown_as_firing(
+    stack: tuple[SlackStandIn, RouterService, str],
+) -> None:
+    slack, _service, url = stack
+    inhibit = {
+        "source_matchers": ['severity="critical"'],
+        "target_matchers": ['severity="warning"'],
+        "equal": list(INHIBIT_EQUAL),  # as `impactwatch rules` writes it
+    }
+    am = RouterAlertmanager(
+        lambda token_file: {**router_config(url, token_file), "inhibit_rules": [inhibit]}, TOKEN
+    )
+    try:
+        started = time.time() - 600
+        labels = {"team": "markets", "dataset": "market_data", "kind": "freshness"}
+        stale = am_alert(
+            {**labels, "alertname": "DataProductStale", "severity": "warning"}, starts=started
+        )
+        late = am_alert(
+            {**labels, "alertname": "DataProductLate", "kind": "deadline", "severity": "warning"},
+            starts=started,
+        )
+        critical = am_alert({**labels, "alertname": "DataProductStale", "severity": "critical"},
+                            starts=started + 300)  # fmt: skip
+        am.post([stale, late])
+
+        def shown() -> str:
+            found = slack.top_level("#markets-data")
+            return json.dumps([found[0].text, found[0].blocks]) if found else ""
+
+        wait_for(lambda: "`DataProductLate` (warning, deadline)" in shown())
+        # A silence mutes the deadline alert; the critical fires and inhibits the warning.
+        # Alertmanager's next notification lists the critical only.
+        am.silence({"alertname": "DataProductLate"})
+        am.post([stale, late, critical])
+        muted = "silenced or inhibited in Alertmanager"
+        wait_for(lambda: shown().count(muted) == 2)
+        assert '"Critical: Market prices' in shown()
+        assert "`DataProductStale` (critical, freshness)" in shown()
+        # The critical resolves: the warning is no longer inhibited and fires again.
+        over = dict(critical, endsAt=am_alert({}, ends=time.time() - 1)["endsAt"])
+        am.post([stale, late, over])
+        wait_for(lambda: '"Warning: Market prices' in shown())
+        assert "`DataProductStale` (warning, freshness)" in shown()
+        assert f"`DataProductLate` (warning, deadline, {muted})" in shown()
+    finally:
+        am.stop()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -224,3 +224,72 @@ def test_two_replicas_on_one_postgresql_never_double_send(
         for svc in replicas:
             svc.close()
         drop_database(pg_base_url, name)
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def pg_router_db(pg_base_url: str) -> Iterator[str]:
+    name = f"impactwatch_router_lease_{uuid.uuid4().hex[:8]}"
+    yield create_database(pg_base_url, name).replace("postgresql://", "postgresql+psycopg://")
+    drop_database(pg_base_url, name)
+
+
+def test_a_delivery_held_by_a_crashed_replica_is_taken_over_after_one_lease(
+    slack: SlackStandIn, pg_router_db: str
+) -> None:
+    crashed = router(slack, pg_router_db, lease_seconds=1)
+    crashed.handle(notification(alert(**MARKET)))
+    (held,) = crashed.worker.outbox.claim(crashed.clock())  # it took the row, then died
+    crashed.store.close()
+    survivor = router(slack, pg_router_db, lease_seconds=1, delivery_workers=1)
+    try:
+        assert survivor.worker.outbox.claim(survivor.clock()) == []  # leased: not doubled
+        survivor.worker.start()
+        _wait_for(lambda: len(slack.top_level()) == 1)
+        survivor.worker.stop()
+        assert len(slack.calls("chat.postMessage")) == 1
+        assert held.key == f"{held.incident_id}:primary"
+    finally:
+        survivor.close()
+
+
+def test_a_live_replica_keeps_its_lease_through_a_slow_slack_call(
+    slack: SlackStandIn, pg_router_db: str
+) -> None:
+    """Leases are short (a crash frees a row quickly) but renewed while the worker lives: the
+    other replica never takes over a post still in flight (Slack has no idempotency key, and
+    this post is not in the channel yet for it to find)."""
+    first, second = (
+        router(slack, pg_router_db, lease_seconds=2, delivery_workers=1) for _ in range(2)
+    )
+    try:
+        slack.fail("chat.postMessage", delay=5)  # two and a half leases long
+        first.handle(notification(alert(**MARKET)))
+        first.worker.start()
+        _wait_for(lambda: _post_token(first) is not None)  # the post is on its way
+        second.worker.start()
+        _wait_for(lambda: len(slack.top_level()) == 1)
+        for svc in (first, second):
+            svc.worker.stop()
+        assert len(slack.calls("chat.postMessage")) == 1
+        assert slack.calls("conversations.history") == []  # never taken over
+    finally:
+        first.close()
+        second.close()
+
+
+def _post_token(svc: RouterService) -> str | None:
+    from sqlalchemy import select
+
+    from impactwatch.router.tables import message_t
+
+    with svc.store.read() as conn:
+        return conn.execute(select(message_t.c.post_token)).scalar()

@@ -3,10 +3,10 @@
 It speaks the wire format (`POST /api/<method>` with JSON or form bodies, `GET` with query
 parameters, bearer token, `{"ok": ..., "error": ...}` answers, HTTP 429 with `Retry-After`),
 keeps channels, messages, threads and message metadata, and records every call. Tests script
-faults: `fail("chat.postMessage", status=429, retry_after=1)`, a 5xx, an error code, or a fault
-*after* the effect (posted, then the answer is lost). It can rate-limit each channel like Slack
-(one message per second) and takes Alertmanager's `slack_configs` posts on an incoming-webhook
-path, so both can be counted on the same alerts.
+faults: `fail("chat.postMessage", status=429, retry_after=1)`, a 5xx, an error code, a fault
+*after* the effect (posted, then the answer is lost), or a slow answer (`delay=3`). It can
+rate-limit each channel like Slack (one message per second) and takes Alertmanager's
+`slack_configs` posts on an incoming-webhook path, so both can be counted on the same alerts.
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ class Fault:
     after_effect: bool = False  # do the work, then answer with the fault (or drop)
     drop: bool = False  # close the connection without an answer
     times: int = 1
+    delay: float = 0.0  # seconds before the call takes effect (a slow Slack)
+
+    @property
+    def slow_only(self) -> bool:
+        """Only a delay: the call takes effect and answers as usual, `delay` seconds late."""
+        return self.status == 200 and self.error is None and not self.drop
 
 
 @dataclass
@@ -165,11 +171,16 @@ class SlackStandIn:
             if isinstance(args.get(key), str):
                 args[key] = json.loads(args[key])
         auth = handler.headers.get("Authorization", "")
-        now = time.time()
         with self.lock:
             if method.startswith("chat.") and args.get("channel"):
                 self._channel(str(args["channel"]))  # channels exist before anyone posts
             fault = self._fault(method)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)  # a slow Slack: nothing has happened yet
+            if fault.slow_only:
+                fault = None  # then it works as usual
+        now = time.time()
+        with self.lock:
             if auth != f"Bearer {self.token}":
                 status, answer = 200, {"ok": False, "error": "invalid_auth"}
             elif fault is not None and not fault.after_effect:

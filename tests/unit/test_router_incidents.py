@@ -7,8 +7,9 @@ import itertools
 import pytest
 
 from impactwatch.router.incidents import Changes, Decider, Incident, View, teams_with_digest
-from impactwatch.router.payload import Notification
-from tests.unit.test_router_support import T0, alert, catalog, notification
+from impactwatch.router.payload import Notification, parse_notification
+from impactwatch.router.render import RenderContext, render_incident
+from tests.unit.test_router_support import T0, alert, body, catalog, notification, texts
 
 
 class Memory:
@@ -187,3 +188,66 @@ def test_lineage_components_say_which_decisions_can_run_side_by_side(memory: Mem
     assert len(same) == 1
     assert lineage.component(Subject("dataset", "daily_kpi_report")) not in same
     assert lineage.component(Subject("rule", "SchedulerDown")) == "rule:SchedulerDown"
+
+
+# Alertmanager sends a group's alerts minus the silenced and inhibited ones (notify.MuteStage),
+# and nothing at all while every alert of the group is muted. Checked against the real one in
+# tests/integration/test_router_alertmanager.py.
+GROUP = '{}/{team="markets"}:{dataset="market_data", team="markets"}'
+MARKET = {"dataset": "market_data", "team": "markets"}
+
+
+def in_group(*alerts: dict, truncated: int = 0) -> Notification:
+    return parse_notification(body(alerts, groupKey=GROUP, truncatedAlerts=truncated), T0)
+
+
+def test_an_alert_missing_from_its_groups_notification_no_longer_counts_as_firing(
+    memory: Memory,
+) -> None:
+    late = alert("DataProductLate", kind="deadline", **MARKET)
+    memory.apply(in_group(alert(**MARKET), late))
+    (incident,) = memory.open().values()
+    # The critical fires: Alertmanager inhibits the warning, and a silence mutes the deadline.
+    changes = memory.apply(in_group(alert(severity="critical", **MARKET)), now=T0 + 60)
+    assert changes.outcomes == {"new": 1, "suppressed": 2}
+    assert [(a.alertname, a.severity) for a in incident.firing()] == [
+        ("DataProductStale", "critical")
+    ]
+    assert sorted(a.status for a in incident.alerts.values()) == [
+        "firing",
+        "suppressed",
+        "suppressed",
+    ]
+    assert incident.status == "open" and incident.severity == "critical"
+    # The critical resolves: the warning is no longer inhibited and is in the list again.
+    back = memory.apply(
+        in_group(alert(severity="critical", status="resolved", **MARKET), alert(**MARKET)),
+        now=T0 + 120,
+    )
+    assert back.outcomes == {"resolved": 1, "updated": 1}
+    assert [a.severity for a in incident.firing()] == ["warning"]
+    assert incident.status == "open" and incident.severity == "warning"
+
+
+def test_a_truncated_list_or_another_groups_notification_mutes_nothing(memory: Memory) -> None:
+    late = alert("DataProductLate", kind="deadline", **MARKET)
+    memory.apply(in_group(alert(**MARKET), late))
+    assert memory.apply(in_group(alert(**MARKET), truncated=1)).outcomes == {"duplicate": 1}
+    assert memory.apply(notification(late)).outcomes == {"duplicate": 1}  # another group
+    (incident,) = memory.open().values()
+    assert len(incident.firing()) == 2
+
+
+def test_when_the_last_firing_alerts_are_muted_the_message_says_so_not_just_resolved(
+    memory: Memory,
+) -> None:
+    late = alert("DataProductLate", kind="deadline", **MARKET)
+    memory.apply(in_group(alert(**MARKET), late))
+    # The deadline alert is silenced, then the freshness alert resolves: only that is sent.
+    changes = memory.apply(in_group(alert(status="resolved", **MARKET)), now=T0 + 600)
+    (incident,) = changes.incidents
+    assert incident.status == "resolved"
+    shown = render_incident(RenderContext(catalog()), incident, T0 + 600)
+    words = "\n".join(texts(shown.blocks))
+    assert "1 alert(s) silenced or inhibited in Alertmanager, not resolved." in words
+    assert "`DataProductLate` (warning, deadline, silenced or inhibited in Alertmanager)" in words

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, create_engine, func, inspect, select
 
 from impactwatch.router import outbox as outbox_module
 from impactwatch.router.metrics import RouterCollector
+from impactwatch.router.payload import parse_notification
 from impactwatch.router.service import Action, RouterService
 from impactwatch.router.settings import RouterSettings
 from impactwatch.router.sinks import ConsoleSink
-from impactwatch.router.tables import alert_t, incident_t, message_t
-from tests.unit.test_router_support import T0, Clock, alert, catalog, notification
+from impactwatch.router.tables import alert_t, incident_t, message_t, metadata
+from tests.unit.test_router_support import T0, Clock, alert, body, catalog, notification
 
 
 class Router:
@@ -229,3 +230,47 @@ def test_digest_teams_get_one_message_a_day_instead_of_each_warning(
         assert digest["text"] == "Daily digest for reporting: 2 warning(s)"
     finally:
         router.service.close()
+
+
+def test_a_state_db_from_before_alert_groups_is_upgraded_in_place(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'router.db'}"
+    old = create_engine(url)
+    metadata.create_all(old)
+    with old.begin() as conn:  # the schema as an earlier version made it
+        conn.exec_driver_sql("DROP INDEX rt_alert_group")
+        conn.exec_driver_sql("ALTER TABLE rt_alert DROP COLUMN group_key")
+    old.dispose()
+    router = Router(tmp_path, Clock())
+    try:
+        columns = inspect(router.service.store.engine).get_columns("rt_alert")
+        assert "group_key" in {c["name"] for c in columns}
+        indexes = inspect(router.service.store.engine).get_indexes("rt_alert")
+        assert "rt_alert_group" in {i["name"] for i in indexes}
+        router.send(alert(**MARKET))
+        assert len(router.posts()) == 1
+    finally:
+        router.service.close()
+
+
+def test_an_alert_muted_in_alertmanager_is_found_by_its_group_and_shown_muted(
+    router: Router,
+) -> None:
+    # Platform alerts carry no data product or pipeline: one Alertmanager group (the team),
+    # one incident per rule. The second notification names only one of them.
+    group = '{}:{team="platform"}'
+    down = alert("SchedulerDown", kind="platform", team="platform")
+    pool = alert("PoolFull", kind="platform", team="platform")
+    router.service.handle(parse_notification(body([down, pool], groupKey=group), T0))
+    assert router.service.worker.drain(10)
+    result = router.service.handle(parse_notification(body([down], groupKey=group), T0))
+    assert result["alerts"] == {"duplicate": 1, "suppressed": 1}
+    assert router.service.worker.drain(10)
+    with router.service.store.read() as conn:
+        rows = conn.execute(select(alert_t.c.alertname, alert_t.c.status)).all()
+        incidents = dict(conn.execute(select(incident_t.c.key, incident_t.c.status)).all())
+    assert sorted(rows) == [("PoolFull", "suppressed"), ("SchedulerDown", "firing")]
+    assert incidents == {"rule:PoolFull": "resolved", "rule:SchedulerDown": "open"}
+    (update,) = [x for x in router.lines() if x["method"] == "chat.update"]
+    assert "1 alert(s) silenced or inhibited in Alertmanager, not resolved." in json.dumps(
+        update["blocks"]
+    )
