@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from impactwatch import http_server
-from impactwatch.http_server import WSGIServer
 from impactwatch.collector.intake import IntakeError, parse_events
 from impactwatch.collector.service import CollectorService, describe_error
+from impactwatch.http_server import WSGIServer
 from impactwatch.wsgi import Environ, StartResponse, json_response
 
 log = logging.getLogger(__name__)
