@@ -96,7 +96,7 @@ class Watcher:
             time.sleep(min(2.0, max(deadline - time.monotonic(), 0)))
 
 
-def _run_step(stack: Stack, home_runner: Callable[[Step], None], step: Step, w: Watcher) -> None:
+def _run_step(home_runner: Callable[[Step], None], step: Step, w: Watcher) -> None:
     _say(f"{_clock(w.started)} >> {step.title}")
     if step.runs:
         home_runner(step)
@@ -159,7 +159,7 @@ def _run_stack_and_story(stack: Stack, scale: float, wait: bool) -> int:
 
     for step in steps:
         w.wait_until(t0 + step.at)
-        _run_step(stack, runner, step, w)
+        _run_step(runner, step, w)
     # Keep watching until every alert of the story resolved and the router went quiet (its
     # resolution messages sent), or the settle time ran out.
     w.wait_until(
