@@ -55,16 +55,12 @@ def add_subcommand(subparsers: Any) -> None:
 
 
 def _catalog(path: str | None) -> Any:
-    from impactwatch.collector.catalog_loader import CatalogError, load_catalog
+    from impactwatch.cli import _load_catalog_or_exit
 
     if not path:
         print("impactwatch cost: --catalog (or IMPACTWATCH_CATALOG) is required", file=sys.stderr)
         raise SystemExit(2)
-    try:
-        return load_catalog(path)
-    except CatalogError as exc:
-        print(str(exc), file=sys.stderr)
-        raise SystemExit(1) from None
+    return _load_catalog_or_exit(path)
 
 
 def cmd_rates(args: argparse.Namespace) -> int:

@@ -34,6 +34,29 @@ def make_service(
     return CollectorService(config, catalog or load_catalog(EXAMPLE_CATALOG))
 
 
+@contextmanager
+def collector_with_intake(
+    airflow_url: str,
+    state_dir: Path,
+    token: str,
+    *,
+    port: int = 0,
+    catalog: Catalog | None = None,
+) -> Iterator[tuple[CollectorService, str]]:
+    """A real collector (SQLite state DB) polling `airflow_url`, its intake on a loopback port
+    behind `token`; yields the service and its base URL."""
+    from impactwatch.collector.http_app import CollectorApp, serve
+
+    service = make_service(airflow_url, state_dir, catalog=catalog)
+    server, _ = serve(CollectorApp(service, token, 1_048_576), "127.0.0.1", port)
+    try:
+        yield service, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        service.close()
+
+
 def catch_up(service: CollectorService) -> None:
     while True:
         result = service.poll_once()

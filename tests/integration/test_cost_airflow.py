@@ -16,11 +16,10 @@ import pytest
 from sqlalchemy import select
 
 from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.http_app import CollectorApp, serve
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.store import task_try_t
 from impactwatch.devtools.airflow_home import AirflowHome, RunSpec
-from tests.integration.helpers import make_service
+from tests.integration.helpers import collector_with_intake
 
 pytestmark = pytest.mark.integration
 
@@ -92,14 +91,8 @@ def home(airflow_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Airflow
 
 @pytest.fixture
 def collector(home: AirflowHome, tmp_path: Path) -> Iterator[tuple[CollectorService, str]]:
-    service = make_service(home.db_url, tmp_path, catalog=CATALOG)
-    server, _ = serve(CollectorApp(service, TOKEN, 1_048_576), "127.0.0.1", 0)
-    try:
-        yield service, f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        service.close()
+    with collector_with_intake(home.db_url, tmp_path, TOKEN, catalog=CATALOG) as running:
+        yield running
 
 
 def task_cost(service: CollectorService, dag_id: str, task_id: str) -> float:

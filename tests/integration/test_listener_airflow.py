@@ -25,13 +25,12 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from impactwatch.collector.airflow_schema import to_epoch
-from impactwatch.collector.http_app import CollectorApp, serve
 from impactwatch.collector.intake import SCHEMA, parse_events
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.state_schema import asset_update_t
 from impactwatch.collector.store import dag_run_t, task_try_t
 from impactwatch.devtools.airflow_home import AirflowHome, RunResult, RunSpec, TaskTiming
-from tests.integration.helpers import catch_up, make_service
+from tests.integration.helpers import catch_up, collector_with_intake
 
 pytestmark = pytest.mark.integration
 
@@ -81,14 +80,8 @@ def collector(
     home: AirflowHome, state_dir: Path, port: int = 0
 ) -> Iterator[tuple[CollectorService, str]]:
     """A real collector (SQLite state DB) polling `home`, its intake on a loopback port."""
-    service = make_service(home.db_url, state_dir)
-    server, _ = serve(CollectorApp(service, TOKEN, 1_048_576), "127.0.0.1", port)
-    try:
-        yield service, f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        service.close()
+    with collector_with_intake(home.db_url, state_dir, TOKEN, port=port) as running:
+        yield running
 
 
 def wire_body(events: list[dict]) -> bytes:
