@@ -118,7 +118,7 @@ def bench_restart(dags: int, verdicts: report.Verdicts) -> list[list[object]]:
         state.restore(summary)
         took = time.perf_counter() - started
         assert len(state.costs.dags) == dags
-        store.engine.dispose()
+        store.close()
     budget = 5.0 * dags / 1000
     verdicts.add(
         f"start with cost history, {dags:,} DAGs", f"{took:.1f} s", f"<= {budget:g} s",

@@ -265,7 +265,7 @@ def service_for(state_db: str, work: Path, variant: str) -> CollectorService:
     )
     service = CollectorService(settings, Catalog())
     if variant != "new":
-        service.store.engine.dispose()
+        service.store.close()
         if variant == "before":
             service.store = BaselineStore(old_engine(state_db))
         else:

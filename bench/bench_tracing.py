@@ -89,7 +89,7 @@ def measure(endpoint: str, sizes: list[int], folder: Path) -> list[tuple[int, fl
         assert sent == n, f"{sent} of {n} runs sent at once"
         out.append((n, took))
         tracer.close(timeout=1.0)
-        store.engine.dispose()
+        store.close()
     return out
 
 
@@ -113,7 +113,7 @@ def burst(receiver: OtlpReceiver, n: int, folder: Path) -> tuple[int, int, float
     receiver.wait_for(lambda s: len(s) >= before + want, timeout=120)
     took = time.perf_counter() - started
     tracer.close()
-    store.engine.dispose()
+    store.close()
     return len(receiver.spans) - before, calls, took, want
 
 

@@ -245,7 +245,7 @@ class CollectorService:
         self.airflow.dispose()
         if self.tracer is not None:
             self.tracer.close()
-        self.store.engine.dispose()
+        self.store.close()
 
 
 def _tracer_from_env(settings: CollectorSettings) -> RunTracer | None:

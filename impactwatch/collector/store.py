@@ -23,7 +23,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from impactwatch.collector.cost import Pricing
 from impactwatch.collector.cost_history import DagHistory, load_cost_history
@@ -41,7 +42,7 @@ from impactwatch.collector.state_schema import (
     traced_run_t,
     watermark_t,
 )
-from impactwatch.collector.state_writes import StateWrites
+from impactwatch.collector.state_writes import StateWrites, wrap_error
 from impactwatch.collector.writer import GroupCommit
 
 __all__ = ["Changes", "Store", "Summary", "make_engine", "task_try_t"]
@@ -126,12 +127,21 @@ class Store:
     def __init__(self, engine: Engine, *, group_commit: bool = True) -> None:
         self.engine = engine
         self._lock = threading.Lock()
-        self._sql = StateWrites(engine.dialect.name)
         metadata.create_all(engine)
         add_missing_columns(engine)
+        self._sql = StateWrites(engine.dialect)
+        self._raw: PoolProxiedConnection | None = None  # the write path's own connection
         self.writer: GroupCommit[_Job] = GroupCommit(
             self._write_group, size=lambda job: len(job.batch) or 1, enabled=group_commit
         )
+
+    def close(self) -> None:
+        """Give back the write path's connection and close the pool."""
+        with self._lock:
+            if self._raw is not None:
+                self._raw.close()
+                self._raw = None
+        self.engine.dispose()
 
     # --- watermarks -------------------------------------------------------------------------
     def watermarks(self) -> dict[str, str]:
@@ -153,17 +163,7 @@ class Store:
 
     def save_breaches(self, breaches: Mapping[str, float]) -> None:
         if breaches:
-            with self._lock, self.engine.begin() as conn:
-                self._save_breaches(conn, breaches)
-
-    def _save_breaches(self, conn: Any, breaches: Mapping[str, float]) -> None:
-        known = set()
-        keys = list(breaches)
-        for part in _chunks(keys):
-            known.update(conn.scalars(select(breach_t.c.k).where(breach_t.c.k.in_(part))))
-        rows = [{"k": k, "at": at} for k, at in breaches.items() if k not in known]
-        if rows:
-            conn.execute(insert(breach_t), rows)
+            self._transaction(lambda cursor: self._sql.save_breaches(cursor, breaches))
 
     def _write_group(self, jobs: list[_Job]) -> list[BaseException | None]:
         try:
@@ -182,67 +182,112 @@ class Store:
         return None
 
     def _commit(self, jobs: list[_Job]) -> None:
-        """The group in one transaction; again on a new connection if the pooled one was dead
-        (the DB restarted: connections are not pinged on checkout). Ingest is idempotent."""
-        for attempt in (1, 2):
-            changes = [Changes() for _ in jobs]
-            try:
-                with self._lock, self.engine.begin() as conn:
-                    self._merge_group(conn, jobs, changes)
-            except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
-                    raise
-                continue
-            for job, seen in zip(jobs, changes, strict=True):
-                job.changes = seen
-            return
+        """The group in one transaction (see `_transaction`)."""
+        changes: list[Changes] = []
 
-    def _merge_group(self, conn: Any, jobs: list[_Job], changes: list[Changes]) -> None:
+        def merge(cursor: Any) -> None:
+            changes[:] = [Changes() for _ in jobs]  # afresh if written again
+            self._merge_group(cursor, jobs, changes)
+
+        self._transaction(merge)
+        for job, seen in zip(jobs, changes, strict=True):
+            job.changes = seen
+
+    def _transaction(self, work: Callable[[Any], None]) -> None:
+        """`work(cursor)` and a commit, on the write path's own DBAPI connection (see
+        state_writes.py), one writer at a time. Again on a new connection if that one was dead
+        (the DB restarted; it is not pinged before use): `work` must be safe to run twice, as
+        ingest is. Driver errors are raised as SQLAlchemy's (IntegrityError, ...)."""
+        dialect = self.engine.dialect
+        for attempt in (1, 2):
+            with self._lock:
+                if self._raw is None:
+                    self._raw = self.engine.raw_connection()
+                raw = self._raw
+                cursor = raw.cursor()
+                try:
+                    work(cursor)
+                    raw.commit()
+                    return
+                except Exception as exc:
+                    dead = isinstance(exc, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+                        exc, raw.dbapi_connection, cursor
+                    )
+                    self._abandon(raw, dead)
+                    if dead and attempt == 1:
+                        continue
+                    wrapped = wrap_error(exc, None, dialect, dead)
+                    if wrapped is exc:
+                        raise
+                    raise wrapped from exc
+                finally:
+                    cursor.close()
+
+    def _abandon(self, raw: PoolProxiedConnection, dead: bool) -> None:
+        """Roll back after a failed write. A dead connection is dropped with the pool's idle
+        ones, dead as well after a restart (what SQLAlchemy does on a disconnect); one that
+        cannot roll back is dropped alone."""
+        if not dead:
+            try:
+                raw.rollback()
+                return
+            except Exception:
+                pass
+        raw.invalidate()
+        self._raw = None
+        if dead:
+            self.engine.dispose()
+
+    def _merge_group(self, cursor: Any, jobs: list[_Job], changes: list[Changes]) -> None:
         sql = self._sql
         tries = [job.batch.task_tries for job in jobs]
         if any(tries):
             keys = {t.key for batch in tries for t in batch}
             known = {
                 row.k: (_try_from_row(row), row.observed)
-                for row in sql.rows(conn, sql.tries_by_key, keys)
+                for row in sql.tries_by_key(cursor, keys)
             }
             dirty = merge_tries(known, tries, changes)
             if dirty:
-                conn.execute(sql.upsert_tries, [sql.try_row(t, o) for t, o in dirty.values()])
+                sql.upsert_tries.executemany(
+                    cursor, [sql.try_row(t, o) for t, o in dirty.values()]
+                )
         runs = [job.batch.dag_runs for job in jobs]
         if any(runs):
             keys = {r.key for batch in runs for r in batch}
             known_runs = {
                 row.k: (_run_from_row(row), row.observed)
-                for row in sql.rows(conn, sql.runs_by_key, keys)
+                for row in sql.runs_by_key(cursor, keys)
             }
             dirty_runs, finished = merge_runs(known_runs, runs, changes)
             if dirty_runs:
                 rows = [sql.run_row(r, o) for r, o in dirty_runs.values()]
-                conn.execute(sql.upsert_runs, rows)
+                sql.upsert_runs.executemany(cursor, rows)
             ended = {r.key for done in finished for r in done}
             if ended:  # their tries as stored now, this group's included
                 by_run: dict[str, list[TaskTry]] = {k: [] for k in ended}
-                for row in sql.rows(conn, sql.tries_by_run, ended):
+                for row in sql.tries_by_run(cursor, ended):
                     by_run[row.run_k].append(_try_from_row(row))
                 for seen, done in zip(changes, finished, strict=True):
                     seen.finished_runs.extend((r, by_run[r.key]) for r in done)
         assets = [job.batch.assets for job in jobs]
         if any(assets):
             keys = {a.key for batch in assets for a in batch}
-            stamps = {k: ts for k, ts in sql.rows(conn, sql.asset_times, keys)}
+            stamps = {row.k: row.timestamp for row in sql.asset_times(cursor, keys)}
             new = merge_assets(stamps, assets, changes)
             if new:
-                conn.execute(sql.upsert_assets, [sql.asset_row(k, a) for k, a in new.items()])
+                sql.upsert_assets.executemany(
+                    cursor, [sql.asset_row(k, a) for k, a in new.items()]
+                )
         watermarks: dict[str, str] = {}
         breaches: dict[str, float] = {}
         for job in jobs:  # later jobs win
             watermarks.update(job.watermarks or {})
             breaches.update(job.breaches or {})
         if watermarks:
-            sql.save_watermarks(conn, watermarks)
+            sql.save_watermarks(cursor, watermarks)
         if breaches:
-            self._save_breaches(conn, breaches)
+            sql.save_breaches(cursor, breaches)
 
     # --- restart ----------------------------------------------------------------------------
     def summary(self) -> Summary:

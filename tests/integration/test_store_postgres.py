@@ -27,7 +27,7 @@ def pg_store(pg_base_url: str) -> Iterator[tuple[Store, str]]:
     try:
         yield store, name
     finally:
-        store.engine.dispose()
+        store.close()
         drop_database(pg_base_url, name)
 
 
