@@ -34,10 +34,100 @@ _DRAIN = 1 << 20  # unread body bytes read off before closing, so the client see
 _Work = tuple[socket.socket, Any] | None  # a connection and its address; None: stop
 
 
-class _Refused(Exception):
+class Refused(Exception):
+    """A request refused before the app sees it: the status and a short reason."""
+
     def __init__(self, status: str, reason: str) -> None:
         super().__init__(reason)
         self.status = status
+
+
+def request_environ(
+    head: bytes, server_name: Any, server_port: int, address: Any
+) -> dict[str, Any]:
+    """The WSGI environ of a request head (without `wsgi.input`), its body's length in
+    `impactwatch.content_length` (0 without a Content-Length); `Refused` (400) if malformed."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise Refused("400 Bad Request", "malformed request line")
+    method, target, protocol = parts
+    path, _, query = target.partition("?")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query,
+        "SERVER_NAME": str(server_name),
+        "SERVER_PORT": str(server_port),
+        "SERVER_PROTOCOL": protocol,
+        "REMOTE_ADDR": str(address[0]) if address else "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise Refused("400 Bad Request", "malformed header line")
+        key = name.upper().replace("-", "_")
+        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
+        value = value.strip()
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    length = 0
+    if "CONTENT_LENGTH" in environ:
+        try:
+            length = int(environ["CONTENT_LENGTH"])
+        except ValueError:
+            raise Refused("400 Bad Request", "Content-Length is not a number") from None
+        if length < 0:
+            raise Refused("400 Bad Request", "Content-Length is negative")
+    environ["impactwatch.content_length"] = length
+    return environ
+
+
+def answer_head(status: str, headers: list[tuple[str, str]], length: int) -> bytes:
+    """The head of an answer of `length` body bytes, `Connection: close`."""
+    if not any(k.lower() == "content-length" for k, _ in headers):
+        headers = [*headers, ("Content-Length", str(length))]
+    lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers), "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def call_app(app: WsgiApp, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Run a WSGI app to its whole answer; a 500 (logged) if it raised or never answered."""
+    answer: list[Any] = []
+    written: list[bytes] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if exc_info is not None and answer:
+            raise exc_info[1].with_traceback(exc_info[2])
+        answer[:] = [status, headers]
+        return written.append
+
+    try:
+        result: Iterable[bytes] = app(environ, start_response)
+        try:
+            chunks = [*written, *result]
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+    except Exception:
+        log.exception("%s %s failed", environ["REQUEST_METHOD"], environ["PATH_INFO"])
+        error = b'{"error": "internal error"}'
+        return "500 Internal Server Error", [("Content-Type", "application/json")], error
+    if not answer:
+        log.error(
+            "%s %s: the app never started a response",
+            environ["REQUEST_METHOD"],
+            environ["PATH_INFO"],
+        )
+        return "500 Internal Server Error", [], b""
+    return answer[0], answer[1], b"".join(chunks)
 
 
 class Body:
@@ -77,7 +167,7 @@ def _read_head(conn: socket.socket) -> tuple[bytes, bytes] | None:
     while True:
         end = data.find(b"\r\n\r\n")
         if end > MAX_HEAD or (end < 0 and len(data) > MAX_HEAD):
-            raise _Refused("431 Request Header Fields Too Large", "request head over 64 KiB")
+            raise Refused("431 Request Header Fields Too Large", "request head over 64 KiB")
         if end >= 0:
             return data[:end], data[end + 4 :]
         chunk = conn.recv(65536)
@@ -173,7 +263,7 @@ class WSGIServer:
                 if head is None:
                     return
                 environ = self._environ(conn, address, *head)
-            except _Refused as refused:
+            except Refused as refused:
                 self._send(conn, refused.status, [("Content-Type", "text/plain")], str(refused))
                 return
             body = environ["wsgi.input"]
@@ -188,84 +278,12 @@ class WSGIServer:
     def _environ(
         self, conn: socket.socket, address: Any, head: bytes, rest: bytes
     ) -> dict[str, Any]:
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            raise _Refused("400 Bad Request", "malformed request line")
-        method, target, protocol = parts
-        path, _, query = target.partition("?")
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": method,
-            "SCRIPT_NAME": "",
-            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
-            "QUERY_STRING": query,
-            "SERVER_NAME": str(self.server_address[0]),
-            "SERVER_PORT": str(self.server_port),
-            "SERVER_PROTOCOL": protocol,
-            "REMOTE_ADDR": str(address[0]) if address else "",
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-        }
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
-                raise _Refused("400 Bad Request", "malformed header line")
-            key = name.upper().replace("-", "_")
-            key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
-            value = value.strip()
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
-        length = 0
-        if "CONTENT_LENGTH" in environ:
-            try:
-                length = int(environ["CONTENT_LENGTH"])
-            except ValueError:
-                raise _Refused("400 Bad Request", "Content-Length is not a number") from None
-            if length < 0:
-                raise _Refused("400 Bad Request", "Content-Length is negative")
-        environ["wsgi.input"] = Body(conn, rest, length)
+        environ = request_environ(head, self.server_address[0], self.server_port, address)
+        environ["wsgi.input"] = Body(conn, rest, environ["impactwatch.content_length"])
         return environ
 
     def _run_app(self, conn: socket.socket, environ: dict[str, Any]) -> None:
-        answer: list[Any] = []
-        written: list[bytes] = []
-
-        def start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Any:
-            if exc_info is not None and answer:
-                raise exc_info[1].with_traceback(exc_info[2])
-            answer[:] = [status, headers]
-            return written.append
-
-        try:
-            result: Iterable[bytes] = self.app(environ, start_response)
-            try:
-                chunks = [*written, *result]
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-        except Exception:
-            log.exception("%s %s failed", environ["REQUEST_METHOD"], environ["PATH_INFO"])
-            error = b'{"error": "internal error"}'
-            self._send(
-                conn, "500 Internal Server Error", [("Content-Type", "application/json")], error
-            )
-            return
-        if not answer:
-            log.error(
-                "%s %s: the app never started a response",
-                environ["REQUEST_METHOD"],
-                environ["PATH_INFO"],
-            )
-            self._send(conn, "500 Internal Server Error", [], b"")
-            return
-        status, headers = answer
-        data = b"".join(chunks)
+        status, headers, data = call_app(self.app, environ)
         self._send(conn, status, headers, data, head_only=environ["REQUEST_METHOD"] == "HEAD")
 
     @staticmethod
@@ -278,10 +296,7 @@ class WSGIServer:
         head_only: bool = False,
     ) -> None:
         body = data.encode() if isinstance(data, str) else data
-        if not any(k.lower() == "content-length" for k, _ in headers):
-            headers = [*headers, ("Content-Length", str(len(body)))]
-        lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers), "Connection: close"]
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head = answer_head(status, headers, len(body))
         if head_only or not body:
             conn.sendall(head)
         elif len(body) < 65536:

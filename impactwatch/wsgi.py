@@ -18,14 +18,23 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
+# An answer: status line, headers, body.
+Answer = tuple[str, list[tuple[str, str]], bytes]
+
+
+def json_answer(status: str, body: dict[str, Any], extra: Iterable[tuple[str, str]] = ()) -> Answer:
+    data = json.dumps(body).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *extra]
+    return status, headers, data
+
+
 def json_response(
     start: StartResponse,
     status: str,
     body: dict[str, Any],
     extra: Iterable[tuple[str, str]] = (),
 ) -> list[bytes]:
-    data = json.dumps(body).encode()
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *extra]
+    status, headers, data = json_answer(status, body, extra)
     start(status, headers)
     return [data]
 

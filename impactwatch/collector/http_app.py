@@ -14,15 +14,16 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from impactwatch import http_server
+from impactwatch.collector.events import Batch
 from impactwatch.collector.intake import IntakeError, parse_events
+from impactwatch.collector.intake_server import CollectorServer
+from impactwatch.collector.merge import Changes
 from impactwatch.collector.service import CollectorService, describe_error
-from impactwatch.http_server import WSGIServer
-from impactwatch.wsgi import Environ, StartResponse, json_response
+from impactwatch.wsgi import Answer, Environ, StartResponse, json_answer, json_response
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +78,20 @@ class CollectorApp:
         with self.service.state.lock:
             self.service.state.self_stats.events[("listener", "rejected")] += 1
 
-    def _events(self, environ: Environ, start: StartResponse) -> list[bytes]:
+    # The intake in three steps, so an event loop can run it without blocking (intake_server.py)
+    def refusal(self, environ: Environ) -> Answer | None:
+        """401, 411 or 413 (counted as rejected) before the body is read, or None."""
         if not self._authorized(environ):
             self._refused()
-            return json_response(
-                start,
+            reason = (
+                "missing or wrong bearer token"
+                if self.token
+                else "intake closed: the collector has no IMPACTWATCH_TOKEN (or _FILE); "
+                "give it and the listener the same token"
+            )
+            return json_answer(
                 "401 Unauthorized",
-                {
-                    "error": "missing or wrong bearer token"
-                    if self.token
-                    else "intake closed: the collector has no IMPACTWATCH_TOKEN (or _FILE); "
-                    "give it and the listener the same token"
-                },
+                {"error": reason},
                 [("WWW-Authenticate", 'Bearer realm="impactwatch"')],
             )
         try:
@@ -97,35 +100,74 @@ class CollectorApp:
             length = -1
         if length < 0:
             self._refused()
-            return json_response(start, "411 Length Required", {"error": "send a Content-Length"})
+            return json_answer("411 Length Required", {"error": "send a Content-Length"})
         if length > self.max_body:
             self._refused()
-            return json_response(
-                start,
+            return json_answer(
                 "413 Content Too Large",
                 {"error": f"body over {self.max_body} bytes; send smaller batches"},
             )
-        body = environ["wsgi.input"].read(length)
+        return None
+
+    def take(self, body: bytes) -> Batch | Answer:
+        """The batch in a body, or a 400 (counted as rejected)."""
         try:
-            batch = parse_events(body)
+            return parse_events(body)
         except IntakeError as exc:
             self._refused()
-            return json_response(start, "400 Bad Request", {"error": str(exc)})
+            return json_answer("400 Bad Request", {"error": str(exc)})
+
+    def submit(self, batch: Batch, answer: Callable[[Answer], None]) -> None:
+        """Store `batch` without waiting; `answer(202 or 503)` is called from the writer
+        thread once its group has committed or failed."""
+
+        def done(changes: Changes, error: BaseException | None) -> None:
+            answer(self._stored(batch, changes, error))
+
         try:
-            changes = self.service.ingest_events(batch)
-        except Exception as exc:
-            log.warning("could not store %d event(s): %s", len(batch), describe_error(exc))
-            return json_response(
-                start,
-                "503 Service Unavailable",
-                {"error": "state DB unavailable"},
-                [("Retry-After", "5")],
+            self.service.ingest_events_nowait(batch, done)
+        except Exception as exc:  # the writer is closed: the collector is stopping
+            answer(self._stored(batch, Changes(), exc))
+
+    def store_now(self, batches: list[Batch]) -> list[Answer]:
+        """Store several batches as one group in the calling thread; their answers."""
+        out = []
+        for batch, got in zip(batches, self.service.ingest_events_now(batches), strict=True):
+            if isinstance(got, BaseException):
+                out.append(self._stored(batch, Changes(), got))
+            else:
+                out.append(self._stored(batch, got, None))
+        return out
+
+    def _stored(self, batch: Batch, changes: Changes, error: BaseException | None) -> Answer:
+        if error is not None:
+            log.warning("could not store %d event(s): %s", len(batch), describe_error(error))
+            return json_answer(
+                "503 Service Unavailable", {"error": "state DB unavailable"}, [("Retry-After", "5")]
             )
-        return json_response(
-            start, "202 Accepted", {"accepted": len(batch), "outcomes": changes.outcomes}
-        )
+        return json_answer("202 Accepted", {"accepted": len(batch), "outcomes": changes.outcomes})
+
+    def _events(self, environ: Environ, start: StartResponse) -> list[bytes]:
+        """The intake on a WSGI server: the same steps, waiting for the store."""
+        answer = self.refusal(environ)
+        if answer is None:
+            taken = self.take(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
+            if isinstance(taken, Batch):
+                try:
+                    answer = self._stored(taken, self.service.ingest_events(taken), None)
+                except Exception as exc:
+                    answer = self._stored(taken, Changes(), exc)
+            else:
+                answer = taken
+        status, headers, data = answer
+        start(status, headers)
+        return [data]
 
 
-def serve(app: CollectorApp, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
-    """Start serving in a daemon thread; returns the server (its real port: server_port)."""
-    return http_server.serve(app, host, port, "impactwatch-http")
+def serve(app: CollectorApp, host: str, port: int) -> tuple[CollectorServer, threading.Thread]:
+    """Serve `app` on its event-loop server (intake_server.py) in a daemon thread; returns
+    the server (its real port: server_port)."""
+    server = CollectorServer(app, host, port)
+    thread = threading.Thread(target=server.serve_forever, name=server.thread_name, daemon=True)
+    thread.start()
+    return server, thread

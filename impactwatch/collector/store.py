@@ -4,7 +4,8 @@ SQLite file by default, PostgreSQL by URL (SQLAlchemy Core). Both sources write 
 `ingest` merges what is new, tells which facts are seen for the first time (so metrics observe
 them once), and saves the poller's watermarks in the same transaction, so a restart neither
 recounts nor misses anything. Ingests that arrive while another is being written are written
-together in one transaction (group commit, `writer.py`); each returns once that has committed.
+together in one transaction by one writer thread (group commit, `writer.py`); each is done once
+that has committed. The write path runs statements compiled once (`state_writes.py`).
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ class Store:
         )
 
     def close(self) -> None:
-        """Give back the write path's connection and close the pool."""
+        """Write what is queued, give back the write path's connection, close the pool."""
+        self.writer.close()
         with self._lock:
             if self._raw is not None:
                 self._raw.close()
@@ -160,6 +162,43 @@ class Store:
         job = _Job(batch, watermarks, breaches)
         self.writer.submit(job)
         return job.changes
+
+    def ingest_nowait(
+        self, batch: Batch, done: Callable[[Changes, BaseException | None], None]
+    ) -> None:
+        """`ingest` without waiting: `done(changes, error or None)` is called on the writer
+        thread once the group holding `batch` has committed or failed."""
+        job = _Job(batch, None, None)
+        self.writer.submit_nowait(job, lambda error: done(job.changes, error))
+
+    def ingest_now(self, batches: list[Batch]) -> list[Changes | BaseException]:
+        """Ingests written in the calling thread, now, in groups of up to the writer's
+        `max_items` events: each one's changes, or its error. For the intake's event loop when
+        writes are quick (`writes_in_caller`)."""
+        out: list[Changes | BaseException] = []
+        group: list[_Job] = []
+        events = 0
+        for batch in [*batches, None]:
+            size = len(batch) if batch is not None else 0
+            if group and (batch is None or events + size > self.writer.max_items):
+                try:
+                    errors = self._write_group(group)
+                except Exception as exc:
+                    errors = [exc] * len(group)
+                self.writer.count(len(group))
+                out += [j.changes if e is None else e for j, e in zip(group, errors, strict=True)]
+                group, events = [], 0
+            if batch is not None:
+                group.append(_Job(batch, None, None))
+                events += size
+        return out
+
+    @property
+    def writes_in_caller(self) -> bool:
+        """A group write is a fraction of a millisecond of this process's CPU (SQLite): the
+        intake's event loop writes its groups itself, no thread hand-off. PostgreSQL writes
+        wait for round trips and the WAL flush: they go to the writer thread."""
+        return self.engine.dialect.name == "sqlite"
 
     def save_breaches(self, breaches: Mapping[str, float]) -> None:
         if breaches:
@@ -244,20 +283,16 @@ class Store:
         if any(tries):
             keys = {t.key for batch in tries for t in batch}
             known = {
-                row.k: (_try_from_row(row), row.observed)
-                for row in sql.tries_by_key(cursor, keys)
+                row.k: (_try_from_row(row), row.observed) for row in sql.tries_by_key(cursor, keys)
             }
             dirty = merge_tries(known, tries, changes)
             if dirty:
-                sql.upsert_tries.executemany(
-                    cursor, [sql.try_row(t, o) for t, o in dirty.values()]
-                )
+                sql.upsert_tries.executemany(cursor, [sql.try_row(t, o) for t, o in dirty.values()])
         runs = [job.batch.dag_runs for job in jobs]
         if any(runs):
             keys = {r.key for batch in runs for r in batch}
             known_runs = {
-                row.k: (_run_from_row(row), row.observed)
-                for row in sql.runs_by_key(cursor, keys)
+                row.k: (_run_from_row(row), row.observed) for row in sql.runs_by_key(cursor, keys)
             }
             dirty_runs, finished = merge_runs(known_runs, runs, changes)
             if dirty_runs:
@@ -276,9 +311,7 @@ class Store:
             stamps = {row.k: row.timestamp for row in sql.asset_times(cursor, keys)}
             new = merge_assets(stamps, assets, changes)
             if new:
-                sql.upsert_assets.executemany(
-                    cursor, [sql.asset_row(k, a) for k, a in new.items()]
-                )
+                sql.upsert_assets.executemany(cursor, [sql.asset_row(k, a) for k, a in new.items()])
         watermarks: dict[str, str] = {}
         breaches: dict[str, float] = {}
         for job in jobs:  # later jobs win

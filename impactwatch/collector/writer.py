@@ -1,38 +1,44 @@
 """Group commit: writes that arrive while one is in progress go to the database together.
 
-Each caller hands in a job and blocks until the transaction holding it has committed (or
-failed), so a caller that returns normally knows its job is stored. A caller that finds no
-write in progress writes its job at once (no latency added when there is nothing to group);
-jobs that arrive meanwhile wait, and when that write ends the oldest of their callers writes
-all of them (up to `max_items`) in one call, in its own thread: no writer thread to hand off to.
+One writer thread writes jobs in arrival order. A job submitted while it is idle is written at
+once; jobs that arrive during a write wait, and the next write takes all of them (up to
+`max_items`) in one call. A caller either blocks until the transaction holding its job has
+committed or failed (`submit`: the poller), or hands in a callback run by the writer thread
+when it has (`submit_nowait`: the intake's event loop, which must not block). Either way a
+caller told "done" knows its job is stored.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
 
 J = TypeVar("J")
 
 # What one group write is told: the jobs, in arrival order. It returns one error (or None) per
 # job; raising fails every job of the group with that error.
 WriteGroup = Callable[[list[J]], Sequence[BaseException | None]]
+# Told when a job's group has been written: None, or the error the job failed with.
+Done = Callable[[BaseException | None], None]
 
 
 class _Ticket(Generic[J]):
-    __slots__ = ("done", "error", "job", "size", "wake")
+    __slots__ = ("done", "job", "size")
 
-    def __init__(self, job: J, size: int) -> None:
+    def __init__(self, job: J, size: int, done: Done) -> None:
         self.job = job
         self.size = size
-        self.done = False
-        self.error: BaseException | None = None
-        self.wake = threading.Event()  # set when done, or when it is this caller's turn to write
+        self.done = done
 
 
 class GroupCommit(Generic[J]):
-    """Combine concurrent `submit`s into group writes; `enabled=False` writes one job a call."""
+    """Combine concurrent submissions into group writes; `enabled=False` writes one job a
+    call. The writer thread starts with the first job and ends with `close`."""
 
     def __init__(
         self,
@@ -41,71 +47,101 @@ class GroupCommit(Generic[J]):
         size: Callable[[J], int] = lambda _job: 1,
         max_items: int = 10_000,
         enabled: bool = True,
+        name: str = "impactwatch-writer",
     ) -> None:
         self._write = write
         self._size = size
         self.max_items = max_items
         self.enabled = enabled
-        self._lock = threading.Lock()
-        self._queue: list[_Ticket[J]] = []
-        self._busy = False  # a group is being written, or the next writer has been woken
+        self._name = name
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[_Ticket[J]] = deque()
+        self._busy = False  # a group is being written
+        self._closed = False
+        self._thread: threading.Thread | None = None
         self.groups = 0  # group writes so far, and the jobs they held (jobs / groups: mean size)
         self.jobs = 0
 
     def submit(self, job: J) -> None:
         """Return once `job` is written; raise what its group's write raised."""
-        ticket = _Ticket(job, self._size(job))
-        with self._lock:
-            self._queue.append(ticket)
-            lead, self._busy = not self._busy, True
-        if not lead:
-            ticket.wake.wait()
-        if not ticket.done:  # this caller writes the next group: its ticket first in the queue
-            self._lead()
-        if ticket.error is not None:
-            raise ticket.error
+        written = threading.Event()
+        outcome: list[BaseException | None] = []
 
-    def _lead(self) -> None:
-        """Write the oldest queued jobs as one group, then wake their callers and the next
-        writer (each woken thread is one that has something to do: no thundering herd)."""
-        with self._lock:
-            group = self._take()
-        errors: list[BaseException | None] = []
-        try:
-            errors = self._run(group)
-        finally:
-            if len(errors) != len(group):  # interrupted: nobody may think it stored
-                errors = [RuntimeError("group write interrupted")] * len(group)
-            with self._lock:
-                for t, error in zip(group, errors, strict=True):
-                    t.done, t.error = True, error
+        def done(error: BaseException | None) -> None:
+            outcome.append(error)
+            written.set()
+
+        self.submit_nowait(job, done)
+        written.wait()
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def submit_nowait(self, job: J, done: Done) -> None:
+        """Queue `job`; the writer thread calls `done(error or None)` once its group is
+        written. `done` must be quick and must not submit (it runs on the writer thread)."""
+        ticket = _Ticket(job, self._size(job), done)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the state DB writer is closed")
+            self._queue.append(ticket)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def count(self, jobs: int) -> None:
+        """Count a group written by its caller, outside this writer."""
+        with self._cond:
+            self.groups += 1
+            self.jobs += jobs
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the writer thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                group = self._take()
+                self._busy = True
+            errors = self._written(group)
+            with self._cond:
+                self._busy = False
                 self.groups += 1
                 self.jobs += len(group)
-                following = self._queue[0] if self._queue else None
-                self._busy = following is not None
-            for t in group:
-                t.wake.set()
-            if following is not None:
-                following.wake.set()
+            for ticket, error in zip(group, errors, strict=True):
+                try:
+                    ticket.done(error)
+                except Exception:  # a caller's bug must not stop the writer
+                    log.exception("a group commit callback failed")
 
     def _take(self) -> list[_Ticket[J]]:
         """The oldest queued jobs up to `max_items` (always at least one)."""
         if not self.enabled:
-            return [self._queue.pop(0)]
-        total, n = 0, 0
-        for t in self._queue:
-            if n and total + t.size > self.max_items:
+            return [self._queue.popleft()]
+        group: list[_Ticket[J]] = []
+        total = 0
+        while self._queue:
+            size = self._queue[0].size
+            if group and total + size > self.max_items:
                 break
-            total += t.size
-            n += 1
-        group = self._queue[:n]
-        del self._queue[:n]
+            total += size
+            group.append(self._queue.popleft())
         return group
 
-    def _run(self, group: list[_Ticket[J]]) -> list[BaseException | None]:
+    def _written(self, group: list[_Ticket[J]]) -> list[BaseException | None]:
         try:
             errors = list(self._write([t.job for t in group]))
-        except BaseException as exc:  # handed to every caller of the group, re-raised there
+        except BaseException as exc:  # handed to every caller of the group, raised there
             return [exc] * len(group)
         if len(errors) != len(group):
             bug = RuntimeError(f"group write returned {len(errors)} results for {len(group)}")
