@@ -6,7 +6,6 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -172,24 +171,6 @@ def test_the_server_refuses_malformed_heads_and_honours_expect_continue(
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"accepted": 1, "outcomes": {"new": 1}}
     assert raw(port, b"HEAD /healthz HTTP/1.1\r\n\r\n").endswith(b"\r\n\r\n")  # head, no body
     assert "s3://x/continue" in service.store.summary().asset_updates
-
-
-def test_the_server_reuses_its_threads(collector: tuple[CollectorService, str]) -> None:
-    _service, base = collector
-    mine = f"impactwatch-http-{base.rsplit(':', 1)[1]}"
-    workers = lambda: sum(t.name == mine for t in threading.enumerate())  # noqa: E731
-    for _ in range(40):
-        assert call(f"{base}/healthz")[0] == 200
-    assert workers() <= 2  # one at a time: the same thread, not forty
-    threads = [
-        threading.Thread(target=lambda: [call(f"{base}/healthz") for _ in range(10)])
-        for _ in range(6)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert 1 <= workers() <= 8
 
 
 def test_without_a_token_the_intake_is_closed(airflow_sqlite_url: str, tmp_path: Path) -> None:

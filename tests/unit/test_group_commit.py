@@ -123,6 +123,115 @@ def test_groups_are_capped_and_can_be_switched_off() -> None:
         assert out == dict.fromkeys("abcd", "ok")
 
 
+class Outcomes:
+    """`submit_nowait` callbacks: what each job was told, and on which thread."""
+
+    def __init__(self) -> None:
+        self.told: dict[str, tuple[BaseException | None, str]] = {}
+
+    def done(self, job: str) -> Callable[[BaseException | None], None]:
+        def record(error: BaseException | None) -> None:
+            self.told[job] = (error, threading.current_thread().name)
+
+        return record
+
+
+def test_submit_nowait_tells_each_job_its_outcome_on_the_writer_thread() -> None:
+    def write(jobs: list[str]) -> list[BaseException | None]:
+        return [ValueError(job) if job.startswith("bad") else None for job in jobs]
+
+    writer: GroupCommit[str] = GroupCommit(write, name="test-writer")
+    outcomes = Outcomes()
+    for job in ("a", "bad-b", "c"):
+        writer.submit_nowait(job, outcomes.done(job))
+    wait_for(lambda: len(outcomes.told) == 3, "three callbacks")
+    assert {job: (type(e).__name__, name) for job, (e, name) in outcomes.told.items()} == {
+        "a": ("NoneType", "test-writer"),
+        "bad-b": ("ValueError", "test-writer"),
+        "c": ("NoneType", "test-writer"),
+    }
+    assert str(outcomes.told["bad-b"][0]) == "bad-b"
+    writer.close()
+
+
+def test_a_raising_group_write_is_told_to_every_callback_of_the_group() -> None:
+    write = Recorder(fail_on="b")
+    writer: GroupCommit[str] = GroupCommit(write)
+    outcomes = Outcomes()
+    writer.submit_nowait("a", outcomes.done("a"))
+    wait_for(lambda: writer._busy, "the first write")
+    for job in ("b", "c"):
+        writer.submit_nowait(job, outcomes.done(job))
+    queued(writer, 2)
+    write.gate.set()
+    wait_for(lambda: len(outcomes.told) == 3, "three callbacks")
+    assert outcomes.told["a"][0] is None
+    error_b, error_c = outcomes.told["b"][0], outcomes.told["c"][0]
+    assert isinstance(error_b, RuntimeError) and error_b is error_c
+    writer.close()
+
+
+def test_close_writes_what_is_queued_then_refuses_more() -> None:
+    write = Recorder()
+    writer: GroupCommit[str] = GroupCommit(write)
+    outcomes = Outcomes()
+    writer.submit_nowait("a", outcomes.done("a"))
+    wait_for(lambda: writer._busy, "the first write")
+    for job in ("b", "c"):
+        writer.submit_nowait(job, outcomes.done(job))
+    queued(writer, 2)
+    closer = threading.Thread(target=writer.close)
+    closer.start()
+    wait_for(lambda: writer._closed, "close to begin")
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.submit_nowait("late", outcomes.done("late"))
+    assert closer.is_alive()  # waiting for the queued jobs
+    write.gate.set()
+    closer.join(10)
+    assert not closer.is_alive()
+    assert write.groups == [["a"], ["b", "c"]]  # all written before close returned
+    assert {job: error for job, (error, _) in outcomes.told.items()} == dict.fromkeys("abc")
+    assert writer._thread is not None and not writer._thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.submit("later")
+    writer.close()  # twice: nothing to do
+
+
+def test_close_before_any_job_returns_at_once() -> None:
+    writer: GroupCommit[str] = GroupCommit(Recorder())
+    started = time.monotonic()
+    writer.close()
+    assert time.monotonic() - started < 1 and writer._thread is None
+    with pytest.raises(RuntimeError):
+        writer.submit("a")
+
+
+def test_a_raising_callback_is_logged_and_the_writer_carries_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    write = Recorder()
+    write.gate.set()
+    writer: GroupCommit[str] = GroupCommit(write)
+
+    def broken(error: BaseException | None) -> None:
+        raise KeyError("a caller's bug")
+
+    with caplog.at_level("ERROR", logger="impactwatch.collector.writer"):
+        writer.submit_nowait("a", broken)
+        writer.submit("b")  # written: the writer survived the callback
+    assert write.committed == {"a", "b"}
+    assert "a group commit callback failed" in caplog.text
+    writer.close()
+
+
+def test_count_adds_a_group_written_outside_the_writer() -> None:
+    writer: GroupCommit[str] = GroupCommit(Recorder())
+    writer.count(3)
+    writer.count(1)
+    assert (writer.groups, writer.jobs) == (2, 4)
+    assert writer._thread is None  # no writer thread for that
+
+
 # --- the store's group writes ---------------------------------------------------------------
 def task(state: str, **kw: object) -> TaskTry:
     return TaskTry("etl", "r1", "load", -1, 1, state, **kw)  # type: ignore[arg-type]

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from impactwatch.collector.events import ASSET_KEY_MAX, AssetUpdate, Batch, DagRun, TaskTry
+from impactwatch.collector.merge import Changes
 from impactwatch.collector.state_schema import asset_update_t
 from impactwatch.collector.store import Store, make_engine
 
@@ -151,3 +153,78 @@ def test_the_longest_ids_make_a_key_that_fits_the_column() -> None:
 
 
 FIELDS = ("uri", "timestamp", "dag_id", "task_id", "run_id", "map_index")
+
+
+# --- ingest_now: groups written in the caller (the intake's event loop on SQLite) -----------------
+def assets(*uris: str) -> Batch:
+    return Batch(assets=[AssetUpdate(uri, 1000.0) for uri in uris])
+
+
+def changes_of(got: list[Changes | BaseException]) -> list[Changes]:
+    assert all(isinstance(c, Changes) for c in got), got
+    return [c for c in got if isinstance(c, Changes)]
+
+
+def test_ingest_now_writes_groups_of_at_most_max_items_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_at(tmp_path)
+    store.writer.max_items = 3
+    sizes: list[list[int]] = []
+    write_group = store._write_group
+
+    def recording(jobs: list) -> list:
+        sizes.append([len(job.batch) for job in jobs])
+        return write_group(jobs)
+
+    monkeypatch.setattr(store, "_write_group", recording)
+    batches = [
+        assets("s3://a"),
+        assets("s3://b", "s3://c"),
+        assets("s3://d"),
+        assets("s3://e", "s3://f", "s3://g", "s3://h"),  # over max_items: a group of its own
+        assets("s3://a", "s3://i"),  # s3://a again, as in the first group
+        assets("s3://j"),
+    ]
+    before = (store.writer.groups, store.writer.jobs)
+    got = store.ingest_now(batches)
+    assert sizes == [[1, 2], [1], [4], [2, 1]]
+    assert (store.writer.groups, store.writer.jobs) == (before[0] + 4, before[1] + 6)
+    assert store.writer._thread is None  # written here, not on the writer thread
+    assert [c.outcomes for c in changes_of(got)] == [
+        {"new": 1},
+        {"new": 2},
+        {"new": 1},
+        {"new": 4},
+        {"duplicate": 1, "new": 1},
+        {"new": 1},
+    ]
+    assert [a.uri for a in changes_of(got)[1].assets] == ["s3://b", "s3://c"]
+    assert len(store.summary().asset_updates) == 10
+
+
+def test_ingest_now_fails_a_bad_batch_alone(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    no_time = Batch(assets=[AssetUpdate("s3://bad", None)])  # type: ignore[arg-type]
+    got = store.ingest_now([assets("s3://a"), no_time, assets("s3://b", "s3://c")])
+    assert (store.writer.groups, store.writer.jobs) == (1, 3)  # one group, written again alone
+    assert isinstance(got[1], IntegrityError)
+    first, last = changes_of([got[0], got[2]])
+    assert first.outcomes == {"new": 1} and last.outcomes == {"new": 2}
+    assert sorted(store.summary().asset_updates) == ["s3://a", "s3://b", "s3://c"]
+    assert [c.outcomes for c in changes_of(store.ingest_now([assets("s3://d")]))] == [{"new": 1}]
+
+
+def test_ingest_now_returns_a_failed_groups_error_for_each_of_its_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_at(tmp_path)
+    down = OperationalError("INSERT ...", None, Exception("disk I/O error"))
+
+    def failing(jobs: list) -> list:
+        raise down
+
+    monkeypatch.setattr(store, "_commit", failing)
+    assert store.ingest_now([assets("s3://a"), assets("s3://b")]) == [down, down]
+    monkeypatch.undo()
+    assert [c.outcomes for c in changes_of(store.ingest_now([assets("s3://a")]))] == [{"new": 1}]
