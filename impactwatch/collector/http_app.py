@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -75,8 +75,8 @@ class CollectorApp:
         )
 
     def _refused(self) -> None:
-        with self.service.state.lock:
-            self.service.state.self_stats.events[("listener", "rejected")] += 1
+        """Count a refused batch (from the event loop too: without waiting for the lock)."""
+        self.service.state.count_soon("listener", "rejected")
 
     # The intake in three steps, so an event loop can run it without blocking (intake_server.py)
     def refusal(self, environ: Environ) -> Answer | None:
@@ -117,27 +117,19 @@ class CollectorApp:
             self._refused()
             return json_answer("400 Bad Request", {"error": str(exc)})
 
-    def submit(self, batch: Batch, answer: Callable[[Answer], None]) -> None:
-        """Store `batch` without waiting; `answer(202 or 503)` is called from the writer
-        thread once its group has committed or failed."""
+    async def store(self, batches: list[Batch]) -> list[Answer]:
+        """Store batches from the intake's event loop, as groups; their answers (202 or 503)."""
+        results = await self.service.ingest_events_in_loop(batches)
+        return [
+            self.failed(batch, got)
+            if isinstance(got, BaseException)
+            else self._stored(batch, got, None)
+            for batch, got in zip(batches, results, strict=True)
+        ]
 
-        def done(changes: Changes, error: BaseException | None) -> None:
-            answer(self._stored(batch, changes, error))
-
-        try:
-            self.service.ingest_events_nowait(batch, done)
-        except Exception as exc:  # the writer is closed: the collector is stopping
-            answer(self._stored(batch, Changes(), exc))
-
-    def store_now(self, batches: list[Batch]) -> list[Answer]:
-        """Store several batches as one group in the calling thread; their answers."""
-        out = []
-        for batch, got in zip(batches, self.service.ingest_events_now(batches), strict=True):
-            if isinstance(got, BaseException):
-                out.append(self._stored(batch, Changes(), got))
-            else:
-                out.append(self._stored(batch, got, None))
-        return out
+    def failed(self, batch: Batch, error: BaseException) -> Answer:
+        """The answer to a batch whose write failed (503)."""
+        return self._stored(batch, Changes(), error)
 
     def _stored(self, batch: Batch, changes: Changes, error: BaseException | None) -> Answer:
         if error is not None:
@@ -156,7 +148,7 @@ class CollectorApp:
                 try:
                     answer = self._stored(taken, self.service.ingest_events(taken), None)
                 except Exception as exc:
-                    answer = self._stored(taken, Changes(), exc)
+                    answer = self.failed(taken, exc)
             else:
                 answer = taken
         status, headers, data = answer

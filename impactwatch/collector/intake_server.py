@@ -81,8 +81,8 @@ class CollectorServer:
         self.workers = ThreadPoolExecutor(workers, thread_name_prefix=self.thread_name)
         self.loop = asyncio.new_event_loop()
         self.exchanges: set[_Exchange] = set()
-        self.write_in_loop = app.service.store.writes_in_caller
-        self.pending: list[tuple[Batch, _Exchange]] = []  # parsed, to be written in the loop
+        self.pending: list[tuple[Batch, _Exchange]] = []  # parsed, waiting for the next write
+        self._wake = asyncio.Event()
         self._stopped = threading.Event()
         self._closed = False
 
@@ -90,27 +90,43 @@ class CollectorServer:
         loop = self.loop
         asyncio.set_event_loop(loop)
         server: asyncio.Server | None = None
+        writer: asyncio.Task[None] | None = None
         try:
             if not self._closed:
                 server = loop.run_until_complete(
                     loop.create_server(lambda: _Exchange(self), sock=self.socket, backlog=512)
                 )
+                writer = loop.create_task(self._write_forever())
                 loop.run_forever()
+        except RuntimeError:  # stopped before it ran (shutdown raced the start)
+            pass
         finally:
             if server is not None:
                 server.close()
+            if writer is not None:
+                writer.cancel()
             for exchange in list(self.exchanges):
                 exchange.abort()
-            loop.run_until_complete(asyncio.sleep(0))  # let the transports close
+            # the transports close, and the store's loop connection, before the loop does
+            _settle(loop, self.app.service.store.close_in_loop())
             loop.close()
             self._stopped.set()
 
-    def write_pending(self) -> None:
-        """Write the batches parsed since the last write as one group, and answer them."""
-        pending, self.pending = self.pending, []
-        answers = self.app.store_now([batch for batch, _ in pending])
-        for (_, exchange), answer in zip(pending, answers, strict=True):
-            exchange._answer(answer)
+    async def _write_forever(self) -> None:
+        """Write what was parsed as groups, one write at a time; what arrives during a write
+        goes in the next one."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.pending:
+                pending, self.pending = self.pending, []
+                try:
+                    answers = await self.app.store([batch for batch, _ in pending])
+                except Exception as exc:  # a bug: answer, never leave a client hanging
+                    log.exception("intake write failed")
+                    answers = [self.app.failed(batch, exc) for batch, _ in pending]
+                for (_, exchange), answer in zip(pending, answers, strict=True):
+                    exchange._answer(answer)
 
     def shutdown(self) -> None:
         """Stop serving (open connections are dropped) and wait for the loop to end."""
@@ -203,14 +219,14 @@ class _Exchange(asyncio.Protocol):
         self.intake = environ["PATH_INFO"] == INTAKE and environ["REQUEST_METHOD"] == "POST"
         if self.intake:
             refusal = self.app.refusal(environ)
-            if refusal is not None:
-                self._answer(refusal, drain=True)
-                if self.state == _DRAIN and rest:
-                    self.data_received(rest)
-                return
         elif self.left > OTHER_BODY_MAX:
-            answer = ("413 Content Too Large", [("Content-Type", "text/plain")], b"body too large")
-            self._answer(answer, drain=True)
+            refusal = ("413 Content Too Large", [("Content-Type", "text/plain")], b"body too large")
+        else:
+            refusal = None
+        if refusal is not None:
+            self._answer(refusal, drain=True)
+            if self.state == _DRAIN and rest:
+                self.data_received(rest)
             return
         if self.left and not rest and environ.get("HTTP_EXPECT", "").lower() == "100-continue":
             self.transport.write(CONTINUE)
@@ -244,18 +260,8 @@ class _Exchange(asyncio.Protocol):
         if not isinstance(taken, Batch):
             self._answer(taken)
             return
-        server = self.server
-        if server.write_in_loop:  # with the others parsed in this turn of the loop, next turn
-            server.pending.append((taken, self))
-            if len(server.pending) == 1:
-                self.loop.call_soon(server.write_pending)
-            return
-        self.app.submit(taken, self._stored)
-
-    def _stored(self, answer: Answer) -> None:
-        """From the store's writer thread."""
-        with contextlib.suppress(RuntimeError):  # the loop has closed: the server stopped
-            self.loop.call_soon_threadsafe(self._answer, answer)
+        self.server.pending.append((taken, self))
+        self.server._wake.set()
 
     def _answered(self, work: asyncio.Future[Answer]) -> None:
         self._answer(work.result())
@@ -296,3 +302,17 @@ class _Exchange(asyncio.Protocol):
             return
         wait = self.server.timeout - idle if self.state != _WORKING else self.server.timeout
         self.timer = self.loop.call_later(max(wait, 0.05), self._expire)
+
+
+def _settle(loop: asyncio.AbstractEventLoop, coro: Any) -> None:
+    """Run `coro` to its end on a loop that may still hold a stop request."""
+    task = loop.create_task(coro)
+    for _ in range(3):
+        try:
+            loop.run_until_complete(task)
+            return
+        except RuntimeError:  # "Event loop stopped before Future completed": run again
+            continue
+        except Exception:
+            log.exception("closing the intake server")
+            return

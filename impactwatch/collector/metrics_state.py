@@ -7,9 +7,10 @@ severity ladder and returns the breach keys to persist, so a restart never count
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict, deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -19,6 +20,8 @@ from impactwatch.collector.cost import ZERO, Pricing
 from impactwatch.collector.cost_tracking import CostTracker
 from impactwatch.collector.deadlines import next_unmet_deadline
 from impactwatch.collector.store import Changes, Summary
+
+log = logging.getLogger(__name__)
 
 XCOM_WINDOW = 86400.0
 FUTURE_TOLERANCE = 300.0  # a timestamp further ahead than this is clock skew: clamp to now
@@ -79,9 +82,44 @@ class SelfStats:
     stale: bool = True
 
 
+class DrainingLock:
+    """The metrics state's lock: re-entrant, and whoever takes it first runs the observations
+    handed in without waiting (`MetricsState.apply_soon`), oldest first, before reading or
+    changing anything else. So the intake's event loop never waits for a scrape that holds the
+    lock while it renders, and a scrape still sees every event answered before it began."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0  # changed only by the holder
+        self.pending: deque[Callable[[], None]] = deque()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self._depth += 1
+        if self._depth == 1:
+            while self.pending:
+                try:
+                    self.pending.popleft()()
+                except Exception:  # one bad observation must not wedge the lock
+                    log.exception("could not observe an intake request")
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        self._lock.release()
+
+    def __enter__(self) -> DrainingLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class MetricsState:
     def __init__(self, catalog: Catalog) -> None:
-        self.lock = threading.RLock()
+        self.lock = DrainingLock()
         self.catalog = catalog
         self.dags: dict[str, DagInfo] = {}
         self.last_success: dict[str, float] = {}
@@ -198,6 +236,25 @@ class MetricsState:
     # --- facts ------------------------------------------------------------------------------
     def team(self, dag_id: str) -> str:
         return self.catalog.team_of_pipeline(dag_id)
+
+    def apply_soon(self, changes: Changes, source: str, now: float) -> None:
+        """`apply`, without waiting for the lock: now if it is free, else by its next holder
+        (before that one reads anything). For the intake's event loop."""
+        self.lock.pending.append(lambda: self.apply(changes, source, now))
+        self._try_drain()
+
+    def count_soon(self, source: str, outcome: str, n: int = 1) -> None:
+        """Count events in `self_stats` as `apply_soon` observes them (e.g. refused ones)."""
+
+        def count() -> None:
+            self.self_stats.events[(source, outcome)] += n
+
+        self.lock.pending.append(count)
+        self._try_drain()
+
+    def _try_drain(self) -> None:
+        if self.lock.acquire(blocking=False):
+            self.lock.release()
 
     def apply(self, changes: Changes, source: str, now: float) -> None:
         """Observe what the store saw for the first time."""

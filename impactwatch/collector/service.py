@@ -221,28 +221,16 @@ class CollectorService:
         self.state.apply(changes, "listener", self.clock())
         return changes
 
-    def ingest_events_now(self, batches: list[Batch]) -> list[Changes | BaseException]:
-        """Several intake requests stored as one group in the calling thread, and observed."""
-        results = self.store.ingest_now(batches)
+    async def ingest_events_in_loop(self, batches: list[Batch]) -> list[Changes | BaseException]:
+        """Several intake requests stored as groups from the intake's event loop
+        (`Store.ingest_in_loop`), then observed without waiting for the metrics lock (a scrape
+        holds it while it renders): each one's changes, or its error."""
+        results = await self.store.ingest_in_loop(batches)
         now = self.clock()
         for changes in results:
             if isinstance(changes, Changes):
-                self.state.apply(changes, "listener", now)
+                self.state.apply_soon(changes, "listener", now)
         return results
-
-    def ingest_events_nowait(
-        self, batch: Batch, done: Callable[[Changes, BaseException | None], None]
-    ) -> None:
-        """`ingest_events` without waiting: `done(changes, error or None)` on the writer thread
-        once stored and observed (the metrics lock is taken there, never in the intake's
-        event loop: a scrape holds it while it renders)."""
-
-        def stored(changes: Changes, error: BaseException | None) -> None:
-            if error is None:
-                self.state.apply(changes, "listener", self.clock())
-            done(changes, error)
-
-        self.store.ingest_nowait(batch, stored)
 
     def backoff(self) -> float:
         if not self._failures:

@@ -10,6 +10,7 @@ that has committed. The write path runs statements compiled once (`state_writes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,12 +26,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from impactwatch.collector.cost import Pricing
 from impactwatch.collector.cost_history import DagHistory, load_cost_history
 from impactwatch.collector.cost_tracking import COST_HISTORY_RUNS
 from impactwatch.collector.events import Batch, DagRun, TaskTry
+from impactwatch.collector.loop_connection import LoopConnection
 from impactwatch.collector.merge import Changes, merge_assets, merge_runs, merge_tries
 from impactwatch.collector.state_schema import (
     add_missing_columns,
@@ -109,6 +111,14 @@ def _chunks(items: list[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
         yield items[i : i + size]
 
 
+class _Link:
+    """One connection of the write path, opened when first needed (and again after it died)."""
+
+    def __init__(self, open_: Callable[[], Any]) -> None:
+        self.open = open_
+        self.raw: Any = None  # a pooled DBAPI connection, or a LoopConnection
+
+
 @dataclass
 class _Job:
     """One `ingest` call, as the group writer sees it."""
@@ -131,19 +141,28 @@ class Store:
         metadata.create_all(engine)
         add_missing_columns(engine)
         self._sql = StateWrites(engine.dialect)
-        self._raw: PoolProxiedConnection | None = None  # the write path's own connection
+        self._link = _Link(engine.raw_connection)  # the write path's own connection
+        self._loop_link: _Link | None = None  # the intake loop's (PostgreSQL), on first use
         self.writer: GroupCommit[_Job] = GroupCommit(
             self._write_group, size=lambda job: len(job.batch) or 1, enabled=group_commit
         )
 
     def close(self) -> None:
-        """Write what is queued, give back the write path's connection, close the pool."""
+        """Write what is queued, give back the write path's connection, close the pool. (The
+        intake loop's connection is closed by the loop: `close_in_loop`.)"""
         self.writer.close()
         with self._lock:
-            if self._raw is not None:
-                self._raw.close()
-                self._raw = None
+            if self._link.raw is not None:
+                self._link.raw.close()
+                self._link.raw = None
         self.engine.dispose()
+
+    async def close_in_loop(self) -> None:
+        """Close the intake loop's connection, on that loop."""
+        link, self._loop_link = self._loop_link, None
+        if link is not None and link.raw is not None:
+            with contextlib.suppress(Exception):
+                await link.raw.dbapi_connection.close()
 
     # --- watermarks -------------------------------------------------------------------------
     def watermarks(self) -> dict[str, str]:
@@ -163,18 +182,28 @@ class Store:
         self.writer.submit(job)
         return job.changes
 
-    def ingest_nowait(
-        self, batch: Batch, done: Callable[[Changes, BaseException | None], None]
-    ) -> None:
-        """`ingest` without waiting: `done(changes, error or None)` is called on the writer
-        thread once the group holding `batch` has committed or failed."""
-        job = _Job(batch, None, None)
-        self.writer.submit_nowait(job, lambda error: done(job.changes, error))
-
     def ingest_now(self, batches: list[Batch]) -> list[Changes | BaseException]:
         """Ingests written in the calling thread, now, in groups of up to the writer's
-        `max_items` events: each one's changes, or its error. For the intake's event loop when
-        writes are quick (`writes_in_caller`)."""
+        `max_items` events: each one's changes, or its error."""
+        return self._ingest_groups(batches, self._link)
+
+    async def ingest_in_loop(self, batches: list[Batch]) -> list[Changes | BaseException]:
+        """`ingest_now` for the intake's event loop (intake_server.py).
+
+        SQLite: written right here. A group write is a fraction of a millisecond of this
+        process's CPU, and a writer thread would cost more in GIL hand-offs than it saves.
+        PostgreSQL: the same code run in a greenlet, on the loop's own asyncio connection
+        (loop_connection.py). Each wait for PostgreSQL's answer lets the loop serve other
+        requests.
+        """
+        if self.engine.dialect.name == "sqlite":
+            return self.ingest_now(batches)
+        if self._loop_link is None:
+            _args, connect_args = self.engine.dialect.create_connect_args(self.engine.url)
+            self._loop_link = _Link(partial(LoopConnection.open, connect_args))
+        return await greenlet_spawn(self._ingest_groups, batches, self._loop_link)
+
+    def _ingest_groups(self, batches: list[Batch], link: _Link) -> list[Changes | BaseException]:
         out: list[Changes | BaseException] = []
         group: list[_Job] = []
         events = 0
@@ -182,7 +211,7 @@ class Store:
             size = len(batch) if batch is not None else 0
             if group and (batch is None or events + size > self.writer.max_items):
                 try:
-                    errors = self._write_group(group)
+                    errors = self._write_group(group, link)
                 except Exception as exc:
                     errors = [exc] * len(group)
                 self.writer.count(len(group))
@@ -193,34 +222,30 @@ class Store:
                 events += size
         return out
 
-    @property
-    def writes_in_caller(self) -> bool:
-        """A group write is a fraction of a millisecond of this process's CPU (SQLite): the
-        intake's event loop writes its groups itself, no thread hand-off. PostgreSQL writes
-        wait for round trips and the WAL flush: they go to the writer thread."""
-        return self.engine.dialect.name == "sqlite"
-
     def save_breaches(self, breaches: Mapping[str, float]) -> None:
         if breaches:
             self._transaction(lambda cursor: self._sql.save_breaches(cursor, breaches))
 
-    def _write_group(self, jobs: list[_Job]) -> list[BaseException | None]:
+    def _write_group(
+        self, jobs: list[_Job], link: _Link | None = None
+    ) -> list[BaseException | None]:
+        link = link or self._link
         try:
-            self._commit(jobs)
+            self._commit(jobs, link)
         except (IntegrityError, DataError):
             if len(jobs) == 1:
                 raise
-            return [self._alone(job) for job in jobs]  # one job's bad row fails only that job
+            return [self._alone(job, link) for job in jobs]  # a bad row fails only its job
         return [None] * len(jobs)
 
-    def _alone(self, job: _Job) -> BaseException | None:
+    def _alone(self, job: _Job, link: _Link) -> BaseException | None:
         try:
-            self._commit([job])
+            self._commit([job], link)
         except Exception as exc:
             return exc
         return None
 
-    def _commit(self, jobs: list[_Job]) -> None:
+    def _commit(self, jobs: list[_Job], link: _Link) -> None:
         """The group in one transaction (see `_transaction`)."""
         changes: list[Changes] = []
 
@@ -228,21 +253,25 @@ class Store:
             changes[:] = [Changes() for _ in jobs]  # afresh if written again
             self._merge_group(cursor, jobs, changes)
 
-        self._transaction(merge)
+        self._transaction(merge, link)
         for job, seen in zip(jobs, changes, strict=True):
             job.changes = seen
 
-    def _transaction(self, work: Callable[[Any], None]) -> None:
-        """`work(cursor)` and a commit, on the write path's own DBAPI connection (see
+    def _transaction(self, work: Callable[[Any], None], link: _Link | None = None) -> None:
+        """`work(cursor)` and a commit on one of the write path's own connections (see
         state_writes.py), one writer at a time. Again on a new connection if that one was dead
         (the DB restarted; it is not pinged before use): `work` must be safe to run twice, as
         ingest is. Driver errors are raised as SQLAlchemy's (IntegrityError, ...)."""
+        link = link or self._link
         dialect = self.engine.dialect
         for attempt in (1, 2):
             with self._lock:
-                if self._raw is None:
-                    self._raw = self.engine.raw_connection()
-                raw = self._raw
+                if link.raw is None:
+                    try:
+                        link.raw = link.open()
+                    except dialect.loaded_dbapi.Error as exc:  # SQLAlchemy's pool wraps its own
+                        raise wrap_error(exc, None, dialect, True) from exc
+                raw = link.raw
                 cursor = raw.cursor()
                 try:
                     work(cursor)
@@ -252,7 +281,7 @@ class Store:
                     dead = isinstance(exc, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
                         exc, raw.dbapi_connection, cursor
                     )
-                    self._abandon(raw, dead)
+                    self._abandon(link, dead)
                     if dead and attempt == 1:
                         continue
                     wrapped = wrap_error(exc, None, dialect, dead)
@@ -260,20 +289,23 @@ class Store:
                         raise
                     raise wrapped from exc
                 finally:
-                    cursor.close()
+                    with contextlib.suppress(Exception):
+                        cursor.close()
 
-    def _abandon(self, raw: PoolProxiedConnection, dead: bool) -> None:
+    def _abandon(self, link: _Link, dead: bool) -> None:
         """Roll back after a failed write. A dead connection is dropped with the pool's idle
         ones, dead as well after a restart (what SQLAlchemy does on a disconnect); one that
         cannot roll back is dropped alone."""
+        raw = link.raw
         if not dead:
             try:
                 raw.rollback()
                 return
             except Exception:
                 pass
-        raw.invalidate()
-        self._raw = None
+        with contextlib.suppress(Exception):
+            raw.invalidate()
+        link.raw = None
         if dead:
             self.engine.dispose()
 

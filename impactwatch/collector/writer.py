@@ -4,8 +4,8 @@ One writer thread writes jobs in arrival order. A job submitted while it is idle
 once; jobs that arrive during a write wait, and the next write takes all of them (up to
 `max_items`) in one call. A caller either blocks until the transaction holding its job has
 committed or failed (`submit`: the poller), or hands in a callback run by the writer thread
-when it has (`submit_nowait`: the intake's event loop, which must not block). Either way a
-caller told "done" knows its job is stored.
+when it has (`submit_nowait`). Either way a caller told "done" knows its job is stored.
+(The intake's event loop groups its own requests and writes them itself: intake_server.py.)
 """
 
 from __future__ import annotations

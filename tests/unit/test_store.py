@@ -173,9 +173,9 @@ def test_ingest_now_writes_groups_of_at_most_max_items_events(
     sizes: list[list[int]] = []
     write_group = store._write_group
 
-    def recording(jobs: list) -> list:
+    def recording(jobs: list, *link: object) -> list:
         sizes.append([len(job.batch) for job in jobs])
-        return write_group(jobs)
+        return write_group(jobs, *link)
 
     monkeypatch.setattr(store, "_write_group", recording)
     batches = [
@@ -221,7 +221,7 @@ def test_ingest_now_returns_a_failed_groups_error_for_each_of_its_batches(
     store = store_at(tmp_path)
     down = OperationalError("INSERT ...", None, Exception("disk I/O error"))
 
-    def failing(jobs: list) -> list:
+    def failing(*args: object) -> list:
         raise down
 
     monkeypatch.setattr(store, "_commit", failing)
