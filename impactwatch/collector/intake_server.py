@@ -53,6 +53,7 @@ PARSE_IN_LOOP = 64 * 1024  # larger bodies are parsed on a worker thread
 OTHER_BODY_MAX = 64 * 1024  # what a path other than the intake may be sent
 DRAIN_MAX = 1 << 20  # unread body bytes read off after an early answer, at most
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+WRITE_TIMEOUT = 30.0  # a PostgreSQL group write not done by then is abandoned (503s)
 
 _HEAD, _BODY, _WORKING, _DRAIN, _DONE = range(5)
 
@@ -121,7 +122,12 @@ class CollectorServer:
             while self.pending:
                 pending, self.pending = self.pending, []
                 try:
-                    answers = await self.app.store([batch for batch, _ in pending])
+                    answers = await asyncio.wait_for(
+                        self.app.store([batch for batch, _ in pending]), WRITE_TIMEOUT
+                    )
+                except TimeoutError as exc:  # a black-holed state DB: 503, a new connection
+                    log.warning("state DB: no answer within %.0f s, reconnecting", WRITE_TIMEOUT)
+                    answers = [self.app.failed(batch, exc) for batch, _ in pending]
                 except Exception as exc:  # a bug: answer, never leave a client hanging
                     log.exception("intake write failed")
                     answers = [self.app.failed(batch, exc) for batch, _ in pending]

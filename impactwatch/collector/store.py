@@ -10,6 +10,7 @@ that has committed. The write path runs statements compiled once (`state_writes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -137,7 +138,7 @@ class Store:
 
     def __init__(self, engine: Engine, *, group_commit: bool = True) -> None:
         self.engine = engine
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # one writer at a time; the loop takes it ahead
         metadata.create_all(engine)
         add_missing_columns(engine)
         self._sql = StateWrites(engine.dialect)
@@ -195,13 +196,30 @@ class Store:
         PostgreSQL: the same code run in a greenlet, on the loop's own asyncio connection
         (loop_connection.py). Each wait for PostgreSQL's answer lets the loop serve other
         requests.
+
+        The store's lock is taken without blocking the loop: while the poller writes, the loop
+        serves on. (The lock is re-entrant and the greenlet runs in the loop's thread: the
+        write's own `with self._lock` passes.)
         """
-        if self.engine.dialect.name == "sqlite":
-            return self.ingest_now(batches)
-        if self._loop_link is None:
-            _args, connect_args = self.engine.dialect.create_connect_args(self.engine.url)
-            self._loop_link = _Link(partial(LoopConnection.open, connect_args))
-        return await greenlet_spawn(self._ingest_groups, batches, self._loop_link)
+        while not self._lock.acquire(blocking=False):  # the poller is writing: wait, not block
+            await asyncio.sleep(0.002)
+        try:
+            if self.engine.dialect.name == "sqlite":
+                return self.ingest_now(batches)
+            if self._loop_link is None:
+                _args, connect_args = self.engine.dialect.create_connect_args(self.engine.url)
+                self._loop_link = _Link(partial(LoopConnection.open, connect_args))
+            link = self._loop_link
+            try:
+                return await greenlet_spawn(self._ingest_groups, batches, link)
+            except asyncio.CancelledError:  # timed out or stopping: its transaction is unknown
+                if link.raw is not None:
+                    with contextlib.suppress(Exception):
+                        link.raw.invalidate()
+                    link.raw = None
+                raise
+        finally:
+            self._lock.release()  # (re-entrant: the write in this thread took it again)
 
     def _ingest_groups(self, batches: list[Batch], link: _Link) -> list[Changes | BaseException]:
         out: list[Changes | BaseException] = []

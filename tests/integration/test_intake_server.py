@@ -1,7 +1,8 @@
 """The collector's event-loop HTTP server (impactwatch/collector/intake_server.py) on real
 sockets, in front of a real CollectorService: early answers, slow, silent and vanishing
-clients, the in-loop (SQLite) and writer-thread (PostgreSQL) write paths, a failing state DB,
-shutdown, and the threads it keeps.
+clients, the two write paths (SQLite in the loop, PostgreSQL in a greenlet on the loop's asyncio
+connection), a failing or hanging state DB, a poller holding the store's lock, shutdown, and the
+threads it keeps.
 
 No test here polls Airflow: the service's Airflow URL names a file that is never opened, so
 these tests do not wait for a populated Airflow DB.
@@ -9,6 +10,7 @@ these tests do not wait for a populated Airflow DB.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import struct
@@ -553,3 +555,58 @@ def test_a_scrape_holding_the_metrics_lock_does_not_hold_the_loop(
                 poster.join(10)
         assert [r.status for r in replies] == [202 if request_kind == "intake" else 401]
         assert took < 0.5, f"/healthz waited {took:.2f}s: the loop was held by the scrape"
+
+
+def test_a_poller_write_in_progress_delays_the_intake_but_not_the_loop(
+    any_service: CollectorService,
+) -> None:
+    """While another thread holds the store's lock (a poll cycle writing), /healthz is served
+    at once; the intake's 202 comes when the lock is released."""
+    with serving(any_service) as server:
+        port = server.server_port
+        assert post(port, events("s3://p/warm")).status == 202  # the loop connection is open
+        replies: list[Reply] = []
+        with any_service.store._lock:
+            writer = threading.Thread(target=lambda: replies.append(post(port, events("s3://p/1"))))
+            writer.start()
+            time.sleep(0.3)
+            began = time.monotonic()
+            assert get(port, "/healthz").status == 200
+            assert time.monotonic() - began < 0.5
+            assert replies == []  # waiting for the lock, not refused
+        writer.join(10)
+        assert [r.status for r in replies] == [202]
+    assert stored_assets(any_service) == 2
+
+
+def test_a_hanging_postgresql_write_is_abandoned_with_503s_and_the_next_one_reconnects(
+    postgresql_service: CollectorService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that gets no answer (a black-holed state DB) is given up after WRITE_TIMEOUT:
+    503 with Retry-After, its connection dropped; the next group opens a new one."""
+    from sqlalchemy.util.concurrency import await_
+
+    from impactwatch.collector import intake_server
+
+    store = postgresql_service.store
+    merge = store._merge_group
+
+    def hanging(*args: object) -> None:
+        await_(asyncio.sleep(30))  # inside the greenlet, like a read that never returns
+
+    monkeypatch.setattr(intake_server, "WRITE_TIMEOUT", 0.5)
+    with serving(postgresql_service) as server:
+        port = server.server_port
+        assert post(port, events("s3://h/warm")).status == 202
+        first = store._loop_link.raw if store._loop_link else None
+        assert first is not None
+        monkeypatch.setattr(store, "_merge_group", hanging)
+        began = time.monotonic()
+        reply = post(port, events("s3://h/1"))
+        assert reply.status == 503 and reply.headers.get("retry-after") == "5"
+        assert 0.4 < time.monotonic() - began < 5
+        assert get(port, "/healthz").status == 200
+        monkeypatch.setattr(store, "_merge_group", merge)
+        assert post(port, events("s3://h/2")).status == 202
+        assert store._loop_link.raw is not first  # a new connection
+    assert stored_assets(postgresql_service) == 2

@@ -207,3 +207,38 @@ def test_paused_pipelines_have_no_deadline_and_missed_airflow_deadlines_follow_t
     state.set_platform(missed_deadlines={"etl": [("d-1", T0 - 60)]})
     pending = state.evaluate(T0)
     assert "deadline|etl|af:d-1|critical" in pending
+
+
+def test_observations_handed_in_while_the_lock_is_held_wait_for_its_next_holder() -> None:
+    """The intake's loop never waits for a scrape holding the lock (apply_soon / count_soon);
+    whoever takes the lock next applies them first, so a reader sees every one."""
+    import threading
+
+    state = MetricsState(Catalog())
+    changes = Changes(outcomes={"new": 2}, assets=[AssetUpdate("s3://x/y", 100.0)])
+    held, release = threading.Event(), threading.Event()
+    seen_by_holder: list[object] = []
+
+    def scrape() -> None:
+        with state.lock:
+            held.set()
+            release.wait(10)
+            seen_by_holder.append(state.self_stats.events.get(("listener", "new")))
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    assert held.wait(10)
+    state.apply_soon(changes, "listener", 200.0)  # returns at once: the lock is taken
+    state.count_soon("listener", "rejected")
+    assert len(state.lock.pending) == 2
+    release.set()
+    scraper.join(10)
+    assert seen_by_holder == [None]  # handed in after it took the lock: not seen by it
+    with state.lock:  # the next holder applies them, oldest first, before reading
+        assert state.self_stats.events[("listener", "new")] == 2
+        assert state.self_stats.events[("listener", "rejected")] == 1
+        assert state.asset_updates["s3://x/y"] == 100.0
+    assert not state.lock.pending
+    state.apply_soon(Changes(outcomes={"duplicate": 1}), "listener", 200.0)  # lock free: now
+    assert not state.lock.pending
+    assert state.self_stats.events[("listener", "duplicate")] == 1
