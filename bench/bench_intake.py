@@ -483,7 +483,9 @@ def profile(state_db: str, shape: Shape, work: Path, requests: int = 200) -> str
     began = time.perf_counter()
     profiler.enable()
     for body in bodies:
-        service.ingest_events_now([parse_events(body)])
+        for changes in service.store.ingest_now([parse_events(body)]):
+            assert not isinstance(changes, BaseException), changes
+            service.state.apply(changes, "listener", time.time())
     profiler.disable()
     took = time.perf_counter() - began
     service.close()

@@ -89,6 +89,21 @@ def request_environ(
     return environ
 
 
+class ListeningServer:
+    """What this server and the collector's event loop (intake_server.py) share: the app, the
+    time a silent client is given, a socket bound on `host:port` when made (IPv6 if the host
+    has a colon; port 0: a free one, `server_port`), and the name of their threads."""
+
+    def __init__(self, app: Any, host: str, port: int, name: str, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.create_server((host, port), family=family, backlog=512)
+        self.server_address = self.socket.getsockname()
+        self.server_port: int = self.server_address[1]
+        self.thread_name = f"{name}-{self.server_port}"
+
+
 def answer_head(status: str, headers: list[tuple[str, str]], length: int) -> bytes:
     """The head of an answer of `length` body bytes, `Connection: close`."""
     if not any(k.lower() == "content-length" for k, _ in headers):
@@ -176,7 +191,7 @@ def _read_head(conn: socket.socket) -> tuple[bytes, bytes] | None:
         data += chunk
 
 
-class WSGIServer:
+class WSGIServer(ListeningServer):
     """`serve_forever` / `shutdown` / `server_close`, like `socketserver`'s servers."""
 
     idle_seconds = 60.0
@@ -184,13 +199,7 @@ class WSGIServer:
     def __init__(
         self, app: WsgiApp, host: str, port: int, *, name: str = "http", timeout: float = 30.0
     ) -> None:
-        self.app = app
-        self.timeout = timeout
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.create_server((host, port), family=family, backlog=512)
-        self.server_address = self.socket.getsockname()
-        self.server_port: int = self.server_address[1]
-        self.thread_name = f"{name}-{self.server_port}"  # its handler threads'
+        super().__init__(app, host, port, name, timeout)
         self._handoff: queue.SimpleQueue[_Work] = queue.SimpleQueue()
         self._idle = 0  # threads waiting on _handoff that no connection was promised to
         self._idle_lock = threading.Lock()

@@ -34,13 +34,19 @@ import asyncio
 import contextlib
 import io
 import logging
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from impactwatch.collector.events import Batch
-from impactwatch.http_server import MAX_HEAD, Refused, answer_head, call_app, request_environ
+from impactwatch.http_server import (
+    MAX_HEAD,
+    ListeningServer,
+    Refused,
+    answer_head,
+    call_app,
+    request_environ,
+)
 from impactwatch.wsgi import Answer
 
 if TYPE_CHECKING:
@@ -58,7 +64,7 @@ WRITE_TIMEOUT = 30.0  # a PostgreSQL group write not done by then is abandoned (
 _HEAD, _BODY, _WORKING, _DRAIN, _DONE = range(5)
 
 
-class CollectorServer:
+class CollectorServer(ListeningServer):
     """`serve_forever` / `shutdown` / `server_close`, like `socketserver`'s servers; the
     listening socket is bound when made (its real port: `server_port`)."""
 
@@ -72,13 +78,8 @@ class CollectorServer:
         workers: int = 4,
         name: str = "impactwatch-http",
     ) -> None:
-        self.app = app
-        self.timeout = timeout
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.create_server((host, port), family=family, backlog=512)
-        self.server_address = self.socket.getsockname()
-        self.server_port: int = self.server_address[1]
-        self.thread_name = f"{name}-{self.server_port}"  # its worker threads'
+        super().__init__(app, host, port, name, timeout)
+        self.app: CollectorApp = app
         self.workers = ThreadPoolExecutor(workers, thread_name_prefix=self.thread_name)
         self.loop = asyncio.new_event_loop()
         self.exchanges: set[_Exchange] = set()

@@ -136,6 +136,18 @@ class Outcomes:
         return record
 
 
+def a_then_b_and_c_queued(write: Recorder) -> tuple[GroupCommit[str], Outcomes]:
+    """A writer writing "a" (held at `write.gate`), with "b" and "c" queued behind it."""
+    writer: GroupCommit[str] = GroupCommit(write)
+    outcomes = Outcomes()
+    writer.submit_nowait("a", outcomes.done("a"))
+    wait_for(lambda: writer._busy, "the first write")
+    for job in ("b", "c"):
+        writer.submit_nowait(job, outcomes.done(job))
+    queued(writer, 2)
+    return writer, outcomes
+
+
 def test_submit_nowait_tells_each_job_its_outcome_on_the_writer_thread() -> None:
     def write(jobs: list[str]) -> list[BaseException | None]:
         return [ValueError(job) if job.startswith("bad") else None for job in jobs]
@@ -156,13 +168,7 @@ def test_submit_nowait_tells_each_job_its_outcome_on_the_writer_thread() -> None
 
 def test_a_raising_group_write_is_told_to_every_callback_of_the_group() -> None:
     write = Recorder(fail_on="b")
-    writer: GroupCommit[str] = GroupCommit(write)
-    outcomes = Outcomes()
-    writer.submit_nowait("a", outcomes.done("a"))
-    wait_for(lambda: writer._busy, "the first write")
-    for job in ("b", "c"):
-        writer.submit_nowait(job, outcomes.done(job))
-    queued(writer, 2)
+    writer, outcomes = a_then_b_and_c_queued(write)
     write.gate.set()
     wait_for(lambda: len(outcomes.told) == 3, "three callbacks")
     assert outcomes.told["a"][0] is None
@@ -173,13 +179,7 @@ def test_a_raising_group_write_is_told_to_every_callback_of_the_group() -> None:
 
 def test_close_writes_what_is_queued_then_refuses_more() -> None:
     write = Recorder()
-    writer: GroupCommit[str] = GroupCommit(write)
-    outcomes = Outcomes()
-    writer.submit_nowait("a", outcomes.done("a"))
-    wait_for(lambda: writer._busy, "the first write")
-    for job in ("b", "c"):
-        writer.submit_nowait(job, outcomes.done(job))
-    queued(writer, 2)
+    writer, outcomes = a_then_b_and_c_queued(write)
     closer = threading.Thread(target=writer.close)
     closer.start()
     wait_for(lambda: writer._closed, "close to begin")
