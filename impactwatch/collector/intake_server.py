@@ -6,9 +6,9 @@ a connection per request, and a task's end is a request of two events. With a th
 request in flight, every socket call and every SQLite step that releases the GIL handed it to
 another thread. At 8 clients, that was 18 context switches per request, and the collector
 process spent about 550 us of CPU per request against 270 us for the same work done in one
-thread (bench/README.md). Here the loop thread does the HTTP work and the parsing, and the
-store's writer thread does the database work (`writer.py`). The two hand work to each other
-once per group, not once per request.
+thread (bench/README.md). Here one thread does it all: the HTTP work, the parsing, and the
+writes, grouped (`Store.ingest_in_loop`: SQLite written in the loop, PostgreSQL awaited on the
+loop's own asyncio connection, so its round trips overlap with serving other requests).
 
 What it speaks is the threaded server's protocol (parsing shared, `impactwatch.http_server`):
 - one request per connection, answered with `Connection: close`;
@@ -21,8 +21,11 @@ What it speaks is the threaded server's protocol (parsing shared, `impactwatch.h
   411 or 413, the unread body (up to 1 MiB) is read off so the client sees the answer.
 - The body is parsed in the loop, or on a worker if it is large (a 5,000-event batch takes
   ~40 ms to validate). A bad body is a 400.
-- The batch goes to the store's group writer without waiting. It is answered 202 once its
-  group has committed, or 503 if the group failed.
+- The batch waits for the loop's one writer coroutine, which writes everything parsed since its
+  last write as one group (what arrives during a write goes in the next one). It is answered
+  202 once its group has committed, or 503 if the group failed or took over `WRITE_TIMEOUT`.
+- Its metrics are observed without waiting for the lock a scrape holds
+  (`MetricsState.apply_soon`).
 
 Other paths (`/metrics`, `/healthz`, 404, 405) go to `workers` threads, so a slow scrape never
 holds the loop: /metrics renders in ~0.5 s at 10,000 DAGs.
