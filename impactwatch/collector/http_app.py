@@ -118,26 +118,32 @@ class CollectorApp:
             return json_answer("400 Bad Request", {"error": str(exc)})
 
     async def store(self, batches: list[Batch]) -> list[Answer]:
-        """Store batches from the intake's event loop, as groups; their answers (202 or 503)."""
+        """Store batches from the intake's event loop, as groups; their answers (202 or 503).
+        A failed write is logged once for all the requests it fails."""
         results = await self.service.ingest_events_in_loop(batches)
-        return [
-            self.failed(batch, got)
-            if isinstance(got, BaseException)
-            else self._stored(batch, got, None)
-            for batch, got in zip(batches, results, strict=True)
-        ]
+        answers: list[Answer] = []
+        failed, lost, first = 0, 0, None
+        for batch, got in zip(batches, results, strict=True):
+            if isinstance(got, BaseException):
+                failed, lost, first = failed + 1, lost + len(batch), first or got
+                answers.append(self.failed())
+            else:
+                answers.append(self.accepted(batch, got))
+        if first is not None:
+            reason = describe_error(first)
+            log.warning("could not store %d request(s), %d event(s): %s", failed, lost, reason)
+        return answers
 
-    def failed(self, batch: Batch, error: BaseException) -> Answer:
-        """The answer to a batch whose write failed (503)."""
-        return self._stored(batch, Changes(), error)
-
-    def _stored(self, batch: Batch, changes: Changes, error: BaseException | None) -> Answer:
-        if error is not None:
-            log.warning("could not store %d event(s): %s", len(batch), describe_error(error))
-            return json_answer(
-                "503 Service Unavailable", {"error": "state DB unavailable"}, [("Retry-After", "5")]
-            )
+    @staticmethod
+    def accepted(batch: Batch, changes: Changes) -> Answer:
         return json_answer("202 Accepted", {"accepted": len(batch), "outcomes": changes.outcomes})
+
+    @staticmethod
+    def failed() -> Answer:
+        """The answer to a batch whose write failed: the listener keeps it and tries later."""
+        return json_answer(
+            "503 Service Unavailable", {"error": "state DB unavailable"}, [("Retry-After", "5")]
+        )
 
     def _events(self, environ: Environ, start: StartResponse) -> list[bytes]:
         """The intake on a WSGI server: the same steps, waiting for the store."""
@@ -146,9 +152,10 @@ class CollectorApp:
             taken = self.take(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
             if isinstance(taken, Batch):
                 try:
-                    answer = self._stored(taken, self.service.ingest_events(taken), None)
+                    answer = self.accepted(taken, self.service.ingest_events(taken))
                 except Exception as exc:
-                    answer = self.failed(taken, exc)
+                    log.warning("could not store %d event(s): %s", len(taken), describe_error(exc))
+                    answer = self.failed()
             else:
                 answer = taken
         status, headers, data = answer

@@ -129,12 +129,12 @@ class CollectorServer(ListeningServer):
                     answers = await asyncio.wait_for(
                         self.app.store([batch for batch, _ in pending]), WRITE_TIMEOUT
                     )
-                except TimeoutError as exc:  # a black-holed state DB: 503, a new connection
+                except TimeoutError:  # a black-holed state DB: 503, a new connection
                     log.warning("state DB: no answer within %.0f s, reconnecting", WRITE_TIMEOUT)
-                    answers = [self.app.failed(batch, exc) for batch, _ in pending]
-                except Exception as exc:  # a bug: answer, never leave a client hanging
+                    answers = [self.app.failed() for _ in pending]
+                except Exception:  # a bug: answer, never leave a client hanging
                     log.exception("intake write failed")
-                    answers = [self.app.failed(batch, exc) for batch, _ in pending]
+                    answers = [self.app.failed() for _ in pending]
                 for (_, exchange), answer in zip(pending, answers, strict=True):
                     exchange._answer(answer)
 

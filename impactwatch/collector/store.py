@@ -4,8 +4,9 @@ SQLite file by default, PostgreSQL by URL (SQLAlchemy Core). Both sources write 
 `ingest` merges what is new, tells which facts are seen for the first time (so metrics observe
 them once), and saves the poller's watermarks in the same transaction, so a restart neither
 recounts nor misses anything. Ingests that arrive while another is being written are written
-together in one transaction by one writer thread (group commit, `writer.py`); each is done once
-that has committed. The write path runs statements compiled once (`state_writes.py`).
+together in one transaction (group commit): the poller's by the writer thread (`writer.py`), the
+intake's by its event loop (`ingest_in_loop`). Each is done once its group has committed. The
+write path runs statements compiled once (`state_writes.py`) on connections of its own.
 """
 
 from __future__ import annotations
