@@ -129,11 +129,14 @@ def hostile(unreachable: bool) -> Iterator[str]:
             sock.close()
 
 
+TOKEN = "bench-listener-token"  # the collector's intake is closed without one
+
+
 @contextmanager
 def collector(work: Path, airflow_db: str) -> Iterator[tuple[CollectorService, str]]:
     settings = CollectorSettings(airflow_db=airflow_db, state_db=f"sqlite:///{work / 'state.db'}")
     service = CollectorService(settings, Catalog())
-    server, _ = serve(CollectorApp(service, None, 1_048_576), "127.0.0.1", 0)
+    server, _ = serve(CollectorApp(service, TOKEN, 1_048_576), "127.0.0.1", 0)
     try:
         yield service, f"http://127.0.0.1:{server.server_port}"
     finally:
@@ -233,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             hostile(unreachable=False) as hole,
             hostile(unreachable=True) as unreachable,
         ):
-            common = {"IMPACTWATCH_LISTENER_STATE_DIR": str(state_dir)}
+            common = {"IMPACTWATCH_LISTENER_STATE_DIR": str(state_dir), "IMPACTWATCH_TOKEN": TOKEN}
             refused = f"http://127.0.0.1:{free_port()}"
             configs = {
                 "off": {},
