@@ -14,7 +14,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -23,6 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tests.support.background_http import BackgroundHTTPServer
 
 PATH = "/v1/traces"
 
@@ -88,7 +90,7 @@ def decode(body: bytes) -> list[ReceivedSpan]:
     return out
 
 
-class OtlpReceiver:
+class OtlpReceiver(BackgroundHTTPServer):
     """`url` is the base for OTEL_EXPORTER_OTLP_ENDPOINT (the exporter appends /v1/traces)."""
 
     def __init__(self) -> None:
@@ -129,12 +131,8 @@ class OtlpReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_port
+        super().__init__(Handler)
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
 
     def _record(self, spans: list[ReceivedSpan]) -> None:
         with self._changed:
@@ -154,7 +152,3 @@ class OtlpReceiver:
                     break
                 self._changed.wait(remaining)
             return list(self.spans)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

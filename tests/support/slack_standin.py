@@ -17,9 +17,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.support.background_http import BackgroundHTTPServer
 
 WEBHOOK_PATH = "/services/T0STANDIN/B0STANDIN/standin"
 
@@ -72,7 +74,7 @@ class _State:
     last_send: dict[str, float] = field(default_factory=dict)
 
 
-class SlackStandIn:
+class SlackStandIn(BackgroundHTTPServer):
     def __init__(
         self,
         token: str = "xoxb-standin-token",
@@ -100,17 +102,9 @@ class SlackStandIn:
             def do_POST(self) -> None:
                 standin._serve(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
+        super().__init__(Handler)
         self.url = f"http://127.0.0.1:{self.port}/api/"
         self.webhook_url = f"http://127.0.0.1:{self.port}{WEBHOOK_PATH}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     # -- scripting and reading ----------------------------------------------------------------
     def fail(self, method: str, **fault: Any) -> None:

@@ -11,8 +11,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.background_http import BackgroundHTTPServer
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Notification:
         return list(self.body.get("alerts", []))
 
 
-class WebhookReceiver:
+class WebhookReceiver(BackgroundHTTPServer):
     def __init__(self, path: str = "/alertmanager") -> None:
         self.path = path
         self.notifications: list[Notification] = []
@@ -51,12 +53,8 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_port
+        super().__init__(Handler)
         self.url = f"http://127.0.0.1:{self.port}{path}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
 
     def _record(self, notification: Notification) -> None:
         with self._changed:
@@ -77,10 +75,6 @@ class WebhookReceiver:
                 if remaining <= 0:
                     return None
                 self._changed.wait(remaining)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def firing(alertname: str, **labels: str) -> Callable[[Notification], bool]:
