@@ -15,8 +15,6 @@ from sqlalchemy import select
 
 from impactwatch.collector.catalog_loader import load_catalog
 from impactwatch.collector.cost import try_cost
-from impactwatch.collector.service import CollectorService
-from impactwatch.collector.settings import CollectorSettings
 from impactwatch.collector.state_schema import dag_run_t
 from impactwatch.collector.store import Store, make_engine
 from impactwatch.collector.tracing import to_ns
@@ -61,14 +59,12 @@ def test_one_trace_per_finished_run_with_a_span_per_try(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     otel_env(monkeypatch, receiver.url)
-    settings = CollectorSettings(
-        airflow_db=airflow_sqlite_url,
-        state_db=f"sqlite:///{tmp_path / 'state.db'}",
-        backfill_days=30,
+    service = make_service(
+        airflow_sqlite_url,
+        tmp_path,
         trace_max_age=30 * DAY,
         airflow_url="http://airflow:8080",  # the Airflow UI, for links from spans
     )
-    service = CollectorService(settings, load_catalog(EXAMPLE_CATALOG))
     try:
         assert service.tracer is not None
         catch_up(service)
