@@ -21,11 +21,12 @@ EXAMPLE_CATALOG = REPO_ROOT / "examples" / "catalog.yaml"
 
 
 def make_service(
-    airflow_url: str, state_dir: Path, catalog: Catalog | None = None, **settings: object
+    airflow_db: str, state_dir: Path, catalog: Catalog | None = None, **settings: object
 ) -> CollectorService:
-    """A collector on `airflow_url`; the example catalog unless another is given."""
+    """A collector on Airflow's DB at `airflow_db`; the example catalog unless another is
+    given; `settings` override CollectorSettings (e.g. `airflow_url`, the UI's)."""
     config = CollectorSettings(
-        airflow_db=airflow_url,
+        airflow_db=airflow_db,
         state_db=f"sqlite:///{state_dir / 'state.db'}",
         catalog=str(EXAMPLE_CATALOG),
         backfill_days=30,
