@@ -30,7 +30,6 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Dialect, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import ARRAY, String
 
@@ -45,7 +44,6 @@ from impactwatch.collector.state_schema import (
 )
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-_DRIVERS = {"postgresql": "postgresql+psycopg", "sqlite": "sqlite+pysqlite"}
 
 
 def db_col(name: str) -> str:
@@ -143,11 +141,7 @@ def wrap_error(exc: Exception, sql: str | None, dialect: Dialect, invalidated: b
 class StateWrites:
     """Prebuilt statements of one dialect, and the rows they take."""
 
-    def __init__(self, dialect: Dialect | str) -> None:
-        if isinstance(dialect, str):  # a name: the driver impactwatch installs for it
-            if dialect not in _DRIVERS:
-                raise _unsupported(dialect)
-            dialect = make_url(f"{_DRIVERS[dialect]}://").get_dialect()()
+    def __init__(self, dialect: Dialect) -> None:
         insert = _INSERTS.get(dialect.name)
         if insert is None:
             raise _unsupported(dialect.name)

@@ -356,7 +356,9 @@ def test_concurrent_ingests_each_count_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dialect", ["mysql"])
 def test_a_state_db_of_another_kind_is_refused_with_the_fix(dialect: str) -> None:
+    from sqlalchemy.engine import make_url
+
     from impactwatch.collector.state_writes import StateWrites, UnsupportedStateDB
 
     with pytest.raises(UnsupportedStateDB, match="SQLite or PostgreSQL"):
-        StateWrites(dialect)
+        StateWrites(make_url(f"{dialect}://").get_dialect()())
