@@ -246,7 +246,8 @@ def _own_cpu() -> float:
 # --- server-side timing ---------------------------------------------------------------------
 @dataclass
 class Split:
-    """Seconds spent by the server, by part, since `reset`."""
+    """Seconds spent by the server, by part, and intake requests seen (`probe` reads them at
+    the window's start and end)."""
 
     parts: dict[str, float] = field(default_factory=dict)
     requests: int = 0
@@ -255,10 +256,6 @@ class Split:
     def add(self, part: str, seconds: float) -> None:
         with self.lock:
             self.parts[part] = self.parts.get(part, 0.0) + seconds
-
-    def reset(self) -> None:
-        with self.lock:
-            self.parts, self.requests = {}, 0
 
 
 _PARSE = http_app.parse_events  # the original, wrapped afresh for each collector
