@@ -36,7 +36,7 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	@echo "setting up $(VENV) (impactwatch + dev tools)"
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | $(QUIET_PIP)
-	@$(VENV)/bin/python -c 'import impactwatch.collector.store'
+	@$(VENV)/bin/python -c 'import impactwatch.collector.state.store'
 	@touch $@
 
 # Airflow lives in its own venv, as in production: the collector never imports it, and the
@@ -57,6 +57,7 @@ demo: setup
 lint: $(STAMPS)/venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(STAMPS)/venv
 	$(VENV)/bin/ruff format .

@@ -42,9 +42,9 @@ from impactwatch.alert_rules.generate import generate  # noqa: E402
 from impactwatch.alert_rules.promql import prom_duration  # noqa: E402
 from impactwatch.alert_rules.settings import RuleSettings  # noqa: E402
 from impactwatch.alert_rules.writer import write_tree  # noqa: E402
-from impactwatch.collector.catalog_loader import load_catalog  # noqa: E402
+from impactwatch.catalog.loader import load_catalog  # noqa: E402
 from impactwatch.collector.http_app import CollectorApp, serve  # noqa: E402
-from impactwatch.collector.intake import SCHEMA  # noqa: E402
+from impactwatch.collector.intake.parse import SCHEMA  # noqa: E402
 from impactwatch.collector.service import CollectorService  # noqa: E402
 from impactwatch.collector.settings import CollectorSettings  # noqa: E402
 from impactwatch.devtools.airflow_home import AirflowHome  # noqa: E402

@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.cost import Pricing
-from impactwatch.collector.cost_history import cost_by_dag_and_day
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.cost.history import cost_by_dag_and_day
+from impactwatch.collector.cost.pricing import Pricing
 from impactwatch.collector.events import TaskTry
-from impactwatch.collector.metrics_state import MetricsState
-from impactwatch.collector.store import Store, make_engine
+from impactwatch.collector.metrics.state import MetricsState
+from impactwatch.collector.state.store import Store, make_engine
 
 SEP = "\x1f"
 TASKS = 25

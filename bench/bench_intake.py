@@ -73,13 +73,13 @@ from sqlalchemy import func, select, text
 from impactwatch import http_server, wsgi
 from impactwatch.airflow_listeners import wire
 from impactwatch.airflow_listeners.transport import post
+from impactwatch.catalog.model import Catalog
 from impactwatch.collector import http_app
-from impactwatch.collector.catalog import Catalog
 from impactwatch.collector.http_app import CollectorApp, serve
-from impactwatch.collector.intake import parse_events
+from impactwatch.collector.intake.parse import parse_events
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings
-from impactwatch.collector.store import dag_run_t, task_try_t
+from impactwatch.collector.state.store import dag_run_t, task_try_t
 
 TARGET = 5000.0
 START = 1795500000.0

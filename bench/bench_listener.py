@@ -44,8 +44,8 @@ from pathlib import Path
 import report
 from sqlalchemy import create_engine, text
 
-from impactwatch.collector.airflow_schema import to_epoch
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.airflow.schema import to_epoch
 from impactwatch.collector.http_app import CollectorApp, serve
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings

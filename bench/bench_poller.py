@@ -45,7 +45,7 @@ import report
 import seed_metadata as seeding
 from sqlalchemy import Engine, event
 
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings
 

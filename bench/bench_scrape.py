@@ -45,15 +45,15 @@ import seed_metadata as seeding
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from impactwatch.collector import contract as c
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.contract import MetricSpec
+from impactwatch.catalog.model import Catalog
 from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
-from impactwatch.collector.exporter import ImpactwatchCollector, _histogram
-from impactwatch.collector.exposition import CachedExposition
 from impactwatch.collector.http_app import CollectorApp, serve
-from impactwatch.collector.metrics_state import DagInfo, Histogram, MetricsState
-from impactwatch.collector.store import Changes
+from impactwatch.collector.metrics.exporter import ImpactwatchCollector, _histogram
+from impactwatch.collector.metrics.exposition import CachedExposition
+from impactwatch.collector.metrics.state import DagInfo, Histogram, MetricsState
+from impactwatch.collector.state.store import Changes
+from impactwatch.contract import metrics as c
+from impactwatch.contract.metrics import MetricSpec
 
 TEAMS = 20
 TASKS = 25

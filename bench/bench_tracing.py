@@ -30,10 +30,10 @@ import report
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.support: the receiver the tests use
 
-from impactwatch.collector.catalog import Catalog  # noqa: E402
+from impactwatch.catalog.model import Catalog  # noqa: E402
 from impactwatch.collector.events import Batch, DagRun, TaskTry  # noqa: E402
-from impactwatch.collector.store import Store, make_engine  # noqa: E402
-from impactwatch.collector.trace_export import RunTracer  # noqa: E402
+from impactwatch.collector.state.store import Store, make_engine  # noqa: E402
+from impactwatch.collector.tracing.export import RunTracer  # noqa: E402
 from tests.support.otlp_receiver import OtlpReceiver  # noqa: E402
 
 TASKS = 25

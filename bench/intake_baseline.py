@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, Table, bindparam, create_engine, insert, select, update
 
 from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
-from impactwatch.collector.merge import RUN_FIELDS, TRY_FIELDS, Changes, merge_run, merge_try
-from impactwatch.collector.state_schema import (
+from impactwatch.collector.state.merge import RUN_FIELDS, TRY_FIELDS, Changes, merge_run, merge_try
+from impactwatch.collector.state.schema import (
     RUN_DELAY,
     RUN_FINISHED,
     TRY_QUEUE_WAIT,
@@ -27,7 +27,7 @@ from impactwatch.collector.state_schema import (
     task_try_t,
     watermark_t,
 )
-from impactwatch.collector.store import Store, _chunks, _run_from_row, _try_from_row
+from impactwatch.collector.state.store import Store, _chunks, _run_from_row, _try_from_row
 
 
 def old_engine(url: str) -> Engine:

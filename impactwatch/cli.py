@@ -18,7 +18,7 @@ PARTS = (
     "impactwatch.alert_rules.cli",
     "impactwatch.router.cli",
     "impactwatch.dashboards.cli",
-    "impactwatch.collector.cost_cli",
+    "impactwatch.collector.cost.cli",
 )
 
 
@@ -50,27 +50,15 @@ def _progress_bar(label: str) -> Callable[[int, int], None]:
 
 
 def cmd_catalog_check(args: argparse.Namespace) -> int:
-    from impactwatch.collector.catalog_cli import run_check
+    from impactwatch.catalog.cli import run_check
 
     return run_check(args.file, args.airflow_db)
-
-
-def _load_catalog_or_exit(path: str | None) -> Any:
-    from impactwatch.collector.catalog import Catalog
-    from impactwatch.collector.catalog_loader import CatalogError, load_catalog
-
-    if path is None:
-        return Catalog()
-    try:
-        return load_catalog(path)
-    except CatalogError as exc:
-        print(str(exc), file=sys.stderr)
-        raise SystemExit(1) from None
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from impactwatch.catalog.cli import load_catalog_or_exit
     from impactwatch.collector.http_app import CollectorApp, serve
     from impactwatch.collector.service import CollectorService
     from impactwatch.collector.settings import CollectorSettings
@@ -96,8 +84,8 @@ def cmd_collector(args: argparse.Namespace) -> int:
                 f"impactwatch collector: --{name.replace('_', '-')}: {err['msg']}", file=sys.stderr
             )
         return 2
-    catalog = _load_catalog_or_exit(settings.catalog)
-    from impactwatch.collector.cost_instances import resolve_or_warn
+    catalog = load_catalog_or_exit(settings.catalog)
+    from impactwatch.collector.cost.instances import resolve_or_warn
 
     catalog = resolve_or_warn(catalog)  # EC2 shapes of priced instance types, if any lack them
     try:

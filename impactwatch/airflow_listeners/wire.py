@@ -1,7 +1,7 @@
 """Events in the collector's wire format (`impactwatch.events/v1`), built from Airflow objects.
 
-A copy of the little the plugin needs to know of `impactwatch.collector.intake` (the plugin must
-not import the collector: pydantic and SQLAlchemy have no place in Airflow's processes); a unit
+A copy of the little the plugin needs to know of `impactwatch.collector.intake.parse` (the plugin
+must not import the collector: pydantic and SQLAlchemy have no place in Airflow's processes); a unit
 test runs these payloads through the collector's own parser to keep the two in step.
 
 Objects are read by duck typing, so one builder serves the task runner's `RuntimeTaskInstance`,

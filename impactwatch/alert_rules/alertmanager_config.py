@@ -12,7 +12,7 @@ from impactwatch.alert_rules.promql import prom_duration
 from impactwatch.alert_rules.render import GENERATED, comment
 from impactwatch.alert_rules.rules_model import INCIDENT_LABELS
 from impactwatch.alert_rules.settings import RuleSettings
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 
 RECEIVER = "impactwatch-router"
 GROUP_BY = ("team", "dataset", "dag_id", "component")

@@ -72,7 +72,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
     from impactwatch.alert_rules.generate import generate
     from impactwatch.alert_rules.writer import differences, write_tree
-    from impactwatch.collector.catalog_loader import CatalogError, load_catalog
+    from impactwatch.catalog.loader import CatalogError, load_catalog
 
     try:
         catalog = load_catalog(args.catalog)

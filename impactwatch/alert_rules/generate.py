@@ -21,7 +21,7 @@ from impactwatch.alert_rules.render import render_group
 from impactwatch.alert_rules.rules_model import Group
 from impactwatch.alert_rules.runbooks import runbook_files
 from impactwatch.alert_rules.settings import RuleSettings
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 
 RUNBOOKS_DIR = "runbooks"
 

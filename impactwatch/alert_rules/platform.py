@@ -42,8 +42,8 @@ from impactwatch.alert_rules.rules_model import (
     runbook_path,
 )
 from impactwatch.alert_rules.settings import RuleSettings
-from impactwatch.collector import contract as c
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
+from impactwatch.contract import metrics as c
 
 GROUP = "impactwatch-platform"
 assert {"queued", "open"} <= set(c.POOL_STATES)

@@ -1,6 +1,6 @@
 """Small pure helpers that spell PromQL selectors, durations and alert-template snippets.
 
-Metric names always come from `impactwatch.collector.contract` (a `MetricSpec`) or from the
+Metric names always come from `impactwatch.contract.metrics` (a `MetricSpec`) or from the
 recording-rule names defined in `rules_model`; nothing here spells one.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from impactwatch.collector.contract import MetricSpec
+from impactwatch.contract.metrics import MetricSpec
 
 Matcher = tuple[str, str, str]  # (label, "=" | "!=" | "=~" | "!~", value)
 _REGEX_SPECIALS = set("\\.+*?()|[]{}^$")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from impactwatch.alert_rules.promql import name_of
-from impactwatch.collector.contract import MetricSpec
+from impactwatch.contract.metrics import MetricSpec
 
 TestGroup = dict[str, Any]
 

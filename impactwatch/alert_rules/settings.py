@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from impactwatch.collector.durations import parse_duration
+from impactwatch.catalog.durations import parse_duration
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds; written as "30s", "1m", "1h30m" or a number of seconds."""

@@ -1,1 +1,1 @@
-"""The collector: catalog, metric contract, metadata-DB poller, event intake and /metrics."""
+"""The collector: reads Airflow's DB, takes listener events, keeps the state DB, serves /metrics."""

@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from impactwatch.collector.events import Batch
-from impactwatch.collector.intake import IntakeError, parse_events
-from impactwatch.collector.intake_server import CollectorServer
-from impactwatch.collector.merge import Changes
+from impactwatch.collector.intake.parse import IntakeError, parse_events
+from impactwatch.collector.intake.server import CollectorServer
 from impactwatch.collector.service import CollectorService, describe_error
+from impactwatch.collector.state.merge import Changes
 from impactwatch.wsgi import Answer, Environ, StartResponse, json_answer, json_response
 
 log = logging.getLogger(__name__)

@@ -19,23 +19,23 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.catalog_airflow import (
+from impactwatch.catalog.airflow_merge import (
     AssetDeclaration,
     DagDeclaration,
     merge_airflow_declarations,
 )
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.airflow.poller import Poller, PollResult, make_airflow_engine
 from impactwatch.collector.events import Batch, DagRun
-from impactwatch.collector.exporter import ImpactwatchCollector
-from impactwatch.collector.exposition import CachedExposition
-from impactwatch.collector.metrics_state import DagInfo, MetricsState
-from impactwatch.collector.poller import Poller, PollResult, make_airflow_engine
+from impactwatch.collector.metrics.exporter import ImpactwatchCollector
+from impactwatch.collector.metrics.exposition import CachedExposition
+from impactwatch.collector.metrics.state import DagInfo, MetricsState
 from impactwatch.collector.settings import CollectorSettings
-from impactwatch.collector.store import Changes, Store, make_engine
-from impactwatch.collector.tracing import tracing_enabled
+from impactwatch.collector.state.store import Changes, Store, make_engine
+from impactwatch.collector.tracing.spans import tracing_enabled
 
 if TYPE_CHECKING:
-    from impactwatch.collector.trace_export import RunTracer
+    from impactwatch.collector.tracing.export import RunTracer
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +264,6 @@ def _tracer_from_env(settings: CollectorSettings) -> RunTracer | None:
     the SDK is not even imported)."""
     if not tracing_enabled(os.environ):
         return None
-    from impactwatch.collector.trace_export import RunTracer
+    from impactwatch.collector.tracing.export import RunTracer
 
     return RunTracer.from_env(max_age=settings.trace_max_age, airflow_url=settings.airflow_url)

@@ -40,7 +40,7 @@ def add_subcommand(subparsers: Any) -> None:
 def cmd_dashboards(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from impactwatch.collector.catalog_loader import CatalogError, load_catalog
+    from impactwatch.catalog.loader import CatalogError, load_catalog
     from impactwatch.dashboards.generate import differences, generate, write_tree
     from impactwatch.dashboards.provisioning import GrafanaSettings
 

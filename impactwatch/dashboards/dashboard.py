@@ -9,7 +9,7 @@ from typing import Any
 import attr
 from grafanalib import core as g
 
-from impactwatch.collector.contract import MetricSpec
+from impactwatch.contract.metrics import MetricSpec
 from impactwatch.dashboards import style as s
 from impactwatch.dashboards.links import Board
 from impactwatch.dashboards.panels import Layout

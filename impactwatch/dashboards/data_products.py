@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from grafanalib import core as g
 
-from impactwatch.collector import contract as c
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
+from impactwatch.contract import metrics as c
 from impactwatch.dashboards import links
 from impactwatch.dashboards import style as s
 from impactwatch.dashboards.dashboard import build, variable

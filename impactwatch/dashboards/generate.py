@@ -20,7 +20,7 @@ from typing import Any
 from grafanalib import core as g
 from grafanalib._gen import DashboardEncoder
 
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.dashboards import links
 from impactwatch.dashboards.data_products import data_products
 from impactwatch.dashboards.platform import platform

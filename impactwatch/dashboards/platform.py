@@ -10,8 +10,8 @@ from __future__ import annotations
 from grafanalib import core as g
 
 from impactwatch.alert_rules.settings import RuleSettings
-from impactwatch.collector import contract as c
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
+from impactwatch.contract import metrics as c
 from impactwatch.dashboards import links
 from impactwatch.dashboards import style as s
 from impactwatch.dashboards.dashboard import build, variable

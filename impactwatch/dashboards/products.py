@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from grafanalib import core as g
 
-from impactwatch.collector import contract as c
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
+from impactwatch.contract import metrics as c
 from impactwatch.dashboards import links
 from impactwatch.dashboards import style as s
 from impactwatch.dashboards.panels import Column, Label, table

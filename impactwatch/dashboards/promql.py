@@ -1,6 +1,6 @@
 """PromQL for the panels: selectors filtered by dashboard variables, and the catalog joins.
 
-Metric names come from `impactwatch.collector.contract` (a `MetricSpec`), never spelled here.
+Metric names come from `impactwatch.contract.metrics` (a `MetricSpec`), never spelled here.
 
 The catalog knows things no metric carries: a data product's title and the pipeline (DAG)
 producing it. Both become labels through `label_replace` chains generated from the catalog
@@ -15,8 +15,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.contract import MetricSpec
+from impactwatch.catalog.model import Catalog
+from impactwatch.contract.metrics import MetricSpec
 
 Matcher = tuple[str, str, str]  # (label, "=" | "!=" | "=~" | "!~", value)
 Replace = tuple[str, str, str, str]  # label_replace(_, target, replacement, source, regex)

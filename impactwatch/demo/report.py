@@ -7,9 +7,9 @@ from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from impactwatch.collector import contract as c
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.durations import format_duration
+from impactwatch.catalog.durations import format_duration
+from impactwatch.catalog.model import Catalog
+from impactwatch.contract import metrics as c
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from impactwatch.alert_rules.settings import SettingsError
-from impactwatch.collector.catalog_loader import load_catalog
+from impactwatch.catalog.loader import load_catalog
 from impactwatch.collector.http_app import CollectorApp, serve
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings

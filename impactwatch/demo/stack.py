@@ -92,7 +92,7 @@ class Stack:
         from impactwatch.alert_rules.generate import generate
         from impactwatch.alert_rules.settings import settings_from_pairs
         from impactwatch.alert_rules.writer import write_tree
-        from impactwatch.collector.catalog_loader import load_catalog
+        from impactwatch.catalog.loader import load_catalog
 
         token_file = self.work / "secrets" / "webhook-token"
         token_file.parent.mkdir(mode=0o700, exist_ok=True)

@@ -49,8 +49,8 @@ def cmd_router(args: argparse.Namespace) -> int:
 
 
 def _catalog(path: str | None) -> Any:
-    from impactwatch.collector.catalog import Catalog
-    from impactwatch.collector.catalog_loader import CatalogError, load_catalog
+    from impactwatch.catalog.loader import CatalogError, load_catalog
+    from impactwatch.catalog.model import Catalog
 
     if path is None:
         return Catalog()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from impactwatch.collector.catalog import EscalationStep
+    from impactwatch.catalog.model import EscalationStep
     from impactwatch.router.incidents import Incident
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from impactwatch.collector.catalog import Catalog, EscalationStep
+from impactwatch.catalog.model import Catalog, EscalationStep
 from impactwatch.router import escalation
 from impactwatch.router.payload import Alert, Notification
 from impactwatch.router.routing import SEVERITY_RANK, Lineage, Subject, route

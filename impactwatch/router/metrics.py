@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from impactwatch.collector import contract as c
+from impactwatch.contract import metrics as c
 
 if TYPE_CHECKING:
     from impactwatch.router.store import RouterStore

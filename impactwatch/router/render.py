@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.router import escape as esc
 from impactwatch.router import wording as w
 from impactwatch.router.incidents import AlertState, Incident

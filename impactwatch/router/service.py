@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.router import outbox
 from impactwatch.router.delivery import DeliveryWorker
 from impactwatch.router.incidents import Changes, Decider, View, teams_with_digest

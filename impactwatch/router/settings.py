@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from impactwatch.collector.catalog import Deadline
+from impactwatch.catalog.model import Deadline
 
 
 class RouterSettings(BaseSettings):

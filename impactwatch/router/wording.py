@@ -6,7 +6,7 @@ annotations go through `escape.text`/`escape.code`; only our own markup is left 
 
 from __future__ import annotations
 
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.router import escape as esc
 from impactwatch.router.incidents import AlertState, Incident
 from impactwatch.router.routing import Lineage, Subject

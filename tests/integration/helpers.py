@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.catalog_loader import load_catalog
+from impactwatch.catalog.loader import load_catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings
 from impactwatch.devtools.airflow_home import REPO_ROOT, reader_db_url

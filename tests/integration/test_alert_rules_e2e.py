@@ -22,10 +22,10 @@ import pytest
 from impactwatch.alert_rules.generate import generate
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.alert_rules.writer import write_tree
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.catalog_loader import load_catalog
+from impactwatch.catalog.loader import load_catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.collector.http_app import CollectorApp, serve
-from impactwatch.collector.intake import SCHEMA
+from impactwatch.collector.intake.parse import SCHEMA
 from tests.integration.helpers import catch_up, make_service
 from tests.support.alertmanager import Alertmanager, ConfiguredPrometheus, free_port
 from tests.support.webhook_receiver import Notification, WebhookReceiver, firing, resolved

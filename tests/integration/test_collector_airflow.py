@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.state_schema import asset_update_t
-from impactwatch.collector.store import task_try_t
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.state.schema import asset_update_t
+from impactwatch.collector.state.store import task_try_t
 from tests.integration.helpers import catch_up, copy_of, make_service, sql
 
 pytestmark = pytest.mark.integration

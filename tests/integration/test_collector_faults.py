@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from impactwatch.collector.http_app import CollectorApp, serve
-from impactwatch.collector.intake import SCHEMA
+from impactwatch.collector.intake.parse import SCHEMA
 from tests.integration.helpers import catch_up, copy_of, make_service, sql
 from tests.support.prometheus import Prometheus
 from tests.support.tcpproxy import TcpProxy, _free_port

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from impactwatch.collector.http_app import CollectorApp, serve
-from impactwatch.collector.intake import SCHEMA
+from impactwatch.collector.intake.parse import SCHEMA
 from impactwatch.collector.service import CollectorService
 from tests.integration.helpers import catch_up, make_service
 
@@ -93,7 +93,7 @@ def test_listener_and_poller_events_count_once(collector: tuple[CollectorService
     with service.store.engine.connect() as conn:
         from sqlalchemy import select
 
-        from impactwatch.collector.store import task_try_t
+        from impactwatch.collector.state.store import task_try_t
 
         row = conn.execute(
             select(task_try_t).where(task_try_t.c.task_id == "transform_ledger")

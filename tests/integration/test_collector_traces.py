@@ -13,11 +13,11 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import select
 
-from impactwatch.collector.catalog_loader import load_catalog
-from impactwatch.collector.cost import try_cost
-from impactwatch.collector.state_schema import dag_run_t
-from impactwatch.collector.store import Store, make_engine
-from impactwatch.collector.tracing import to_ns
+from impactwatch.catalog.loader import load_catalog
+from impactwatch.collector.cost.pricing import try_cost
+from impactwatch.collector.state.schema import dag_run_t
+from impactwatch.collector.state.store import Store, make_engine
+from impactwatch.collector.tracing.spans import to_ns
 from tests.integration.helpers import EXAMPLE_CATALOG, catch_up, make_service
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.collector.service import CollectorService
-from impactwatch.collector.store import task_try_t
+from impactwatch.collector.state.store import task_try_t
 from impactwatch.devtools.airflow_home import AirflowHome, RunSpec
 from tests.integration.helpers import collector_with_intake
 

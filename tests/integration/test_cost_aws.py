@@ -25,16 +25,16 @@ import pytest
 from botocore.config import Config
 from prometheus_client import CollectorRegistry
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.cost import Pricing
-from impactwatch.collector.cost_instances import (
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.cost.instances import (
     clear_cache,
     resolve_instance_types,
     resolve_or_warn,
 )
-from impactwatch.collector.cost_reconcile_job import ReconcileCollector, ReconcileJob
+from impactwatch.collector.cost.pricing import Pricing
+from impactwatch.collector.cost.reconcile_job import ReconcileCollector, ReconcileJob
 from impactwatch.collector.events import Batch, TaskTry
-from impactwatch.collector.store import Store, make_engine
+from impactwatch.collector.state.store import Store, make_engine
 from tests.support.moto_server import (
     ACCESS_KEY,
     SECRET_KEY,
@@ -74,7 +74,7 @@ def aws(moto: MotoServer) -> MotoServer:
 
 
 def catalog() -> Catalog:
-    from impactwatch.collector.catalog_loader import parse_catalog
+    from impactwatch.catalog.loader import parse_catalog
 
     parsed, problems = parse_catalog(CATALOG_YAML)
     assert parsed is not None and not problems

@@ -30,7 +30,7 @@ import pytest
 
 from impactwatch.alert_rules.generate import generate as generate_rules
 from impactwatch.alert_rules.settings import RuleSettings
-from impactwatch.collector.catalog_loader import load_catalog
+from impactwatch.catalog.loader import load_catalog
 from impactwatch.collector.http_app import CollectorApp, serve
 from impactwatch.dashboards.generate import models
 from impactwatch.dashboards.promql import proof_part

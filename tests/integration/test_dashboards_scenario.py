@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from impactwatch.collector.intake import SCHEMA, parse_events
+from impactwatch.collector.intake.parse import SCHEMA, parse_events
 from impactwatch.router.payload import parse_notification
 
 pytestmark = pytest.mark.integration

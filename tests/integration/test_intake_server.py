@@ -1,4 +1,4 @@
-"""The collector's event-loop HTTP server (impactwatch/collector/intake_server.py) on real
+"""The collector's event-loop HTTP server (impactwatch/collector/intake/server.py) on real
 sockets, in front of a real CollectorService: early answers, slow, silent and vanishing
 clients, the two write paths (SQLite in the loop, PostgreSQL in a greenlet on the loop's asyncio
 connection), a failing or hanging state DB, a poller holding the store's lock, shutdown, and the
@@ -27,13 +27,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from impactwatch.collector.catalog_loader import load_catalog
+from impactwatch.catalog.loader import load_catalog
 from impactwatch.collector.http_app import CollectorApp, serve
-from impactwatch.collector.intake import SCHEMA
-from impactwatch.collector.intake_server import PARSE_IN_LOOP, CollectorServer
+from impactwatch.collector.intake.parse import SCHEMA
+from impactwatch.collector.intake.server import PARSE_IN_LOOP, CollectorServer
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings
-from impactwatch.collector.state_schema import asset_update_t
+from impactwatch.collector.state.schema import asset_update_t
 from impactwatch.devtools.airflow_home import reader_db_url
 from tests.integration.helpers import EXAMPLE_CATALOG
 from tests.support.postgres import create_database, drop_database

@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from impactwatch.collector.airflow_schema import to_epoch
-from impactwatch.collector.intake import SCHEMA, parse_events
+from impactwatch.collector.airflow.schema import to_epoch
+from impactwatch.collector.intake.parse import SCHEMA, parse_events
 from impactwatch.collector.service import CollectorService
-from impactwatch.collector.state_schema import asset_update_t
-from impactwatch.collector.store import dag_run_t, task_try_t
+from impactwatch.collector.state.schema import asset_update_t
+from impactwatch.collector.state.store import dag_run_t, task_try_t
 from impactwatch.devtools.airflow_home import AirflowHome, RunResult, RunSpec, TaskTiming
 from tests.integration.helpers import catch_up, collector_with_intake
 

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
-from impactwatch.collector.state_schema import asset_update_t
-from impactwatch.collector.store import Store, make_engine, task_try_t
+from impactwatch.collector.state.schema import asset_update_t
+from impactwatch.collector.state.store import Store, make_engine, task_try_t
 from impactwatch.devtools.airflow_home import reader_db_url
 from tests.support.postgres import create_database, drop_database
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from impactwatch.alert_rules.generate import generate
+from impactwatch.catalog.loader import load_catalog
 from impactwatch.cli import main
-from impactwatch.collector.catalog_loader import load_catalog
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml")
 

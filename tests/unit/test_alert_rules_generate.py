@@ -17,8 +17,8 @@ from impactwatch.alert_rules.promtool import check_rules
 from impactwatch.alert_rules.render import GENERATED
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.alert_rules.writer import differences, write_tree
-from impactwatch.collector import contract as c
-from impactwatch.collector.catalog_loader import load_catalog, parse_catalog
+from impactwatch.catalog.loader import load_catalog, parse_catalog
+from impactwatch.contract import metrics as c
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "catalog.yaml"

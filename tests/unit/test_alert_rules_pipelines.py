@@ -26,8 +26,8 @@ from impactwatch.alert_rules.promtool import (
 )
 from impactwatch.alert_rules.settings import DEFAULT_RUNBOOK_BASE_URL as BASE
 from impactwatch.alert_rules.settings import RuleSettings
-from impactwatch.collector import contract as c
-from impactwatch.collector.catalog_loader import load_catalog
+from impactwatch.catalog.loader import load_catalog
+from impactwatch.contract import metrics as c
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
 SCRAPE = {"instance": "127.0.0.1:9464", "job": "impactwatch-collector"}  # dropped by the rules

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
-from impactwatch.collector.exporter import ImpactwatchCollector
-from impactwatch.collector.exposition import CachedExposition
-from impactwatch.collector.metrics_state import DagInfo, MetricsState
-from impactwatch.collector.store import Changes
+from impactwatch.collector.metrics.exporter import ImpactwatchCollector
+from impactwatch.collector.metrics.exposition import CachedExposition
+from impactwatch.collector.metrics.state import DagInfo, MetricsState
+from impactwatch.collector.state.store import Changes
 
 T0 = 1_795_500_000.0
 CATALOG = Catalog.model_validate(

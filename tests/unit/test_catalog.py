@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from impactwatch.collector.catalog import (
+from impactwatch.catalog.model import (
     Catalog,
     Dataset,
     Deadline,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from impactwatch.collector.catalog import Catalog, Producer
-from impactwatch.collector.catalog_airflow import (
+from impactwatch.catalog.airflow_merge import (
     AssetDeclaration,
     DagDeclaration,
     merge_airflow_declarations,
 )
+from impactwatch.catalog.model import Catalog, Producer
 
 TEAMS = {
     "risk": {"slack_channel": "#risk"},
@@ -223,7 +223,7 @@ def test_invalid_dag_id_from_airflow_is_a_note_not_an_error():
 def test_the_example_dags_merge_cleanly():
     from pathlib import Path
 
-    from impactwatch.collector.catalog_loader import load_catalog
+    from impactwatch.catalog.loader import load_catalog
 
     example = load_catalog(Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml")
     merged, notes = merge(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from impactwatch.collector.catalog_cli import run_check
-from impactwatch.collector.catalog_loader import (
+from impactwatch.catalog.cli import run_check
+from impactwatch.catalog.loader import (
     CatalogError,
     Problem,
     check_catalog,

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from impactwatch.collector import contract as c
-from impactwatch.collector.contract import MetricSpec
+from impactwatch.contract import metrics as c
+from impactwatch.contract.metrics import MetricSpec
 
 
 def test_names_are_unique_and_follow_the_conventions() -> None:

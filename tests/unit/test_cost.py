@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from impactwatch.collector.catalog import Catalog, InstanceType, Rates
-from impactwatch.collector.cost import (
+from impactwatch.catalog.model import Catalog, InstanceType, Rates
+from impactwatch.collector.cost.pricing import (
     GIB,
     HOUR,
     Pricing,

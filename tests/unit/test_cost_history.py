@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.cost import Pricing
-from impactwatch.collector.cost_history import RANKING_RUNS, cost_by_dag_and_day, cost_history
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.cost.history import RANKING_RUNS, cost_by_dag_and_day, cost_history
+from impactwatch.collector.cost.pricing import Pricing
 from impactwatch.collector.events import Batch, DagRun, TaskTry
-from impactwatch.collector.store import Store, make_engine
+from impactwatch.collector.state.store import Store, make_engine
 
 DAY = date(2026, 11, 23)
 MIDNIGHT = datetime.combine(DAY, datetime.min.time(), UTC).timestamp()

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.catalog_loader import load_catalog, parse_catalog
-from impactwatch.collector.cost_aws import aws_error_reason, describe_aws_error, scrub
-from impactwatch.collector.cost_reconcile import (
+from impactwatch.catalog.loader import load_catalog, parse_catalog
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.cost.aws import aws_error_reason, describe_aws_error, scrub
+from impactwatch.collector.cost.reconcile import (
     CostExplorerAnswerError,
     parse_pages,
     reconcile,
     window,
 )
-from impactwatch.collector.cost_report import rates_table, reconciliation_table
+from impactwatch.collector.cost.report import rates_table, reconciliation_table
 
 D = Decimal
 DAY1, DAY2 = date(2026, 11, 22), date(2026, 11, 23)

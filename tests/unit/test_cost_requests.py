@@ -17,8 +17,8 @@ from impactwatch.airflow_listeners.resource_requests import (
     parse_quantity,
 )
 from impactwatch.collector.events import Batch, TaskTry
-from impactwatch.collector.intake import SCHEMA, IntakeError, parse_events
-from impactwatch.collector.store import Store, make_engine, task_try_t
+from impactwatch.collector.intake.parse import SCHEMA, IntakeError, parse_events
+from impactwatch.collector.state.store import Store, make_engine, task_try_t
 
 GI = 2**30
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.cost import Pricing
-from impactwatch.collector.cost_tracking import HISTORY, MIN_HISTORY, OTHER, CostTracker
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.cost.pricing import Pricing
+from impactwatch.collector.cost.tracking import HISTORY, MIN_HISTORY, OTHER, CostTracker
 from impactwatch.collector.events import Batch, DagRun, TaskTry
-from impactwatch.collector.exporter import ImpactwatchCollector
-from impactwatch.collector.metrics_state import DagInfo, MetricsState
-from impactwatch.collector.store import Changes, Store, make_engine
+from impactwatch.collector.metrics.exporter import ImpactwatchCollector
+from impactwatch.collector.metrics.state import DagInfo, MetricsState
+from impactwatch.collector.state.store import Changes, Store, make_engine
 
 T0 = 1_795_500_000.0
 D = Decimal

@@ -12,10 +12,10 @@ from urllib.parse import parse_qsl
 import pytest
 import yaml
 
+from impactwatch.catalog.loader import load_catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.cli import main
-from impactwatch.collector import contract as c
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.catalog_loader import load_catalog
+from impactwatch.contract import metrics as c
 from impactwatch.dashboards import style as s
 from impactwatch.dashboards.generate import generate, models
 from impactwatch.dashboards.links import BOARDS

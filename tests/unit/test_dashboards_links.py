@@ -7,7 +7,7 @@ from typing import get_args
 import pytest
 
 from impactwatch.alert_rules.rules_model import Kind
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.dashboards.links import BOARDS, dashboard_url, panel_link
 from impactwatch.dashboards.products import PLATFORM_KIND
 from impactwatch.dashboards.promql import CatalogLabels, label_chain, proof_part, with_fill

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from impactwatch.collector.deadlines import next_unmet_deadline, surrounding_deadlines
+from impactwatch.catalog.deadlines import next_unmet_deadline, surrounding_deadlines
 
 LONDON = ZoneInfo("Europe/London")
 

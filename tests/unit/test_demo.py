@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from impactwatch.collector.catalog_loader import load_catalog
+from impactwatch.catalog.loader import load_catalog
 from impactwatch.demo.processes import Processes, StartError
 from impactwatch.demo.scenario import FRESHNESS, TIERS, demo_catalog, story
 from impactwatch.demo.stack import EXAMPLE_CATALOG

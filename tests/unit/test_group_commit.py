@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
-from impactwatch.collector.merge import Changes
-from impactwatch.collector.store import Store, make_engine, task_try_t
-from impactwatch.collector.writer import GroupCommit
+from impactwatch.collector.state.merge import Changes
+from impactwatch.collector.state.store import Store, make_engine, task_try_t
+from impactwatch.collector.state.writer import GroupCommit
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -216,7 +216,7 @@ def test_a_raising_callback_is_logged_and_the_writer_carries_on(
     def broken(error: BaseException | None) -> None:
         raise KeyError("a caller's bug")
 
-    with caplog.at_level("ERROR", logger="impactwatch.collector.writer"):
+    with caplog.at_level("ERROR", logger="impactwatch.collector.state.writer"):
         writer.submit_nowait("a", broken)
         writer.submit("b")  # written: the writer survived the callback
     assert write.committed == {"a", "b"}
@@ -358,7 +358,7 @@ def test_concurrent_ingests_each_count_once(tmp_path: Path) -> None:
 def test_a_state_db_of_another_kind_is_refused_with_the_fix(dialect: str) -> None:
     from sqlalchemy.engine import make_url
 
-    from impactwatch.collector.state_writes import StateWrites, UnsupportedStateDB
+    from impactwatch.collector.state.writes import StateWrites, UnsupportedStateDB
 
     with pytest.raises(UnsupportedStateDB, match="SQLite or PostgreSQL"):
         StateWrites(make_url(f"{dialect}://").get_dialect()())

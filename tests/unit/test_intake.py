@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from impactwatch.collector.intake import MAX_EVENTS, SCHEMA, IntakeError, parse_events
+from impactwatch.collector.intake.parse import MAX_EVENTS, SCHEMA, IntakeError, parse_events
 
 
 def body(*events: dict, schema: str = SCHEMA) -> bytes:

@@ -16,7 +16,7 @@ from impactwatch.airflow_listeners import wire
 from impactwatch.airflow_listeners.config import ListenerConfig
 from impactwatch.airflow_listeners.emitter import Emitter
 from impactwatch.airflow_listeners.listener import ImpactwatchListener, make_listeners
-from impactwatch.collector.intake import parse_events
+from impactwatch.collector.intake.parse import parse_events
 
 hookspec = pluggy.HookspecMarker("airflow")
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from impactwatch.airflow_listeners import wire
-from impactwatch.collector.intake import SCHEMA, parse_events
+from impactwatch.collector.intake.parse import SCHEMA, parse_events
 
 START = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 END = START + timedelta(seconds=12.5)

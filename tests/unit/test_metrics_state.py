@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
-from impactwatch.collector.exporter import ImpactwatchCollector
-from impactwatch.collector.metrics_state import DagInfo, MetricsState
-from impactwatch.collector.store import Changes, Summary
+from impactwatch.collector.metrics.exporter import ImpactwatchCollector
+from impactwatch.collector.metrics.state import DagInfo, MetricsState
+from impactwatch.collector.state.store import Changes, Summary
 
 T0 = 1_795_500_000.0  # 2026-11-24 06:00 UTC
 MIN = 60.0

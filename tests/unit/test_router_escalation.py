@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from impactwatch.collector.catalog import EscalationStep
+from impactwatch.catalog.model import EscalationStep
 from impactwatch.router import escalation
 from impactwatch.router.incidents import Incident
 from tests.unit.test_router_support import T0

@@ -7,7 +7,7 @@ import json
 import pytest
 from slack_sdk.models.blocks import Block
 
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.router import notices
 from impactwatch.router.incidents import AlertState, Incident
 from impactwatch.router.render import (

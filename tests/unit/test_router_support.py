@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from impactwatch.collector.catalog import Catalog
+from impactwatch.catalog.model import Catalog
 from impactwatch.router.payload import Notification, fingerprint_of, parse_notification
 
 T0 = 1_795_500_000.0  # 2026-11-24 ~06:00 UTC

@@ -7,9 +7,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from impactwatch.collector.events import ASSET_KEY_MAX, AssetUpdate, Batch, DagRun, TaskTry
-from impactwatch.collector.merge import Changes
-from impactwatch.collector.state_schema import asset_update_t
-from impactwatch.collector.store import Store, make_engine
+from impactwatch.collector.state.merge import Changes
+from impactwatch.collector.state.schema import asset_update_t
+from impactwatch.collector.state.store import Store, make_engine
 
 
 def store_at(tmp_path: Path) -> Store:

@@ -12,20 +12,20 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.catalog_airflow import AssetDeclaration
-from impactwatch.collector.cost import try_cost
+from impactwatch.catalog.airflow_merge import AssetDeclaration
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.cost.pricing import try_cost
 from impactwatch.collector.events import Batch, DagRun, TaskTry
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings
-from impactwatch.collector.store import Store, make_engine
-from impactwatch.collector.trace_export import (
+from impactwatch.collector.state.store import Store, make_engine
+from impactwatch.collector.tracing.export import (
     RunTracer,
     redact,
     service_resource,
     traces_endpoint,
 )
-from impactwatch.collector.tracing import (
+from impactwatch.collector.tracing.spans import (
     run_span_id,
     run_trace,
     to_ns,
@@ -458,7 +458,7 @@ def test_a_state_db_error_loses_nothing(tmp_path: Path) -> None:
 def test_the_backlog_is_bounded_and_drops_the_oldest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import impactwatch.collector.trace_export as trace_export
+    import impactwatch.collector.tracing.export as trace_export
 
     monkeypatch.setattr(trace_export, "MAX_BACKLOG", 2)
     store = store_at(tmp_path)

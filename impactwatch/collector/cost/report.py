@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.cost import Pricing, instance_rates, money
-from impactwatch.collector.cost_reconcile import Reconciliation
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.cost.pricing import Pricing, instance_rates, money
+from impactwatch.collector.cost.reconcile import Reconciliation
 
 RATE_PLACES = Decimal("0.000001")
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Collection
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from impactwatch.collector import contract as c
-from impactwatch.collector.exporter import ImpactwatchCollector
-from impactwatch.collector.metrics_state import MetricsState
+from impactwatch.collector.metrics.exporter import ImpactwatchCollector
+from impactwatch.collector.metrics.state import MetricsState
+from impactwatch.contract import metrics as c
 
 Families = dict[str, str]
 

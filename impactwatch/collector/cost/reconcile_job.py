@@ -22,12 +22,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
-from impactwatch.collector import contract as c
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.cost import Pricing
-from impactwatch.collector.cost_aws import aws_error_reason, describe_aws_error, scrub
-from impactwatch.collector.cost_history import cost_by_dag_and_day
-from impactwatch.collector.cost_reconcile import (
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.cost.aws import aws_error_reason, describe_aws_error, scrub
+from impactwatch.collector.cost.history import cost_by_dag_and_day
+from impactwatch.collector.cost.pricing import Pricing
+from impactwatch.collector.cost.reconcile import (
     DEFAULT_METRIC,
     DEFAULT_TAG_KEY,
     CostExplorerAnswerError,
@@ -36,6 +35,7 @@ from impactwatch.collector.cost_reconcile import (
     reconcile,
     window,
 )
+from impactwatch.contract import metrics as c
 
 log = logging.getLogger(__name__)
 

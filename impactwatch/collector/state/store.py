@@ -30,13 +30,13 @@ from sqlalchemy import (
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.util import greenlet_spawn
 
-from impactwatch.collector.cost import Pricing
-from impactwatch.collector.cost_history import DagHistory, load_cost_history
-from impactwatch.collector.cost_tracking import COST_HISTORY_RUNS
+from impactwatch.collector.cost.history import DagHistory, load_cost_history
+from impactwatch.collector.cost.pricing import Pricing
+from impactwatch.collector.cost.tracking import COST_HISTORY_RUNS
 from impactwatch.collector.events import Batch, DagRun, TaskTry
-from impactwatch.collector.loop_connection import LoopConnection
-from impactwatch.collector.merge import Changes, merge_assets, merge_runs, merge_tries
-from impactwatch.collector.state_schema import (
+from impactwatch.collector.state.loop_connection import LoopConnection
+from impactwatch.collector.state.merge import Changes, merge_assets, merge_runs, merge_tries
+from impactwatch.collector.state.schema import (
     add_missing_columns,
     asset_update_t,
     breach_t,
@@ -47,8 +47,8 @@ from impactwatch.collector.state_schema import (
     traced_run_t,
     watermark_t,
 )
-from impactwatch.collector.state_writes import StateWrites, wrap_error
-from impactwatch.collector.writer import GroupCommit
+from impactwatch.collector.state.writer import GroupCommit
+from impactwatch.collector.state.writes import StateWrites, wrap_error
 
 __all__ = ["Changes", "Store", "Summary", "make_engine", "task_try_t"]
 

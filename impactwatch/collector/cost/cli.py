@@ -55,17 +55,17 @@ def add_subcommand(subparsers: Any) -> None:
 
 
 def _catalog(path: str | None) -> Any:
-    from impactwatch.cli import _load_catalog_or_exit
+    from impactwatch.catalog.cli import load_catalog_or_exit
 
     if not path:
         print("impactwatch cost: --catalog (or IMPACTWATCH_CATALOG) is required", file=sys.stderr)
         raise SystemExit(2)
-    return _load_catalog_or_exit(path)
+    return load_catalog_or_exit(path)
 
 
 def cmd_rates(args: argparse.Namespace) -> int:
-    from impactwatch.collector.cost_instances import resolve_or_warn
-    from impactwatch.collector.cost_report import rates_table
+    from impactwatch.collector.cost.instances import resolve_or_warn
+    from impactwatch.collector.cost.report import rates_table
 
     catalog = _catalog(args.catalog)
     if not args.no_ec2:
@@ -80,11 +80,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from impactwatch.collector.cost_instances import resolve_or_warn
-    from impactwatch.collector.cost_reconcile_job import ReconcileCollector, ReconcileJob
-    from impactwatch.collector.cost_report import reconciliation_table
-    from impactwatch.collector.durations import DurationError, parse_duration
-    from impactwatch.collector.state_schema import make_engine
+    from impactwatch.catalog.durations import DurationError, parse_duration
+    from impactwatch.collector.cost.instances import resolve_or_warn
+    from impactwatch.collector.cost.reconcile_job import ReconcileCollector, ReconcileJob
+    from impactwatch.collector.cost.report import reconciliation_table
+    from impactwatch.collector.state.schema import make_engine
 
     if args.days < 1 or args.lag_days < 0:
         print("impactwatch cost reconcile: --days >= 1 and --lag-days >= 0", file=sys.stderr)

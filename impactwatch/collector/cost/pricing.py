@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
-from impactwatch.collector.catalog import Catalog, InstanceType, Rates
+from impactwatch.catalog.model import Catalog, InstanceType, Rates
 from impactwatch.collector.events import TaskTry
 
 log = logging.getLogger(__name__)

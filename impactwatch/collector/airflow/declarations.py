@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, or_, select
 
-from impactwatch.collector import airflow_schema as af
-from impactwatch.collector.catalog_airflow import AssetDeclaration, DagDeclaration
+from impactwatch.catalog.airflow_merge import AssetDeclaration, DagDeclaration
+from impactwatch.collector.airflow import schema as af
 
 
 def read_declarations(conn: Connection) -> tuple[list[DagDeclaration], list[AssetDeclaration]]:

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.catalog_checks import Finding, Loc, subject
+from impactwatch.catalog.checks import Finding, Loc, subject
+from impactwatch.catalog.model import Catalog
 
 _NOUNS = {
     "string": "text",

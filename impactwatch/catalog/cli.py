@@ -9,13 +9,25 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from impactwatch.collector.catalog_loader import check_catalog
+from impactwatch.catalog.loader import CatalogError, check_catalog, load_catalog
+from impactwatch.catalog.model import Catalog
 
 CONNECT_TIMEOUT_SECONDS = 5
 
 
 class AirflowDbError(Exception):
     """The Airflow metadata DB could not be read; the message is one line for the user."""
+
+
+def load_catalog_or_exit(path: str | None) -> Catalog:
+    """The catalog at `path` (an empty one for None); on problems print them all and exit 1."""
+    if path is None:
+        return Catalog()
+    try:
+        return load_catalog(path)
+    except CatalogError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def run_check(path: str, airflow_db: str | None = None) -> int:

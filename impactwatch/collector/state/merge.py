@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
-from impactwatch.collector.state_schema import (
+from impactwatch.collector.state.schema import (
     RUN_DELAY,
     RUN_FINISHED,
     TRY_QUEUE_WAIT,

@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.catalog_checks import Finding, Loc, semantic_findings, subject
-from impactwatch.collector.catalog_errors import finding_from_error
+from impactwatch.catalog.checks import Finding, Loc, semantic_findings, subject
+from impactwatch.catalog.errors import finding_from_error
+from impactwatch.catalog.model import Catalog
 
 _SEXAGESIMAL_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
 _MERGE_TAG = "tag:yaml.org,2002:merge"

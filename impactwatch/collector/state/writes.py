@@ -34,8 +34,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import ARRAY, String
 
 from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
-from impactwatch.collector.merge import RUN_FIELDS, TRY_FIELDS
-from impactwatch.collector.state_schema import (
+from impactwatch.collector.state.merge import RUN_FIELDS, TRY_FIELDS
+from impactwatch.collector.state.schema import (
     asset_update_t,
     breach_t,
     dag_run_t,

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from impactwatch.collector.catalog import Catalog, InstanceType
-from impactwatch.collector.cost_aws import aws_error_reason, describe_aws_error
+from impactwatch.catalog.model import Catalog, InstanceType
+from impactwatch.collector.cost.aws import aws_error_reason, describe_aws_error
 
 log = logging.getLogger(__name__)
 

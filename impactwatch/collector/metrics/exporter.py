@@ -13,9 +13,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from impactwatch.collector import contract as c
-from impactwatch.collector.contract import MetricSpec
-from impactwatch.collector.metrics_state import Histogram, MetricsState
+from impactwatch.collector.metrics.state import Histogram, MetricsState
+from impactwatch.contract import metrics as c
+from impactwatch.contract.metrics import MetricSpec
 
 
 def _gauge(spec: MetricSpec) -> GaugeMetricFamily:

@@ -12,8 +12,8 @@ import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.durations import format_duration
+from impactwatch.catalog.durations import format_duration
+from impactwatch.catalog.model import Catalog
 
 Loc = tuple[str | int, ...]
 

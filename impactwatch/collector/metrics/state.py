@@ -14,12 +14,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from impactwatch.collector import contract as c
-from impactwatch.collector.catalog import Catalog, CostModel, Dataset
-from impactwatch.collector.cost import ZERO, Pricing
-from impactwatch.collector.cost_tracking import CostTracker
-from impactwatch.collector.deadlines import next_unmet_deadline
-from impactwatch.collector.store import Changes, Summary
+from impactwatch.catalog.deadlines import next_unmet_deadline
+from impactwatch.catalog.model import Catalog, CostModel, Dataset
+from impactwatch.collector.cost.pricing import ZERO, Pricing
+from impactwatch.collector.cost.tracking import CostTracker
+from impactwatch.collector.state.store import Changes, Summary
+from impactwatch.contract import metrics as c
 
 log = logging.getLogger(__name__)
 

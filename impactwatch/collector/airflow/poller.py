@@ -34,10 +34,10 @@ from sqlalchemy import (
     tuple_,
 )
 
-from impactwatch.collector import airflow_schema as af
-from impactwatch.collector.airflow_db import IdCursor, make_airflow_engine
-from impactwatch.collector.airflow_declarations import read_declarations
-from impactwatch.collector.catalog_airflow import AssetDeclaration, DagDeclaration
+from impactwatch.catalog.airflow_merge import AssetDeclaration, DagDeclaration
+from impactwatch.collector.airflow import schema as af
+from impactwatch.collector.airflow.db import IdCursor, make_airflow_engine
+from impactwatch.collector.airflow.declarations import read_declarations
 from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
 
 __all__ = ["PollResult", "Poller", "make_airflow_engine"]

@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from impactwatch.collector.cost import ZERO
+from impactwatch.collector.cost.pricing import ZERO
 
 DEFAULT_TAG_KEY = "airflow_dag_id"
 DEFAULT_METRIC = "UnblendedCost"

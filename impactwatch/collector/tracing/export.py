@@ -36,13 +36,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from impactwatch.collector.tracing import ENDPOINT_VARS, SpanSpec, run_trace, tracing_enabled
+from impactwatch.collector.tracing.spans import ENDPOINT_VARS, SpanSpec, run_trace, tracing_enabled
 
 if TYPE_CHECKING:
-    from impactwatch.collector.catalog import Catalog
-    from impactwatch.collector.catalog_airflow import AssetDeclaration
+    from impactwatch.catalog.airflow_merge import AssetDeclaration
+    from impactwatch.catalog.model import Catalog
     from impactwatch.collector.events import DagRun, TaskTry
-    from impactwatch.collector.store import Store
+    from impactwatch.collector.state.store import Store
 
 log = logging.getLogger(__name__)
 

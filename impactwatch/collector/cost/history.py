@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, case, func, literal, not_, or_, select
 
-from impactwatch.collector.cost import ZERO, Pricing, Usage
+from impactwatch.collector.cost.pricing import ZERO, Pricing, Usage
 from impactwatch.collector.events import DAG_RUN_TERMINAL, TaskTry
-from impactwatch.collector.state_schema import dag_run_t, task_try_t
+from impactwatch.collector.state.schema import dag_run_t, task_try_t
 
 _c = task_try_t.c
 # TaskTry's fields in order, as state-DB columns (`end` is `end_` there).

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from impactwatch.collector.catalog import TIERS, Catalog, Dataset, Pipeline, Producer
-from impactwatch.collector.durations import DurationError, format_duration, parse_duration
+from impactwatch.catalog.durations import DurationError, format_duration, parse_duration
+from impactwatch.catalog.model import TIERS, Catalog, Dataset, Pipeline, Producer
 
 ASSET_KEYS = ("title", "team", "tier", "freshness", "dataset")
 """Keys of an Asset's `extra` that make it a data product."""

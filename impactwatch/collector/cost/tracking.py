@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from impactwatch.collector.cost import ZERO, median
+from impactwatch.collector.cost.pricing import ZERO, median
 
 HISTORY = 20
 """The median is taken over this many runs before the latest."""

@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Literal
 from urllib.parse import quote
 
-from impactwatch.collector.catalog import Catalog
-from impactwatch.collector.cost import run_cost, try_cost
+from impactwatch.catalog.model import Catalog
+from impactwatch.collector.cost.pricing import run_cost, try_cost
 from impactwatch.collector.events import SEP, DagRun, TaskTry
 
 AttributeValue = str | bool | int | float | tuple[str, ...]

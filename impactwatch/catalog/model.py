@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from impactwatch.collector.durations import parse_duration
+from impactwatch.catalog.durations import parse_duration
 
 Tier = Literal["critical", "high", "standard"]
 TIERS: tuple[str, ...] = get_args(Tier)

@@ -1,0 +1,1 @@
+"""What runs cost: pricing (pure), history, per-DAG tracking, reconciliation with the AWS bill."""

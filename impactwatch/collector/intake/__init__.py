@@ -1,0 +1,1 @@
+"""Listener events over HTTP: `POST /v1/events` parsed at the edge."""

@@ -1,0 +1,1 @@
+"""In-memory business state and its Prometheus exposition."""

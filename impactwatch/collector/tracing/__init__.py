@@ -1,0 +1,1 @@
+"""OpenTelemetry traces of finished DAG runs: spans as plain data, and their export."""

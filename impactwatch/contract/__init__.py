@@ -1,0 +1,4 @@
+"""The metric contract: every metric impactwatch exports, and the words rules and dashboards share.
+
+Foundations: imports nothing else of impactwatch.
+"""
