@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from impactwatch.catalog.model import EscalationStep
-    from impactwatch.router.incidents import Incident
+    from impactwatch.router.model import Incident
 
 
 def next_due(incident: Incident, steps: Sequence[EscalationStep]) -> float | None:

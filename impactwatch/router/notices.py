@@ -11,7 +11,7 @@ from typing import Any
 
 from impactwatch.router import escape as esc
 from impactwatch.router import wording as w
-from impactwatch.router.incidents import Incident
+from impactwatch.router.model import Incident
 from impactwatch.router.render import (
     RenderContext,
     Rendered,

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from impactwatch.catalog.model import Catalog
 from impactwatch.router import escape as esc
 from impactwatch.router import wording as w
-from impactwatch.router.incidents import AlertState, Incident
+from impactwatch.router.model import AlertState, Incident
 from impactwatch.router.routing import Lineage, Subject
 
 MAX_SECTION = 2900  # Block Kit allows 3000 characters in a section's text

@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -22,8 +21,9 @@ from sqlalchemy import select
 from impactwatch.catalog.model import Catalog
 from impactwatch.router import outbox
 from impactwatch.router.delivery import DeliveryWorker
-from impactwatch.router.incidents import Changes, Decider, View, teams_with_digest
+from impactwatch.router.incidents import Decider, teams_with_digest
 from impactwatch.router.metrics import RouterStats
+from impactwatch.router.model import Action, Changes, View
 from impactwatch.router.notices import render_digest
 from impactwatch.router.payload import Notification
 from impactwatch.router.render import Links, RenderContext
@@ -33,15 +33,6 @@ from impactwatch.router.store import RouterStore
 from impactwatch.router.tables import message_t
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Action:
-    """A button press, parsed and verified (`interactions.parse_action`)."""
-
-    kind: str  # ack | snooze | not_actionable
-    incident_id: str
-    user_id: str
 
 
 def make_sink(settings: RouterSettings, stats: RouterStats) -> Sink:

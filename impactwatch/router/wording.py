@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from impactwatch.catalog.model import Catalog
 from impactwatch.router import escape as esc
-from impactwatch.router.incidents import AlertState, Incident
+from impactwatch.router.model import AlertState, Incident
 from impactwatch.router.routing import Lineage, Subject
 
 HEADLINES = {
