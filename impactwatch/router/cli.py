@@ -62,8 +62,9 @@ def _catalog(path: str | None) -> Any:
 
 
 def run(settings: Any, stop: threading.Event | None = None) -> int:
-    from impactwatch.router.http_app import RouterApp, serve
+    from impactwatch.router.http_app import create_app
     from impactwatch.router.service import RouterService
+    from impactwatch.serving import Server
 
     catalog = _catalog(settings.catalog)
     try:
@@ -83,16 +84,14 @@ def run(settings: Any, stop: threading.Event | None = None) -> int:
     except Exception as exc:  # bad URL, state DB refused
         print(f"impactwatch router: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    secret = settings.slack_signing_secret
-    app = RouterApp(
-        service, token, secret.get_secret_value() if secret else None, settings.max_body_bytes
-    )
     host, port = settings.listen_address()
     # The router's threads mostly wait on the state DB and Slack; when an answer arrives, its
     # thread should not wait the default 5 ms for the GIL (a burst's webhook latency tail).
     sys.setswitchinterval(SWITCH_INTERVAL)
+    app = create_app(service, token)
     try:
-        server, _thread = serve(app, host, port)
+        server = Server(app, host, port, settings.server_limits(), name="router")
+        server.start()
     except OSError as exc:
         print(
             f"impactwatch router: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr
@@ -101,10 +100,9 @@ def run(settings: Any, stop: threading.Event | None = None) -> int:
         return 2
     slack = "Slack" if settings.slack_bot_token else f"console + {settings.jsonl_path}"
     log.info(
-        "router on http://%s:%d/alertmanager (webhook %s), delivering to %s",
+        "router on http://%s:%d/alertmanager (webhook token required), delivering to %s",
         host,
-        server.server_port,
-        "token required",
+        server.port,
         slack,
     )
     service.start()
@@ -116,6 +114,6 @@ def run(settings: Any, stop: threading.Event | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
+        server.stop()
         service.close()
     return 0

@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from impactwatch.catalog.model import Deadline
+from impactwatch.serving import ServerLimits
 
 
 class RouterSettings(BaseSettings):
@@ -69,6 +70,24 @@ class RouterSettings(BaseSettings):
         validation_alias=AliasChoices("webhook_token_file", "IMPACTWATCH_WEBHOOK_TOKEN_FILE"),
     )
     max_body_bytes: int = Field(4 * 1_048_576, gt=0, description="Largest webhook body accepted")
+    interactions_max_body_bytes: int = Field(
+        64 * 1024,
+        gt=0,
+        description="Largest Slack interaction body accepted (Slack sends a few KiB); a larger "
+        "Content-Length is refused (413) before the body is read",
+    )
+    max_connections: int = Field(
+        1000, gt=0, description="Open connections served at once; more wait to be accepted"
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds from a request's first byte to the end of its headers"
+    )
+    request_timeout: float = Field(
+        30.0, gt=0, description="Seconds from a request's first byte to the end of its body (408)"
+    )
+    keepalive_timeout: float = Field(
+        5.0, gt=0, description="Seconds an idle keep-alive connection stays open"
+    )
     settle_seconds: float = Field(
         3.0,
         ge=0,
@@ -121,3 +140,11 @@ class RouterSettings(BaseSettings):
     def listen_address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host or "127.0.0.1", int(port)
+
+    def server_limits(self) -> ServerLimits:
+        return ServerLimits(
+            max_connections=self.max_connections,
+            header_timeout=self.header_timeout,
+            request_timeout=self.request_timeout,
+            keepalive_timeout=self.keepalive_timeout,
+        )
