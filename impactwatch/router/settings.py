@@ -77,10 +77,10 @@ class RouterSettings(BaseSettings):
         "Content-Length is refused (413) before the body is read",
     )
     max_connections: int = Field(
-        1000, gt=0, description="Open connections served at once; more wait to be accepted"
+        1000, gt=0, description="Open connections at most; more are closed as they open"
     )
     header_timeout: float = Field(
-        10.0, gt=0, description="Seconds from a request's first byte to the end of its headers"
+        10.0, gt=0, description="Seconds from a request's first byte to the end of its head (408)"
     )
     request_timeout: float = Field(
         30.0, gt=0, description="Seconds from a request's first byte to the end of its body (408)"
