@@ -99,12 +99,7 @@ def run(settings: Any, stop: threading.Event | None = None) -> int:
         service.close()
         return 2
     slack = "Slack" if settings.slack_bot_token else f"console + {settings.jsonl_path}"
-    log.info(
-        "router on http://%s:%d/alertmanager (webhook token required), delivering to %s",
-        host,
-        server.port,
-        slack,
-    )
+    log.info("router: webhook token required, delivering to %s", slack)
     service.start()
     stopping = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -1,14 +1,9 @@
-"""The router's HTTP surface (ASGI, Starlette): POST /alertmanager, POST /slack/interactions,
-GET /metrics, GET /healthz.
-
-Everything a request can be refused for without its body is checked before a body byte is read:
-the webhook's bearer token, Slack's timestamp and signature headers (and the five-minute window),
-a Content-Length (411 without one) within the route's limit (413). Refusals made before the body
-close the connection. The body is then read as it streams in; one shorter than its
-Content-Length (the client went away, or the server's request deadline cut it) is never
-processed. 400 with the reason for a malformed payload; a state DB failure is a 503, so
-Alertmanager retries; nothing is half-stored (one transaction per webhook). Decisions and scrapes
-run on the thread pool (anyio's, bounded), never on the event loop.
+"""The router's HTTP surface (Starlette): POST /alertmanager, POST /slack/interactions, GET
+/metrics, GET /healthz. What can be refused from the request head (bearer token, Slack's headers
+and five-minute window, Content-Length and the route's limit) is refused before a body byte is
+read; a body ending short of its Content-Length is never processed. Decisions and scrapes run on
+anyio's bounded thread pool. A state DB failure is a 503, so Alertmanager retries; nothing is
+half-stored (one transaction per webhook).
 """
 
 from __future__ import annotations
@@ -41,40 +36,24 @@ _STAMP = re.compile(r"[0-9]{1,12}")
 _SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
 
 
-class Refused(Exception):
-    """An answer given instead of processing the request (before or while reading the body)."""
-
-    def __init__(self, status: int, error: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(error)
-        self.status, self.error, self.headers = status, error, headers or {}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.error}, self.status, self.headers)
+def refuse(status: int, error: str, **headers: str) -> JSONResponse:
+    """A refusal from the request head: the unread body is not worth keeping the connection for."""
+    return JSONResponse({"error": error}, status, {**headers, "Connection": "close"})
 
 
-def _early(status: int, error: str, **headers: str) -> Refused:
-    """A refusal before the body: the unread body is not worth keeping the connection for."""
-    return Refused(status, error, {**headers, "Connection": "close"})
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, at most `limit` bytes, checked against its Content-Length before the first
-    byte is read and as it streams in. Raises `Refused` (or `ClientDisconnect`)."""
+async def read_body(request: Request, limit: int) -> bytes | JSONResponse:
+    """The whole body, or the refusal: 411 without a Content-Length, 413 when it is over `limit`
+    (both before the first byte is read), 400 when the body ends short of it (`ClientDisconnect`
+    when the client went away)."""
     declared = request.headers.get("content-length", "")
     if not declared.isdigit():
-        raise _early(411, "send a Content-Length")
-    length = int(declared)
-    if length > limit:
-        raise _early(413, f"body over {limit} bytes")
-    chunks, got = [], 0
-    async for chunk in request.stream():
-        got += len(chunk)
-        if got > length:
-            raise _early(400, "body longer than its Content-Length")
-        chunks.append(chunk)
-    if got != length:
-        raise Refused(400, "body shorter than its Content-Length")
-    return b"".join(chunks)
+        return refuse(411, "send a Content-Length")
+    if int(declared) > limit:
+        return refuse(413, f"body over {limit} bytes")
+    body = b"".join([chunk async for chunk in request.stream()])
+    if len(body) != int(declared):
+        return refuse(400, "body shorter than its Content-Length")
+    return body
 
 
 def bearer_matches(header: str, token: str | None) -> bool:
@@ -88,13 +67,10 @@ def bearer_matches(header: str, token: str | None) -> bool:
 
 def slack_headers_fresh(headers: Any, now: float) -> bool:
     """Slack's two headers present, well-formed, and the timestamp inside the replay window."""
-    stamp = headers.get("x-slack-request-timestamp", "")
-    signature = headers.get("x-slack-signature", "")
-    return (
-        _STAMP.fullmatch(stamp) is not None
-        and _SIGNATURE.fullmatch(signature) is not None
-        and abs(now - int(stamp)) <= SLACK_WINDOW
-    )
+    stamp, signature = (headers.get(f"x-slack-{h}", "") for h in ("request-timestamp", "signature"))
+    if not _STAMP.fullmatch(stamp) or not _SIGNATURE.fullmatch(signature):
+        return False
+    return abs(now - int(stamp)) <= SLACK_WINDOW
 
 
 class RouterEndpoints:
@@ -105,12 +81,12 @@ class RouterEndpoints:
         self.token = webhook_token
         self.max_body = settings.max_body_bytes
         self.interactions_max_body = settings.interactions_max_body_bytes
-        secret = settings.slack_signing_secret
-        self.verifier = (
-            SignatureVerifier(secret.get_secret_value())
-            if secret is not None and secret.get_secret_value()
-            else None
+        secret = (
+            settings.slack_signing_secret.get_secret_value()
+            if settings.slack_signing_secret
+            else ""
         )
+        self.verifier = SignatureVerifier(secret) if secret else None
         self.registry = CollectorRegistry()
         self.registry.register(RouterCollector(service.stats, service.store, service.clock))
 
@@ -118,19 +94,15 @@ class RouterEndpoints:
         began = time.perf_counter()
         if not bearer_matches(request.headers.get("authorization", ""), self.token):
             self.stats.count("notifications", "unauthorized")
-            return _early(
-                401,
-                "missing or wrong bearer token",
-                **{"WWW-Authenticate": 'Bearer realm="impactwatch-router"'},
-            ).response()
+            realm = {"WWW-Authenticate": 'Bearer realm="impactwatch-router"'}
+            return refuse(401, "missing or wrong bearer token", **realm)
         try:
             body = await read_body(request, self.max_body)
-        except Refused as refused:
-            self.stats.count("notifications", "invalid" if refused.status == 400 else "too_large")
-            return refused.response()
         except ClientDisconnect:
-            self.stats.count("notifications", "invalid")
-            return Response(status_code=400)  # nobody is listening; never processed
+            body = refuse(400, "the client left before its body ended")  # nobody hears it
+        if isinstance(body, Response):
+            self.stats.count("notifications", "invalid" if body.status_code == 400 else "too_large")
+            return body
         return await run_in_threadpool(self._decide, body, began)
 
     def _decide(self, body: bytes, began: float) -> Response:
@@ -156,24 +128,19 @@ class RouterEndpoints:
     async def interaction(self, request: Request) -> Response:
         if self.verifier is None or not slack_headers_fresh(request.headers, time.time()):
             self.stats.count("interactions", ("unknown", "unauthorized"))
-            return _early(401, "bad or missing Slack signature").response()
+            return refuse(401, "bad or missing Slack signature")
         try:
             body = await read_body(request, self.interactions_max_body)
-        except Refused as refused:
-            outcome = "invalid" if refused.status == 400 else "too_large"
-            self.stats.count("interactions", ("unknown", outcome))
-            return refused.response()
         except ClientDisconnect:
-            self.stats.count("interactions", ("unknown", "invalid"))
-            return Response(status_code=400)
-        if not self._signed(body, request):
+            body = refuse(400, "the client left before its body ended")
+        if isinstance(body, Response):
+            outcome = "invalid" if body.status_code == 400 else "too_large"
+            self.stats.count("interactions", ("unknown", outcome))
+            return body
+        if not self.verifier.is_valid_request(body, dict(request.headers)):
             self.stats.count("interactions", ("unknown", "unauthorized"))
             return JSONResponse({"error": "bad or missing Slack signature"}, 401)
         return await run_in_threadpool(self._act, body)
-
-    def _signed(self, body: bytes, request: Request) -> bool:
-        assert self.verifier is not None
-        return self.verifier.is_valid_request(body, dict(request.headers))
 
     def _act(self, body: bytes) -> Response:
         try:

@@ -1,7 +1,4 @@
-"""The incident model: alerts as stored, incidents, the slice of state one decision sees, what a
-decision changed, and a button press. Records only; the decisions live in `incidents` and
-`escalation`, which both depend on this module and not on each other.
-"""
+"""The incident model: records only; the decisions (`incidents`, `escalation`) depend on it."""
 
 from __future__ import annotations
 

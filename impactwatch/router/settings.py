@@ -70,24 +70,11 @@ class RouterSettings(BaseSettings):
         validation_alias=AliasChoices("webhook_token_file", "IMPACTWATCH_WEBHOOK_TOKEN_FILE"),
     )
     max_body_bytes: int = Field(4 * 1_048_576, gt=0, description="Largest webhook body accepted")
-    interactions_max_body_bytes: int = Field(
-        64 * 1024,
-        gt=0,
-        description="Largest Slack interaction body accepted (Slack sends a few KiB); a larger "
-        "Content-Length is refused (413) before the body is read",
-    )
-    max_connections: int = Field(
-        1000, gt=0, description="Open connections at most; more are closed as they open"
-    )
-    header_timeout: float = Field(
-        10.0, gt=0, description="Seconds from a request's first byte to the end of its head (408)"
-    )
-    request_timeout: float = Field(
-        30.0, gt=0, description="Seconds from a request's first byte to the end of its body (408)"
-    )
-    keepalive_timeout: float = Field(
-        5.0, gt=0, description="Seconds an idle keep-alive connection stays open"
-    )
+    interactions_max_body_bytes: int = Field(65536, gt=0, description="Largest Slack body (413)")
+    max_connections: int = Field(1000, gt=0, description="Open connections; more are closed")
+    header_timeout: float = Field(10.0, gt=0, description="Seconds to receive a request head")
+    request_timeout: float = Field(30.0, gt=0, description="Seconds to receive a whole request")
+    keepalive_timeout: float = Field(5.0, gt=0, description="Seconds an idle connection stays")
     settle_seconds: float = Field(
         3.0,
         ge=0,
