@@ -8,17 +8,18 @@ half-stored (one transaction per webhook).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import re
 import time
 from typing import Any
 
+import anyio
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 SLACK_WINDOW = 300  # seconds: Slack's replay window (slack_sdk's verifier uses the same)
 _STAMP = re.compile(r"[0-9]{1,12}")
 _SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+THREADS = 4  # decisions serialize on the store's locks: more threads would only queue there
 
 
 def refuse(status: int, error: str, **headers: str) -> JSONResponse:
@@ -87,8 +89,13 @@ class RouterEndpoints:
             else ""
         )
         self.verifier = SignatureVerifier(secret) if secret else None
+        self.threads = anyio.CapacityLimiter(THREADS)
         self.registry = CollectorRegistry()
         self.registry.register(RouterCollector(service.stats, service.store, service.clock))
+
+    async def off_loop(self, func: Any, *args: Any) -> Any:
+        """`func(*args)` on one of the app's `THREADS` threads, so the event loop keeps serving."""
+        return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self.threads)
 
     async def webhook(self, request: Request) -> Response:
         began = time.perf_counter()
@@ -103,7 +110,7 @@ class RouterEndpoints:
         if isinstance(body, Response):
             self.stats.count("notifications", "invalid" if body.status_code == 400 else "too_large")
             return body
-        return await run_in_threadpool(self._decide, body, began)
+        return await self.off_loop(self._decide, body, began)
 
     def _decide(self, body: bytes, began: float) -> Response:
         try:
@@ -140,7 +147,7 @@ class RouterEndpoints:
         if not self.verifier.is_valid_request(body, dict(request.headers)):
             self.stats.count("interactions", ("unknown", "unauthorized"))
             return JSONResponse({"error": "bad or missing Slack signature"}, 401)
-        return await run_in_threadpool(self._act, body)
+        return await self.off_loop(self._act, body)
 
     def _act(self, body: bytes) -> Response:
         try:
@@ -163,7 +170,7 @@ class RouterEndpoints:
     async def metrics(self, request: Request) -> Response:
         """Prometheus exposition of the router's collector (it reads the state DB: off the loop)."""
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        data = await run_in_threadpool(encoder, self.registry)
+        data = await self.off_loop(encoder, self.registry)
         return Response(data, headers={"Content-Type": content_type})
 
 
