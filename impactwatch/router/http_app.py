@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -94,7 +95,7 @@ class RouterEndpoints:
         self.registry.register(RouterCollector(service.stats, service.store, service.clock))
 
     async def off_loop(self, func: Any, *args: Any) -> Any:
-        """`func(*args)` on one of the app's `THREADS` threads, so the event loop keeps serving."""
+        """`func(*args)` on one of the app's `THREADS` decision threads, off the event loop."""
         return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self.threads)
 
     async def webhook(self, request: Request) -> Response:
@@ -168,9 +169,9 @@ class RouterEndpoints:
         return JSONResponse({})
 
     async def metrics(self, request: Request) -> Response:
-        """Prometheus exposition of the router's collector (it reads the state DB: off the loop)."""
+        """The router's collector reads the state DB: off the loop, not queued behind decisions."""
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        data = await self.off_loop(encoder, self.registry)
+        data = await run_in_threadpool(encoder, self.registry)
         return Response(data, headers={"Content-Type": content_type})
 
 
