@@ -14,10 +14,21 @@ from functools import cached_property
 from typing import Literal
 
 from impactwatch.catalog.model import Catalog
+from impactwatch.contract.alerts import (
+    ALERTNAME,
+    COMPONENT,
+    CRITICAL,
+    DAG_ID,
+    DATASET,
+    KIND,
+    SEVERITY,
+    TEAM,
+    WARNING,
+)
+from impactwatch.contract.alerts import SEVERITY_RANK as SEVERITY_RANK  # incidents.py reads it here
 from impactwatch.router.payload import Alert
 
 SubjectKind = Literal["dataset", "dag", "component", "rule"]
-SEVERITY_RANK = {"warning": 1, "critical": 2}
 
 
 @dataclass(frozen=True, order=True)
@@ -56,24 +67,24 @@ class Route:
 
 
 def subject_of(alert: Alert) -> Subject:
-    if alert.label("dataset"):
-        return Subject("dataset", alert.label("dataset"))
-    if alert.label("dag_id"):
-        return Subject("dag", alert.label("dag_id"))
-    if alert.label("component"):
-        return Subject("component", alert.label("component"))
-    return Subject("rule", alert.label("alertname") or "unnamed alert")
+    if alert.label(DATASET):
+        return Subject("dataset", alert.label(DATASET))
+    if alert.label(DAG_ID):
+        return Subject("dag", alert.label(DAG_ID))
+    if alert.label(COMPONENT):
+        return Subject("component", alert.label(COMPONENT))
+    return Subject("rule", alert.label(ALERTNAME) or "unnamed alert")
 
 
 def severity_of(alert: Alert) -> str:
     """critical, or warning for anything else (info, none, a typo): never dropped."""
-    return "critical" if alert.label("severity").lower() in ("critical", "page") else "warning"
+    return CRITICAL if alert.label(SEVERITY).lower() in (CRITICAL, "page") else WARNING
 
 
 def route(alert: Alert, catalog: Catalog) -> Route:
     subject = subject_of(alert)
-    team, note = owner_of(subject, alert.label("team"), catalog)
-    return Route(subject, team, severity_of(alert), alert.label("kind") or "other", note)
+    team, note = owner_of(subject, alert.label(TEAM), catalog)
+    return Route(subject, team, severity_of(alert), alert.label(KIND) or "other", note)
 
 
 def owner_of(subject: Subject, label_team: str, catalog: Catalog) -> tuple[str, str | None]:

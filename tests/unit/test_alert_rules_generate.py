@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from impactwatch.alert_rules import rules_model as m
 from impactwatch.alert_rules.generate import generate
-from impactwatch.alert_rules.promql import alternation, human_duration, prom_duration
+from impactwatch.alert_rules.promql import human_duration, prom_duration
 from impactwatch.alert_rules.promtool import check_rules
 from impactwatch.alert_rules.render import GENERATED
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.alert_rules.writer import differences, write_tree
 from impactwatch.catalog.loader import load_catalog, parse_catalog
+from impactwatch.contract import alerts as names
 from impactwatch.contract import metrics as c
+from impactwatch.contract.promql import alternation
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "catalog.yaml"
@@ -154,11 +155,11 @@ def test_alertmanager_config_semantics(files: dict[str, str]) -> None:
 
 def test_every_alert_is_labelled_annotated_and_has_its_runbook(files: dict[str, str]) -> None:
     alerts = [r for r in rules_of(files) if "alert" in r]
-    assert {a["alert"] for a in alerts} == set(m.ALERT_NAMES)
+    assert {a["alert"] for a in alerts} == set(names.ALERT_NAMES)
     base = RuleSettings().runbook_base_url
     for a in alerts:
         labels, notes = a["labels"], a["annotations"]
-        assert labels["severity"] in c.SEVERITIES, a["alert"]
+        assert labels["severity"] in names.SEVERITIES, a["alert"]
         assert labels["kind"] in (
             "freshness",
             "duration",
@@ -199,9 +200,9 @@ def test_catalog_without_critical_pipelines_has_no_failure_rule() -> None:
     )
     assert not problems and catalog is not None
     alerts = [r for r in rules_of(generate(catalog)) if "alert" in r]
-    assert m.CRITICAL_PIPELINE_FAILED not in {a["alert"] for a in alerts}
+    assert names.CRITICAL_PIPELINE_FAILED not in {a["alert"] for a in alerts}
     assert {a["alert"] for a in alerts if a["labels"]["kind"] == "freshness"} == {
-        m.DATA_PRODUCT_STALE
+        names.DATA_PRODUCT_STALE
     }  # only the generic rule: the catalog has no data product
 
 
@@ -211,7 +212,7 @@ def test_shipped_settings_can_be_overridden(files: dict[str, str]) -> None:
     )
     changed = generate(load_catalog(EXAMPLE), settings)
     rules = rules_of(changed)
-    stale = [r for r in rules if r.get("alert") == m.DATA_PRODUCT_STALE]
+    stale = [r for r in rules if r.get("alert") == names.DATA_PRODUCT_STALE]
     assert {r["for"] for r in stale} == {"2m"}
     assert all(r["annotations"]["runbook_url"].startswith("https://wiki/rb/") for r in stale)
     assert "interval: 30s" in changed["rules/impactwatch-freshness.rules.yml"]
