@@ -126,10 +126,14 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             [
                 case("2h30s", names.DATA_PRODUCT_STALE),
                 case(
-                    "2h45s", names.DATA_PRODUCT_STALE, fx("warning", "FX rates are 2h stale (limit 2h)")
+                    "2h45s",
+                    names.DATA_PRODUCT_STALE,
+                    fx("warning", "FX rates are 2h stale (limit 2h)"),
                 ),
                 case(
-                    "4h30s", names.DATA_PRODUCT_STALE, fx("warning", "FX rates are 4h stale (limit 2h)")
+                    "4h30s",
+                    names.DATA_PRODUCT_STALE,
+                    fx("warning", "FX rates are 4h stale (limit 2h)"),
                 ),
                 case(
                     "4h45s",
@@ -151,7 +155,9 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             ],
             [
                 case(
-                    "2h45s", names.DATA_PRODUCT_STALE, fx("warning", "FX rates are 2h stale (limit 2h)")
+                    "2h45s",
+                    names.DATA_PRODUCT_STALE,
+                    fx("warning", "FX rates are 2h stale (limit 2h)"),
                 ),
                 case(
                     "2h5m",

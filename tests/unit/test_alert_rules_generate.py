@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from impactwatch.alert_rules.generate import generate
 from impactwatch.alert_rules.promql import human_duration, prom_duration
@@ -20,6 +21,7 @@ from impactwatch.catalog.loader import load_catalog, parse_catalog
 from impactwatch.contract import alerts as names
 from impactwatch.contract import metrics as c
 from impactwatch.contract.promql import alternation
+from impactwatch.contract.thresholds import PlatformThresholds
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "catalog.yaml"
@@ -191,6 +193,16 @@ def test_settings_ship_a_freshness_path_under_a_minute() -> None:
     s = RuleSettings()
     assert s.evaluation_interval + s.freshness_for + s.group_wait < 60
     assert s.scrape_interval <= s.evaluation_interval
+
+
+def test_platform_thresholds_are_the_contracts_read_with_human_durations() -> None:
+    shipped = RuleSettings()
+    for name, field in PlatformThresholds.model_fields.items():
+        assert getattr(shipped, name) == field.default, name
+        assert RuleSettings.model_fields[name].description == field.description, name
+    assert RuleSettings(scheduler_lag="2m", collector_stale_after="1h").scheduler_lag == 120.0
+    with pytest.raises(ValidationError, match="scheduler_heartbeat_stale"):
+        RuleSettings(scheduler_heartbeat_stale="0s")  # the contract's bound: gt=0
 
 
 def test_catalog_without_critical_pipelines_has_no_failure_rule() -> None:
