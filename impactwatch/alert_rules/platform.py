@@ -1,7 +1,7 @@
 """Platform rules: Airflow's scheduler, pools, XCom and DAG parsing; impactwatch's own health.
 
 All go to the platform team (`settings.platform_team`, else the catalog's `defaults.team`) with
-`kind=PLATFORM` and a `component` label naming what is broken. Thresholds come from the
+`kind="platform"` and a `component` label naming what is broken. Thresholds come from the
 settings. Statistical signals (scheduler lag, router failure share, pool saturation) hover
 around their limits, so they get a long `for:` and `keep_firing_for` (hysteresis: one incident,
 not ten); timestamp-based ones (heartbeat, last poll) grow monotonically and need neither.
