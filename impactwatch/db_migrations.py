@@ -8,13 +8,21 @@ found by package name. How to add a revision: docs/design-notes.md, "Schema chan
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
-from alembic import command, context, op
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, Engine, MetaData, create_engine, func, inspect, select
+
+# Alembic's own INFO lines (plugins set up at import, "Context impl ...") say nothing to
+# operators; `Migrations.upgrade` logs what it changed.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from alembic import command, context, op  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -46,8 +54,11 @@ class Migrations:
     def current(self, engine: Engine) -> str | None:
         """The DB's revision; None for an empty DB or one made before migrations."""
         with engine.connect() as conn:
-            migration = MigrationContext.configure(conn, opts={"version_table": self.version_table})
-            return migration.get_current_revision()
+            return self._current(conn)
+
+    def _current(self, conn: Connection) -> str | None:
+        migration = MigrationContext.configure(conn, opts={"version_table": self.version_table})
+        return migration.get_current_revision()
 
     def upgrade(self, engine: Engine) -> None:
         """Upgrade to head, in one transaction. On PostgreSQL a transaction-level advisory lock
@@ -58,7 +69,19 @@ class Migrations:
             with conn.begin():
                 if conn.dialect.name == "postgresql":
                     conn.execute(select(func.pg_advisory_xact_lock(self._lock_id())))
+                current, head = self._current(conn), self.head()
+                if current == head:
+                    return
+                known = {
+                    s.revision for s in ScriptDirectory.from_config(self.config()).walk_revisions()
+                }
+                if current is not None and current not in known:
+                    raise SchemaOutOfDate(
+                        f"{self.what} at revision {current}, which this version does not know"
+                        f" (a newer version's?); this version needs {head}"
+                    )
                 command.upgrade(self.config(conn), "head")
+        log.info("%s upgraded from revision %s to %s", self.what, current or "none", head)
 
     def require_head(self, url_or_engine: str | Engine) -> None:
         """Raise SchemaOutOfDate (one line, for operators) unless the DB is at head."""
