@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy import Column, Connection, Engine, MetaData, create_engine, func, inspect, select
@@ -23,6 +24,8 @@ from alembic.runtime.migration import MigrationContext  # noqa: E402
 from alembic.script import ScriptDirectory  # noqa: E402
 
 log = logging.getLogger(__name__)
+# Alembic's `context` and `op` are module globals: one upgrade at a time in a process.
+_one_at_a_time = threading.Lock()
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -63,7 +66,7 @@ class Migrations:
     def upgrade(self, engine: Engine) -> None:
         """Upgrade to head, in one transaction. On PostgreSQL a transaction-level advisory lock
         makes a second process starting at the same time wait, then find nothing to do."""
-        with engine.connect() as conn:
+        with _one_at_a_time, engine.connect() as conn:
             if conn.dialect.name == "postgresql":  # the engine may be in autocommit
                 conn = conn.execution_options(isolation_level="READ COMMITTED")
             with conn.begin():
