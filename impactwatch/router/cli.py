@@ -29,15 +29,8 @@ def cmd_router(args: argparse.Namespace) -> int:
 
     from impactwatch.router.settings import RouterSettings
 
-    overrides = {
-        k: v
-        for k, v in {
-            "catalog": args.catalog,
-            "state_db": args.state_db,
-            "listen": args.listen,
-        }.items()
-        if v is not None
-    }
+    flags = ("catalog", "state_db", "listen")
+    overrides = {k: v for k, v in vars(args).items() if k in flags and v is not None}
     try:
         settings = RouterSettings(**overrides)
     except ValidationError as exc:

@@ -84,12 +84,9 @@ class RouterEndpoints:
         self.token = webhook_token
         self.max_body = settings.max_body_bytes
         self.interactions_max_body = settings.interactions_max_body_bytes
-        secret = (
-            settings.slack_signing_secret.get_secret_value()
-            if settings.slack_signing_secret
-            else ""
-        )
-        self.verifier = SignatureVerifier(secret) if secret else None
+        secret = settings.slack_signing_secret
+        secret_value = secret.get_secret_value() if secret is not None else ""
+        self.verifier = SignatureVerifier(secret_value) if secret_value else None
         self.threads = anyio.CapacityLimiter(THREADS)
         self.registry = CollectorRegistry()
         self.registry.register(RouterCollector(service.stats, service.store, service.clock))
