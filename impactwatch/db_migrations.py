@@ -39,7 +39,7 @@ class Migrations:
     scripts: str  # package resource of the scripts folder, e.g. "impactwatch.router:migrations"
     version_table: str
     table_prefix: str  # the DB's tables start with it; others (the other DB's) are not compared
-    metadata: MetaData  # what the head revision must match (tests/integration/test_db_migrations.py)
+    metadata: MetaData  # what the head revision must match (a test compares them)
     what: str  # "state DB", for messages
     upgrade_command: str  # what an operator runs, for messages
 
