@@ -183,6 +183,8 @@ def test_large_body_sent_fast_is_taken_whole(served: tuple[Server, EchoApp]) -> 
 
 def test_keep_alive_serves_several_requests(served: tuple[Server, EchoApp]) -> None:
     server, _app = served
+    # Accepted sockets get TCP_NODELAY from asyncio only when the listening one names TCP.
+    assert server._socket.proto == socket.IPPROTO_TCP
     with _connect(server) as sock:
         for _ in range(3):
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
