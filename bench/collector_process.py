@@ -39,6 +39,7 @@ class CollectorProcess:
         code: Path | None = None,
         catalog: Path | None = None,
         backfill_days: float | None = None,
+        extra: list[str] | None = None,
         ready_timeout: float = 60.0,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="iw-bench-collector-"))
@@ -55,6 +56,7 @@ class CollectorProcess:
             argv += ["--catalog", str(catalog)]
         if backfill_days is not None:
             argv += ["--backfill-days", str(backfill_days)]
+        argv += extra or []
         self.log = self.dir / "collector.log"
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
