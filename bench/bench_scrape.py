@@ -111,6 +111,7 @@ def catalog_dict(dags: int) -> dict[str, Any]:
         "datasets": datasets,
         "pipelines": pipelines,
         "cost": {"pools": {"heavy_etl": {"cpu": 4, "memory_gb": 16}}},
+        "defaults": {"team": "team_00"},
     }
 
 
@@ -685,7 +686,7 @@ REAL_FIGURES = (
     ("samples", "samples", "n"),
     ("backfill (--once), wall time", "backfill_s", "s"),
     ("peak RSS of the backfill", "backfill_peak", "MB"),
-    ("RSS at the first scrape", "held_rss", "MB"),
+    ("RSS after the first scrape", "held_rss", "MB"),
     ("RSS after the scrapes", "rss", "MB"),
     ("peak RSS of the served collector", "peak_rss", "MB"),
 )
