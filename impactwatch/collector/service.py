@@ -31,6 +31,7 @@ from impactwatch.collector.metrics.exporter import ImpactwatchCollector
 from impactwatch.collector.metrics.exposition import CachedExposition
 from impactwatch.collector.metrics.state import DagInfo, MetricsState
 from impactwatch.collector.settings import CollectorSettings
+from impactwatch.collector.state.schema import MIGRATIONS
 from impactwatch.collector.state.store import Changes, Store, make_engine
 from impactwatch.collector.tracing.spans import tracing_enabled
 
@@ -66,7 +67,10 @@ class CollectorService:
         self.base_catalog = catalog
         self.clock = clock
         self.progress = progress
-        self.store = Store(make_engine(settings.state_db))
+        engine = make_engine(settings.state_db)
+        if not settings.migrate_on_start:
+            MIGRATIONS.require_head(engine)  # else the store upgrades it
+        self.store = Store(engine)
         self.state = MetricsState(catalog)
         self.state.restore(self.store.summary())
         self.exposition = CachedExposition(self.state, clock)

@@ -29,15 +29,8 @@ def cmd_router(args: argparse.Namespace) -> int:
 
     from impactwatch.router.settings import RouterSettings
 
-    overrides = {
-        k: v
-        for k, v in {
-            "catalog": args.catalog,
-            "state_db": args.state_db,
-            "listen": args.listen,
-        }.items()
-        if v is not None
-    }
+    flags = ("catalog", "state_db", "listen")
+    overrides = {k: v for k, v in vars(args).items() if k in flags and v is not None}
     try:
         settings = RouterSettings(**overrides)
     except ValidationError as exc:
@@ -62,8 +55,9 @@ def _catalog(path: str | None) -> Any:
 
 
 def run(settings: Any, stop: threading.Event | None = None) -> int:
-    from impactwatch.router.http_app import RouterApp, serve
+    from impactwatch.router.http_app import create_app
     from impactwatch.router.service import RouterService
+    from impactwatch.serving import Server
 
     catalog = _catalog(settings.catalog)
     try:
@@ -83,16 +77,14 @@ def run(settings: Any, stop: threading.Event | None = None) -> int:
     except Exception as exc:  # bad URL, state DB refused
         print(f"impactwatch router: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    secret = settings.slack_signing_secret
-    app = RouterApp(
-        service, token, secret.get_secret_value() if secret else None, settings.max_body_bytes
-    )
     host, port = settings.listen_address()
     # The router's threads mostly wait on the state DB and Slack; when an answer arrives, its
     # thread should not wait the default 5 ms for the GIL (a burst's webhook latency tail).
     sys.setswitchinterval(SWITCH_INTERVAL)
+    app = create_app(service, token)
     try:
-        server, _thread = serve(app, host, port)
+        server = Server(app, host, port, settings.server_limits(), name="router")
+        server.start()
     except OSError as exc:
         print(
             f"impactwatch router: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr
@@ -100,13 +92,7 @@ def run(settings: Any, stop: threading.Event | None = None) -> int:
         service.close()
         return 2
     slack = "Slack" if settings.slack_bot_token else f"console + {settings.jsonl_path}"
-    log.info(
-        "router on http://%s:%d/alertmanager (webhook %s), delivering to %s",
-        host,
-        server.server_port,
-        "token required",
-        slack,
-    )
+    log.info("router: webhook token required, delivering to %s", slack)
     service.start()
     stopping = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -116,6 +102,6 @@ def run(settings: Any, stop: threading.Event | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
+        server.stop()
         service.close()
     return 0

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from impactwatch.router import notices
-from impactwatch.router.incidents import Incident
 from impactwatch.router.metrics import RouterStats
+from impactwatch.router.model import Incident
 from impactwatch.router.outbox import MessageRow, Outbox
 from impactwatch.router.render import (
     RenderContext,

@@ -8,11 +8,9 @@ at once (and ends a snooze). Acknowledge stops escalation for good.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from impactwatch.catalog.model import EscalationStep
-    from impactwatch.router.incidents import Incident
+from impactwatch.catalog.model import EscalationStep
+from impactwatch.router.model import Incident
 
 
 def next_due(incident: Incident, steps: Sequence[EscalationStep]) -> float | None:

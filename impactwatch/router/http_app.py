@@ -1,171 +1,198 @@
-"""The router's HTTP surface (WSGI): POST /alertmanager, POST /slack/interactions, GET /metrics,
-GET /healthz.
-
-401 without the webhook's bearer token or a valid Slack signature (slack_sdk's verifier, with
-its five-minute timestamp window); 400 with the reason for malformed JSON or a payload that is not
-version 4; 411 without a length; 413 over the size limit. A state DB failure is a 503, so
-Alertmanager retries; nothing is half-stored (one transaction per webhook).
+"""The router's HTTP surface (Starlette): POST /alertmanager, POST /slack/interactions, GET
+/metrics, GET /healthz. What can be refused from the request head (bearer token, Slack's headers
+and five-minute window, Content-Length and the route's limit) is refused before a body byte is
+read; a body ending short of its Content-Length is never processed. Decisions and scrapes run on
+anyio's bounded thread pool. A state DB failure is a 503, so Alertmanager retries; nothing is
+half-stored (one transaction per webhook).
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
-import threading
+import re
 import time
-from collections.abc import Iterable
+from typing import Any
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+import anyio
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from slack_sdk.signature import SignatureVerifier
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from impactwatch import http_server
-from impactwatch.http_server import WSGIServer
 from impactwatch.router.interactions import InteractionError, parse_action
 from impactwatch.router.metrics import RouterCollector
 from impactwatch.router.payload import PayloadError, parse_notification
 from impactwatch.router.service import RouterService
-from impactwatch.wsgi import Environ, StartResponse, json_response
 
 log = logging.getLogger(__name__)
 
+SLACK_WINDOW = 300  # seconds: Slack's replay window (slack_sdk's verifier uses the same)
+_STAMP = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+THREADS = 4  # decisions serialize on the store's locks: more threads would only queue there
 
-class RouterApp:
-    def __init__(
-        self,
-        service: RouterService,
-        webhook_token: str | None,
-        signing_secret: str | None,
-        max_body: int,
-        registry: CollectorRegistry | None = None,
-    ) -> None:
+
+def refuse(status: int, error: str, **headers: str) -> JSONResponse:
+    """A refusal from the request head: the unread body is not worth keeping the connection for."""
+    return JSONResponse({"error": error}, status, {**headers, "Connection": "close"})
+
+
+async def read_body(request: Request, limit: int) -> bytes | JSONResponse:
+    """The whole body, or the refusal: 411 without a Content-Length, 413 when it is over `limit`
+    (both before the first byte is read), 400 when the body ends short of it (`ClientDisconnect`
+    when the client went away)."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():
+        return refuse(411, "send a Content-Length")
+    if int(declared) > limit:
+        return refuse(413, f"body over {limit} bytes")
+    body = b"".join([chunk async for chunk in request.stream()])
+    if len(body) != int(declared):
+        return refuse(400, "body shorter than its Content-Length")
+    return body
+
+
+def bearer_matches(header: str, token: str | None) -> bool:
+    if not token:  # no token configured: the webhook is closed, never open
+        return False
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    )
+
+
+def slack_headers_fresh(headers: Any, now: float) -> bool:
+    """Slack's two headers present, well-formed, and the timestamp inside the replay window."""
+    stamp, signature = (headers.get(f"x-slack-{h}", "") for h in ("request-timestamp", "signature"))
+    if not _STAMP.fullmatch(stamp) or not _SIGNATURE.fullmatch(signature):
+        return False
+    return abs(now - int(stamp)) <= SLACK_WINDOW
+
+
+class RouterEndpoints:
+    def __init__(self, service: RouterService, webhook_token: str | None) -> None:
+        settings = service.settings
         self.service = service
+        self.stats = service.stats
         self.token = webhook_token
-        self.max_body = max_body
-        self.verifier = None
-        if signing_secret:
-            from slack_sdk.signature import SignatureVerifier
-
-            self.verifier = SignatureVerifier(signing_secret)
-        self.registry = registry or CollectorRegistry()
+        self.max_body = settings.max_body_bytes
+        self.interactions_max_body = settings.interactions_max_body_bytes
+        secret = settings.slack_signing_secret
+        secret_value = secret.get_secret_value() if secret is not None else ""
+        self.verifier = SignatureVerifier(secret_value) if secret_value else None
+        self.threads = anyio.CapacityLimiter(THREADS)
+        self.registry = CollectorRegistry()
         self.registry.register(RouterCollector(service.stats, service.store, service.clock))
-        self.metrics = make_wsgi_app(self.registry)
 
-    def __call__(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
-        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
-        if path == "/metrics":
-            return self.metrics(environ, start)
-        if path == "/healthz":
-            return json_response(start, "200 OK", {"status": "ok"})
-        if path in ("/alertmanager", "/slack/interactions"):
-            if method != "POST":
-                return json_response(
-                    start, "405 Method Not Allowed", {"error": "use POST"}, [("Allow", "POST")]
-                )
-            if path == "/alertmanager":
-                return self._webhook(environ, start)
-            return self._interaction(environ, start)
-        return json_response(start, "404 Not Found", {"error": f"no such path {path!r}"})
+    async def off_loop(self, func: Any, *args: Any) -> Any:
+        """`func(*args)` on one of the app's `THREADS` decision threads, off the event loop."""
+        return await anyio.to_thread.run_sync(functools.partial(func, *args), limiter=self.threads)
 
-    def _body(self, environ: Environ, start: StartResponse) -> bytes | list[bytes]:
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or -1)
-        except ValueError:
-            length = -1
-        if length < 0:
-            return json_response(start, "411 Length Required", {"error": "send a Content-Length"})
-        if length > self.max_body:
-            return json_response(
-                start, "413 Content Too Large", {"error": f"body over {self.max_body} bytes"}
-            )
-        return environ["wsgi.input"].read(length)
-
-    def _authorized(self, environ: Environ) -> bool:
-        if not self.token:  # no token configured: the webhook is closed, never open
-            return False
-        scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            value.strip().encode(), self.token.encode()
-        )
-
-    def _webhook(self, environ: Environ, start: StartResponse) -> list[bytes]:
+    async def webhook(self, request: Request) -> Response:
         began = time.perf_counter()
-        stats = self.service.stats
-        if not self._authorized(environ):
-            stats.count("notifications", "unauthorized")
-            return json_response(
-                start,
-                "401 Unauthorized",
-                {"error": "missing or wrong bearer token"},
-                [("WWW-Authenticate", 'Bearer realm="impactwatch-router"')],
-            )
-        body = self._body(environ, start)
-        if isinstance(body, list):
-            stats.count("notifications", "too_large")
+        if not bearer_matches(request.headers.get("authorization", ""), self.token):
+            self.stats.count("notifications", "unauthorized")
+            realm = {"WWW-Authenticate": 'Bearer realm="impactwatch-router"'}
+            return refuse(401, "missing or wrong bearer token", **realm)
+        try:
+            body = await read_body(request, self.max_body)
+        except ClientDisconnect:
+            body = refuse(400, "the client left before its body ended")  # nobody hears it
+        if isinstance(body, Response):
+            self.stats.count("notifications", "invalid" if body.status_code == 400 else "too_large")
             return body
+        return await self.off_loop(self._decide, body, began)
+
+    def _decide(self, body: bytes, began: float) -> Response:
         try:
             notification = parse_notification(body, self.service.clock())
         except PayloadError as exc:
-            stats.count("notifications", "invalid")
-            return json_response(start, "400 Bad Request", {"error": str(exc)})
+            self.stats.count("notifications", "invalid")
+            return JSONResponse({"error": str(exc)}, 400)
         try:
             result = self.service.handle(notification)
         except Exception as exc:
-            stats.count("notifications", "failed")
+            self.stats.count("notifications", "failed")
             log.warning("could not store a notification: %s", type(exc).__name__)
-            return json_response(
-                start,
-                "503 Service Unavailable",
+            return JSONResponse(
                 {"error": "state DB unavailable; Alertmanager will retry"},
-                [("Retry-After", "5")],
+                503,
+                {"Retry-After": "5"},
             )
-        stats.count("notifications", "accepted")
-        stats.webhook_took(time.perf_counter() - began)
-        return json_response(start, "200 OK", result)
+        self.stats.count("notifications", "accepted")
+        self.stats.webhook_took(time.perf_counter() - began)
+        return JSONResponse(result)
 
-    def _interaction(self, environ: Environ, start: StartResponse) -> list[bytes]:
-        stats = self.service.stats
-        body = self._body(environ, start)
-        if isinstance(body, list):
+    async def interaction(self, request: Request) -> Response:
+        if self.verifier is None or not slack_headers_fresh(request.headers, time.time()):
+            self.stats.count("interactions", ("unknown", "unauthorized"))
+            return refuse(401, "bad or missing Slack signature")
+        try:
+            body = await read_body(request, self.interactions_max_body)
+        except ClientDisconnect:
+            body = refuse(400, "the client left before its body ended")
+        if isinstance(body, Response):
+            outcome = "invalid" if body.status_code == 400 else "too_large"
+            self.stats.count("interactions", ("unknown", outcome))
             return body
-        headers = {
-            "x-slack-request-timestamp": environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""),
-            "x-slack-signature": environ.get("HTTP_X_SLACK_SIGNATURE", ""),
-        }
-        if self.verifier is None or not self._signed(body, headers):
-            stats.count("interactions", ("unknown", "unauthorized"))
-            return json_response(
-                start, "401 Unauthorized", {"error": "bad or missing Slack signature"}
-            )
+        if not self.verifier.is_valid_request(body, dict(request.headers)):
+            self.stats.count("interactions", ("unknown", "unauthorized"))
+            return JSONResponse({"error": "bad or missing Slack signature"}, 401)
+        return await self.off_loop(self._act, body)
+
+    def _act(self, body: bytes) -> Response:
         try:
             action = parse_action(body)
         except InteractionError as exc:
-            stats.count("interactions", ("unknown", "invalid"))
-            return json_response(start, "400 Bad Request", {"error": str(exc)})
+            self.stats.count("interactions", ("unknown", "invalid"))
+            return JSONResponse({"error": str(exc)}, 400)
         if action is None:
-            stats.count("interactions", ("link", "ok"))
-            return json_response(start, "200 OK", {})
+            self.stats.count("interactions", ("link", "ok"))
+            return JSONResponse({})
         try:
             outcome = self.service.act(action)
         except Exception as exc:
             log.warning("could not store a button press: %s", type(exc).__name__)
-            stats.count("interactions", (action.kind, "failed"))
-            return json_response(
-                start, "503 Service Unavailable", {"error": "state DB unavailable"}
-            )
-        stats.count("interactions", (action.kind, outcome))
-        return json_response(start, "200 OK", {})
+            self.stats.count("interactions", (action.kind, "failed"))
+            return JSONResponse({"error": "state DB unavailable"}, 503)
+        self.stats.count("interactions", (action.kind, outcome))
+        return JSONResponse({})
 
-    def _signed(self, body: bytes, headers: dict[str, str]) -> bool:
-        assert self.verifier is not None
-        try:
-            return self.verifier.is_valid_request(body, headers)
-        except (ValueError, TypeError):  # a timestamp that is not a number
-            return False
+    async def metrics(self, request: Request) -> Response:
+        """The router's collector reads the state DB: off the loop, not queued behind decisions."""
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        data = await run_in_threadpool(encoder, self.registry)
+        return Response(data, headers={"Content-Type": content_type})
 
 
-def serve(app: RouterApp, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
-    """Start serving in a daemon thread; returns the server (its real port: server_port).
+async def healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
 
-    The collector's small server: handler threads reused, headers parsed without the `email`
-    package, the answer in one write. A burst of webhooks spent a third of the router's CPU in
-    `wsgiref` and a thread per connection."""
-    return http_server.serve(app, host, port, "iw-router-http")
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, exc.status_code, exc.headers)
+
+
+def create_app(service: RouterService, webhook_token: str | None) -> Starlette:
+    """The router's ASGI app; limits and the Slack signing secret come from `service.settings`.
+    The endpoints (and the app's own CollectorRegistry) are at `app.state.endpoints`."""
+    endpoints = RouterEndpoints(service, webhook_token)
+    app = Starlette(
+        routes=[
+            Route("/alertmanager", endpoints.webhook, methods=["POST"]),
+            Route("/slack/interactions", endpoints.interaction, methods=["POST"]),
+            Route("/metrics", endpoints.metrics, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.endpoints = endpoints
+    return app

@@ -11,8 +11,8 @@ import json
 import re
 from urllib.parse import parse_qs
 
+from impactwatch.router.model import Action
 from impactwatch.router.render import ACK, NOT_ACTIONABLE, SNOOZE
-from impactwatch.router.service import Action
 
 KINDS = {ACK: "ack", SNOOZE: "snooze", NOT_ACTIONABLE: "not_actionable"}
 _INCIDENT_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")

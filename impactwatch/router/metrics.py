@@ -1,8 +1,8 @@
 """The router's self-metrics: counters kept in memory, families yielded at scrape time.
 
-Counters start at zero in each process (DESIGN.md). The outbox depth and open incidents are
-read from the state DB at scrape time with two small indexed queries, so every replica shows
-the same truth.
+Counters start at zero in each process (Prometheus' `increase()` handles the reset). The outbox
+depth and open incidents are read from the state DB at scrape time with two small indexed
+queries, so every replica shows the same truth.
 """
 
 from __future__ import annotations

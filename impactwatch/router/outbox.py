@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, func, or_, select, update
 
 from impactwatch.catalog.model import EscalationStep
-from impactwatch.router.incidents import Changes, Incident
+from impactwatch.router.model import Changes, Incident
 from impactwatch.router.statements import insert_new, many
 from impactwatch.router.store import RouterStore
 from impactwatch.router.tables import message_t

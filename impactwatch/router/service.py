@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -22,26 +21,18 @@ from sqlalchemy import select
 from impactwatch.catalog.model import Catalog
 from impactwatch.router import outbox
 from impactwatch.router.delivery import DeliveryWorker
-from impactwatch.router.incidents import Changes, Decider, View, teams_with_digest
+from impactwatch.router.incidents import Decider, teams_with_digest
 from impactwatch.router.metrics import RouterStats
+from impactwatch.router.model import Action, Changes, View
 from impactwatch.router.notices import render_digest
 from impactwatch.router.payload import Notification
 from impactwatch.router.render import Links, RenderContext
 from impactwatch.router.settings import RouterSettings
 from impactwatch.router.sinks import ConsoleSink, Sink, SlackSink
 from impactwatch.router.store import RouterStore
-from impactwatch.router.tables import message_t
+from impactwatch.router.tables import MIGRATIONS, message_t
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Action:
-    """A button press, parsed and verified (`interactions.parse_action`)."""
-
-    kind: str  # ack | snooze | not_actionable
-    incident_id: str
-    user_id: str
 
 
 def make_sink(settings: RouterSettings, stats: RouterStats) -> Sink:
@@ -73,6 +64,8 @@ class RouterService:
         self.catalog = catalog
         self.clock = clock
         self.stats = stats or RouterStats()
+        if store is None and not settings.migrate_on_start:
+            MIGRATIONS.require_head(settings.state_db)  # else the store upgrades it
         self.store = store or RouterStore(settings.state_db)
         self.decider = Decider(
             catalog, new_id or (lambda: uuid.uuid4().hex[:16]), teams_with_digest(catalog)

@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from impactwatch.catalog.model import Deadline
+from impactwatch.serving import ServerLimits
 
 
 class RouterSettings(BaseSettings):
@@ -28,6 +29,9 @@ class RouterSettings(BaseSettings):
     )
     state_db: str = Field(
         "sqlite:///impactwatch-router.db", description="Incidents, messages, timers (SQLAlchemy)"
+    )
+    migrate_on_start: bool = Field(
+        True, description="Upgrade the state DB at start; off: refuse to start unless it is current"
     )
     listen: str = Field("127.0.0.1:9465", description="HOST:PORT of the webhook, Slack, /metrics")
     grafana_url: str | None = Field(None, description="Grafana base URL for dashboard buttons")
@@ -69,6 +73,11 @@ class RouterSettings(BaseSettings):
         validation_alias=AliasChoices("webhook_token_file", "IMPACTWATCH_WEBHOOK_TOKEN_FILE"),
     )
     max_body_bytes: int = Field(4 * 1_048_576, gt=0, description="Largest webhook body accepted")
+    interactions_max_body_bytes: int = Field(65536, gt=0, description="Largest Slack body (413)")
+    max_connections: int = Field(1000, gt=0, description="Open connections; more are closed")
+    header_timeout: float = Field(10.0, gt=0, description="Seconds to receive a request head")
+    request_timeout: float = Field(30.0, gt=0, description="Seconds to receive a whole request")
+    keepalive_timeout: float = Field(5.0, gt=0, description="Seconds an idle connection stays")
     settle_seconds: float = Field(
         3.0,
         ge=0,
@@ -121,3 +130,11 @@ class RouterSettings(BaseSettings):
     def listen_address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host or "127.0.0.1", int(port)
+
+    def server_limits(self) -> ServerLimits:
+        return ServerLimits(
+            max_connections=self.max_connections,
+            header_timeout=self.header_timeout,
+            request_timeout=self.request_timeout,
+            keepalive_timeout=self.keepalive_timeout,
+        )

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from impactwatch.router.incidents import AlertState, Incident, View
+from impactwatch.router.model import AlertState, Incident, View
 from impactwatch.router.tables import alert_t, incident_t, message_t
 
 CHUNK = 500

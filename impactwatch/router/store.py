@@ -28,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 
-from impactwatch.router.incidents import AlertState, Changes, Incident, View
+from impactwatch.router.model import AlertState, Changes, Incident, View
 from impactwatch.router.statements import (
     ALERTS_BY_FP,
     ALERTS_OF,

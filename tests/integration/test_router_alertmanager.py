@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from impactwatch.alert_rules.alertmanager_config import INHIBIT_EQUAL
-from impactwatch.router.http_app import RouterApp, serve
+from impactwatch.router.http_app import create_app
 from impactwatch.router.service import RouterService
 from impactwatch.router.settings import RouterSettings
+from impactwatch.serving import Server
 from tests.support.alertmanager_router import RouterAlertmanager, am_alert, router_config
 from tests.support.slack_standin import SlackStandIn
 from tests.unit.test_router_support import catalog
@@ -42,13 +43,13 @@ def stack(tmp_path: Path) -> Iterator[tuple[SlackStandIn, RouterService, str]]:
         delivery_workers=2,
     )
     service = RouterService(settings, catalog())
-    server, _ = serve(RouterApp(service, TOKEN, None, 1 << 20), "127.0.0.1", 0)
+    server = Server(create_app(service, TOKEN), "127.0.0.1", 0, settings.server_limits(), name="r")
+    server.start()
     service.start()
     try:
-        yield slack, service, f"http://127.0.0.1:{server.server_port}/alertmanager"
+        yield slack, service, f"http://127.0.0.1:{server.port}/alertmanager"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
         service.close()
         slack.stop()
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from impactwatch.catalog.model import EscalationStep
 from impactwatch.router import escalation
-from impactwatch.router.incidents import Incident
+from impactwatch.router.model import Incident
 from tests.unit.test_router_support import T0
 
 STEPS = [

@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from impactwatch.router.incidents import Changes, Decider, Incident, View, teams_with_digest
+from impactwatch.router.incidents import Decider, teams_with_digest
+from impactwatch.router.model import Changes, Incident, View
 from impactwatch.router.payload import Notification, parse_notification
 from impactwatch.router.render import RenderContext, render_incident
 from tests.unit.test_router_support import T0, alert, body, catalog, notification, texts

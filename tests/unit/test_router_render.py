@@ -9,7 +9,7 @@ from slack_sdk.models.blocks import Block
 
 from impactwatch.catalog.model import Catalog
 from impactwatch.router import notices
-from impactwatch.router.incidents import AlertState, Incident
+from impactwatch.router.model import AlertState, Incident
 from impactwatch.router.render import (
     Links,
     RenderContext,

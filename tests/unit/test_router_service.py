@@ -13,8 +13,9 @@ from sqlalchemy import Table, create_engine, func, inspect, select
 
 from impactwatch.router import outbox as outbox_module
 from impactwatch.router.metrics import RouterCollector
+from impactwatch.router.model import Action
 from impactwatch.router.payload import parse_notification
-from impactwatch.router.service import Action, RouterService
+from impactwatch.router.service import RouterService
 from impactwatch.router.settings import RouterSettings
 from impactwatch.router.sinks import ConsoleSink
 from impactwatch.router.tables import alert_t, incident_t, message_t, metadata

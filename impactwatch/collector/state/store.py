@@ -37,12 +37,11 @@ from impactwatch.collector.events import Batch, DagRun, TaskTry
 from impactwatch.collector.state.loop_connection import LoopConnection
 from impactwatch.collector.state.merge import Changes, merge_assets, merge_runs, merge_tries
 from impactwatch.collector.state.schema import (
-    add_missing_columns,
     asset_update_t,
     breach_t,
+    create_or_upgrade,
     dag_run_t,
     make_engine,
-    metadata,
     task_try_t,
     traced_run_t,
     watermark_t,
@@ -140,8 +139,7 @@ class Store:
     def __init__(self, engine: Engine, *, group_commit: bool = True) -> None:
         self.engine = engine
         self._lock = threading.RLock()  # one writer at a time; the loop takes it ahead
-        metadata.create_all(engine)
-        add_missing_columns(engine)
+        create_or_upgrade(engine)
         self._sql = StateWrites(engine.dialect)
         self._link = _Link(engine.raw_connection)  # the write path's own connection
         self._loop_link: _Link | None = None  # the intake loop's (PostgreSQL), on first use
