@@ -132,17 +132,12 @@ def batches(shape: Shape, client: int) -> Iterator[list[dict]]:
                 task_try(f"{prefix}-r{(n + 1) // 25}", n + 1, "running"),
             ]
             n += 1
-        elif shape.name == "scheduler":
+        else:  # scheduler: half the runs start, the half started before end
             half = shape.per_request // 2
             yield [dag_run(f"{prefix}-r{n + i}", "running") for i in range(half)] + [
                 dag_run(f"{prefix}-r{n + i - half}", "success") for i in range(half)
             ]
             n += half
-        else:
-            yield [
-                task_try(f"{prefix}-r{n // 25}", n + i, "success") for i in range(shape.per_request)
-            ]
-            n += shape.per_request
 
 
 # --- a load generator process ---------------------------------------------------------------
