@@ -1,27 +1,32 @@
 """/metrics benchmark: exposition time and size at 100 and 10,000 DAGs, and the collector's RSS.
 
-Two ways to get the state a scrape reads, each measured in its own child process so that its
-RSS is the state's and nothing else's:
+Two ways to get the state a scrape reads:
 
-- synthetic: a catalog of 20 teams with one pipeline and one data product per DAG, fed
-  `Changes` the way the service feeds them (finished successful and failed runs with 25 task
-  tries each, schedule delays, queue waits in two pools, cost, runs in flight, XCom sizes,
-  freshness and duration breaches);
-- service (unless `--skip-service`): a real `CollectorService` with that catalog, after its
-  first-start backfill of a seeded 10,000-DAG Airflow DB (4 daily runs per DAG x 25 tasks).
+- real collector (unless `--skip-service` or `--small`), measured from outside so that it runs
+  against today's tree and, with `--baseline <commit>`, that commit's `impactwatch` package in
+  the same run (`git archive`, see bench_router_common.checkout): a seeded 10,000-DAG Airflow DB
+  (4 daily runs per DAG x 25 tasks) and a catalog of 20 teams with one pipeline and one data
+  product per DAG; `impactwatch collector --once` backfills a fresh state DB (timed, peak RSS),
+  then `impactwatch collector` is started on it (a restart): its first GET /metrics is sent as
+  soon as /healthz answers, then warm scrapes (gzip, as Prometheus asks, and plain), each after
+  `--churn` scheduler steps written to Airflow's DB (`seed_metadata.Activity`) and a poll cycle;
+  RSS from /proc/<pid>/status. Target: no slower than the baseline (within `--noise`), and a
+  warm scrape < 1 s.
+- synthetic, in-process (each size in its own child process, so that its RSS is the state's):
+  the same catalog, fed `Changes` the way the service feeds them (finished successful and failed
+  runs with 25 task tries each, schedule delays, queue waits in two pools, cost, runs in flight,
+  XCom sizes, freshness and duration breaches). Scrape time is
+  `prometheus_client.generate_latest(registry)` (median of 10 after one warm-up) and a real HTTP
+  GET /metrics through the collector's app, plain and gzip; at the largest size the time is also
+  split by metric family. This part imports the collector's internals, so it runs on this tree
+  only.
 
-Scrape time is `prometheus_client.generate_latest(registry)` (median of 10 after one warm-up),
-and a real HTTP GET /metrics through the collector's WSGI app, plain and gzip (what Prometheus
-asks for; median of 10, of 3 past 1,000 DAGs where one scrape takes seconds). At the largest
-synthetic size the time is also split by metric family.
-
-    .venv/bin/python bench/bench_scrape.py            # synthetic 100 + 10,000, then a real
-                                                      # collector on a seeded 10,000-DAG DB
+    .venv/bin/python bench/bench_scrape.py --service-only --baseline 4478007   # ~6 min
+    .venv/bin/python bench/bench_scrape.py            # synthetic 100 + 10,000, then the real one
     .venv/bin/python bench/bench_scrape.py --small    # synthetic 100 + 1,000, no DB, seconds
 
 `--what-if` also times a direct renderer of the histogram families (not impactwatch's code) and
-gzip levels; `--service-only --runs-per-cycle 500` reruns the real collector with a smaller
-backfill batch.
+gzip levels.
 """
 
 from __future__ import annotations
@@ -31,17 +36,22 @@ import gc
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import report
 import seed_metadata as seeding
+import yaml
+from bench_router_common import checkout
+from collector_process import CollectorProcess, code_env
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
@@ -72,6 +82,11 @@ def team(d: int) -> str:
 
 def make_catalog(dags: int) -> Catalog:
     """20 teams; per DAG a pipeline and one data product (by run, by task or by Asset)."""
+    return Catalog.model_validate(catalog_dict(dags))
+
+
+def catalog_dict(dags: int) -> dict[str, Any]:
+    """The catalog `make_catalog` validates, as the YAML a collector process reads."""
     datasets: dict[str, Any] = {}
     pipelines: dict[str, Any] = {}
     for d in range(dags):
@@ -91,20 +106,27 @@ def make_catalog(dags: int) -> Catalog:
             "produced_by": producer,
             "freshness": "2h",
         }
-    return Catalog.model_validate(
-        {
-            "teams": {f"team_{t:02d}": {"slack_channel": f"#team-{t:02d}"} for t in range(TEAMS)},
-            "datasets": datasets,
-            "pipelines": pipelines,
-            "cost": {"pools": {"heavy_etl": {"cpu": 4, "memory_gb": 16}}},
-        }
-    )
+    return {
+        "teams": {f"team_{t:02d}": {"slack_channel": f"#team-{t:02d}"} for t in range(TEAMS)},
+        "datasets": datasets,
+        "pipelines": pipelines,
+        "cost": {"pools": {"heavy_etl": {"cpu": 4, "memory_gb": 16}}},
+        "defaults": {"team": "team_00"},
+    }
 
 
 def _run(d: int, k: int, state: str, start: float, took: float) -> tuple[DagRun, list[TaskTry]]:
     run_id = f"scheduled__{k}"
     run = DagRun(
-        dag_id(d), run_id, state, "scheduled", start - 5, start - 5, start - 3, start, start + took
+        dag_id=dag_id(d),
+        run_id=run_id,
+        state=state,
+        run_type="scheduled",
+        logical_date=start - 5,
+        run_after=start - 5,
+        queued_at=start - 3,
+        start=start,
+        end=start + took,
     )
     slot = took / TASKS
     tries = []
@@ -113,19 +135,19 @@ def _run(d: int, k: int, state: str, start: float, took: float) -> tuple[DagRun,
         ok = state == "success" or i < TASKS - 1
         tries.append(
             TaskTry(
-                dag_id(d),
-                run_id,
-                f"task_{i:02d}",
-                -1,
-                1,
-                "success" if ok else "failed",
-                t_start,
-                t_start + slot * 0.9,
-                t_start - (30.0 if i % 5 == 4 else 1.5),
-                slot * 0.9,
-                "heavy_etl" if i % 5 == 4 else "default_pool",
-                "default",
-                "PythonOperator",
+                dag_id=dag_id(d),
+                run_id=run_id,
+                task_id=f"task_{i:02d}",
+                map_index=-1,
+                try_number=1,
+                state="success" if ok else "failed",
+                start=t_start,
+                end=t_start + slot * 0.9,
+                queued=t_start - (30.0 if i % 5 == 4 else 1.5),
+                duration=slot * 0.9,
+                pool="heavy_etl" if i % 5 == 4 else "default_pool",
+                queue="default",
+                operator="PythonOperator",
             )
         )
     return run, tries
@@ -395,73 +417,84 @@ def child_synthetic(dags: int, what_if: bool = False) -> dict[str, Any]:
     }
 
 
-def child_service(db: str, dags: int, days: float, runs_per_cycle: int = 0) -> dict[str, Any]:
-    from impactwatch.collector import poller
-    from impactwatch.collector.service import CollectorService
-    from impactwatch.collector.settings import CollectorSettings
+def proc_memory(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB; nan once it is gone."""
+    found = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                found[line.split(":")[0]] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return found.get("VmRSS", float("nan")), found.get("VmHWM", float("nan"))
 
-    if runs_per_cycle:  # what-if: a smaller backfill batch than impactwatch's default
-        poller.RUNS_PER_CYCLE = runs_per_cycle
 
-    base, _ = rss_mb()
-    catalog = make_catalog(dags)
-    with tempfile.TemporaryDirectory(prefix="iw-bench-scrape-") as tmp:
-        settings = CollectorSettings(
-            airflow_db=seeding.reader_url(db),
-            state_db=f"sqlite:///{tmp}/state.db",
-            backfill_days=days,
-        )
-        service = CollectorService(settings, catalog)
-        t0 = time.perf_counter()
-        cycles = tries = 0
-        while True:
-            result = service.poll_once()
-            if result is None:
-                raise RuntimeError("poll_once failed; see the log above")
-            cycles += 1
-            tries += len(result.batch.task_tries)
-            if result.caught_up:
-                break
-        backfill_s = time.perf_counter() - t0
-        steady, with_declarations = [], []
-        for _ in range(10):
-            t0 = time.perf_counter()
-            service.poll_once()
-            steady.append(time.perf_counter() - t0)
-        for _ in range(3):
-            service._declarations_at = 0.0
-            t0 = time.perf_counter()
-            service.poll_once()
-            with_declarations.append(time.perf_counter() - t0)
-        gc.collect()
-        held, peak_after_backfill = rss_mb()
-        scrape = time_scrapes(service.registry)
-        http = time_http(service, 3, lambda: service.poll_once() and None)
-        rss, peak = rss_mb()
-        series = {
-            "last_success": len(service.state.last_success),
-            "duration_series": len(service.state.duration.series),
-            "running": len(service.state.running),
-            "breaches": len(service.state.breaches),
-        }
-        service.close()
+def real_collector(
+    code: Path | None, db: str, dags: int, catalog: Path, args: argparse.Namespace, work: Path
+) -> dict[str, Any]:
+    """`impactwatch collector` (the code at `code`, or this tree) on a seeded Airflow DB, from
+    outside: first the backfill (`--once`, timed), then a served collector restarted on that
+    state DB: its first GET /metrics as soon as /healthz answers, then warm scrapes, each after
+    `--churn` scheduler steps were written to Airflow's DB and a poll cycle read them."""
+    state_db = f"sqlite:///{work / f'state-{time.monotonic_ns()}.db'}"
+    airflow_db = seeding.reader_url(db)
+    argv = [
+        sys.executable, "-m", "impactwatch.cli", "collector", "--once",
+        "--airflow-db", airflow_db, "--state-db", state_db, "--catalog", str(catalog),
+        "--backfill-days", str(args.backfill_days),
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    log = work / "backfill.log"
+    with log.open("w") as out:
+        once = subprocess.Popen(argv, env=code_env(code), cwd=work, stdout=out, stderr=out)
+    backfill_peak = 0.0
+    while once.poll() is None:
+        backfill_peak = max(backfill_peak, proc_memory(once.pid)[1])
+        time.sleep(0.2)
+    backfill_s = time.perf_counter() - t0
+    if once.returncode != 0:
+        raise RuntimeError(f"collector --once failed: {log.read_text()[-3000:]}")
+    activity = seeding.Activity(db, seeding.SeedSpec(dags=dags, interval_hours=24))
+    began = time.perf_counter()
+    collector = CollectorProcess(
+        airflow_db,
+        state_db,
+        code=code,
+        catalog=catalog,
+        extra=["--poll-interval", str(args.poll_interval)],
+        ready_timeout=300,
+    )
+    try:
+        listening_s = time.perf_counter() - began
+        body, first = collector.get("/metrics")
+        start_to_first = time.perf_counter() - began
+        held_rss, _ = proc_memory(collector.pid)
+        timings: dict[str, list[float]] = {"gzip": [], "plain": []}
+        for _ in range(args.scrapes):
+            for label, headers in (("gzip", {"Accept-Encoding": "gzip"}), ("plain", {})):
+                for _ in range(args.churn):
+                    activity.step()
+                time.sleep(args.poll_interval * 1.5)  # a poll cycle reads what was written
+                _, took = collector.get("/metrics", headers)
+                timings[label].append(took)
+        rss, peak = proc_memory(collector.pid)
+    finally:
+        collector.stop()
+        activity.close()
+    lines = body.decode().splitlines()
     return {
-        "runs_per_cycle": poller.RUNS_PER_CYCLE,
-        "mode": "service",
-        "dags": dags,
-        "cycles": cycles,
-        "tries": tries,
         "backfill_s": backfill_s,
-        "steady_s": report.median(steady),
-        "declarations_s": report.median(with_declarations),
-        "base_rss": base,
-        "held_rss": held,
+        "backfill_peak": backfill_peak,
+        "listening_s": listening_s,
+        "first": first,
+        "start_to_first": start_to_first,
+        "gzip": report.median(timings["gzip"]),
+        "plain": report.median(timings["plain"]),
+        "bytes": len(body),
+        "samples": sum(1 for line in lines if line and not line.startswith("#")),
+        "held_rss": held_rss,
         "rss": rss,
         "peak_rss": peak,
-        "peak_after_backfill": peak_after_backfill,
-        "scrape": scrape,
-        "http": http,
-        "series": series,
     }
 
 
@@ -479,13 +512,14 @@ def in_child(*args: str) -> dict[str, Any]:
 
 
 # --- the report -----------------------------------------------------------------------------
-def render(results: list[dict[str, Any]], seeded: seeding.SeedReport | None) -> str:
+def render(results: list[dict[str, Any]], verdicts: report.Verdicts) -> list[str]:
+    """The synthetic states' tables; their verdicts go to `verdicts`."""
     ms = report.ms
     parts = []
     rows = []
     for r in results:
         s, h = r["scrape"], r["http"]
-        what = "synthetic" if r["mode"] == "synthetic" else "real collector after backfill"
+        what = "synthetic"
         rows.append(
             (
                 f"{r['dags']:,}",
@@ -503,9 +537,9 @@ def render(results: list[dict[str, Any]], seeded: seeding.SeedReport | None) -> 
         )
     parts.append(
         report.table(
-            "Scrape: generate_latest over the registry (median/p95 of 10) and HTTP GET /metrics "
-            "through the collector's app (first scrape, then median of 10, of 3 past 1,000 DAGs, "
-            "each after 1% of DAGs finished a run (synthetic) or a poll cycle (real))",
+            "Synthetic state, in-process: generate_latest over the registry (median/p95 of 10)"
+            " and HTTP GET /metrics through the collector's app (first scrape, then median of 10,"
+            " of 3 past 1,000 DAGs, each after 1% of DAGs finished a run)",
             (
                 "DAGs",
                 "state",
@@ -524,12 +558,8 @@ def render(results: list[dict[str, Any]], seeded: seeding.SeedReport | None) -> 
     )
     rows = []
     for r in results:
-        if r["mode"] == "synthetic":
-            made = f"catalog {r['catalog_s']:.2f} s + state {r['build_s']:.2f} s"
-            extra = f"evaluate() {ms(r['evaluate_s'])}"
-        else:
-            made = f"backfill {r['backfill_s']:.1f} s ({r['cycles']} cycles, {r['tries']:,} tries)"
-            extra = f"poll_once {ms(r['steady_s'])}, with declarations {ms(r['declarations_s'])}"
+        made = f"catalog {r['catalog_s']:.2f} s + state {r['build_s']:.2f} s"
+        extra = f"evaluate() {ms(r['evaluate_s'])}"
         rows.append(
             (
                 f"{r['dags']:,}",
@@ -608,14 +638,9 @@ def render(results: list[dict[str, Any]], seeded: seeding.SeedReport | None) -> 
                     ],
                 )
             )
-        if r["mode"] == "service":
-            parts.append(f"real collector: backfill in batches of {r['runs_per_cycle']:,} runs")
-    if seeded is not None:
-        parts.append(f"seeded {seeded.name}: {seeded.spec.describe()} in {seeded.total:.1f} s")
-    verdicts = report.Verdicts()
     for r in results:
         target = TARGET_SCRAPE.get(r["dags"])
-        label = "synthetic" if r["mode"] == "synthetic" else "real collector"
+        label = "synthetic"
         s, h = r["scrape"], r["http"]
         limit = f"< {ms(target)}" if target else "-"
         for figure, seconds in (
@@ -648,24 +673,97 @@ def render(results: list[dict[str, Any]], seeded: seeding.SeedReport | None) -> 
                 f"< {TARGET_RSS_MB:.0f} MB",
                 r["rss"] < TARGET_RSS_MB,
             )
-            if r["mode"] == "service":
-                verdicts.add(
-                    f"peak RSS during the backfill, {label}",
-                    f"{r['peak_after_backfill']:.0f} MB",
-                    f"< {TARGET_RSS_MB:.0f} MB",
-                    r["peak_after_backfill"] < TARGET_RSS_MB,
-                )
-    parts.append(verdicts.render("Scrape benchmark: results"))
-    return "\n\n".join(parts)
+    return parts
+
+
+REAL_FIGURES = (
+    ("GET /metrics gzip, warm (median)", "gzip", "ms"),
+    ("GET /metrics plain, warm (median)", "plain", "ms"),
+    ("first GET /metrics after start", "first", "ms"),
+    ("start to first /metrics answered", "start_to_first", "ms"),
+    ("start to listening (/healthz)", "listening_s", "ms"),
+    ("exposition size", "bytes", "kB"),
+    ("samples", "samples", "n"),
+    ("backfill (--once), wall time", "backfill_s", "s"),
+    ("peak RSS of the backfill", "backfill_peak", "MB"),
+    ("RSS after the first scrape", "held_rss", "MB"),
+    ("RSS after the scrapes", "rss", "MB"),
+    ("peak RSS of the served collector", "peak_rss", "MB"),
+)
+NO_SLOWER = ("gzip", "plain", "first", "start_to_first")
+
+
+def render_real(
+    real: dict[str, dict[str, Any]], dags: int, args: argparse.Namespace, verdicts: report.Verdicts
+) -> list[str]:
+    """The real collectors side by side (baseline first), with "no slower than the baseline"
+    as the target of the scrape times; their verdicts go to `verdicts`."""
+    variants = list(real)
+    base = real[variants[0]] if len(variants) > 1 else None
+    fmt = {
+        "ms": report.ms,
+        "kB": lambda v: f"{v / 1024:,.0f} kB",
+        "n": lambda v: f"{v:,}",
+        "s": lambda v: f"{v:.1f} s",
+        "MB": lambda v: f"{v:.0f} MB",
+    }
+    rows = []
+    for figure, key, unit in REAL_FIGURES:
+        target = "-"
+        if key in NO_SLOWER:
+            target = "no slower than baseline" if base else "-"
+            if key in ("gzip", "plain"):
+                target += f", < {report.ms(TARGET_SCRAPE[10_000])}" if dags >= 10_000 else ""
+        elif key in ("rss", "held_rss"):
+            target = f"< {TARGET_RSS_MB:.0f} MB"
+        rows.append((figure, *(fmt[unit](real[v][key]) for v in variants), target))
+    now = real["current"]
+    slack = 1.0 + args.noise
+    for key in NO_SLOWER:
+        figure = next(f for f, k, _ in REAL_FIGURES if k == key)
+        if base is not None:
+            verdicts.add(
+                f"{figure}, {dags:,} DAGs, current vs baseline",
+                f"{report.ms(now[key])} vs {report.ms(base[key])}",
+                f"<= baseline x {slack:g}",
+                now[key] <= base[key] * slack,
+            )
+        if key in ("gzip", "plain") and dags >= 10_000:
+            verdicts.add(
+                f"{figure}, {dags:,} DAGs, current",
+                report.ms(now[key]),
+                f"< {report.ms(TARGET_SCRAPE[10_000])}",
+                now[key] < TARGET_SCRAPE[10_000],
+            )
+    verdicts.add(
+        f"RSS after the scrapes, {dags:,} DAGs, current",
+        f"{now['rss']:.0f} MB",
+        f"< {TARGET_RSS_MB:.0f} MB",
+        now["rss"] < TARGET_RSS_MB,
+    )
+    title = (
+        f"Real collector (`impactwatch collector` processes) on a seeded {dags:,}-DAG Airflow DB,"
+        f" state DB from a {args.backfill_days:g}-day backfill; warm = median of {args.scrapes},"
+        f" each after {args.churn} scheduler steps and a poll cycle ({args.poll_interval:g} s)"
+    )
+    return [report.table(title, ("figure", *variants, "target"), rows)]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", action="store_true", help="100 and 1,000 DAGs, no DB")
+    parser.add_argument("--small", action="store_true", help="synthetic 100 and 1,000 DAGs only")
     parser.add_argument("--skip-service", action="store_true", help="synthetic state only")
+    parser.add_argument("--service-only", action="store_true", help="no synthetic states")
+    parser.add_argument("--baseline", metavar="COMMIT", help="also run that commit's collector")
     parser.add_argument("--service-dags", type=int, default=10_000)
     parser.add_argument("--runs-per-dag", type=int, default=4)
     parser.add_argument("--backfill-days", type=float, default=7.0)
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="the served collector's")
+    parser.add_argument("--scrapes", type=int, default=3, help="warm scrapes of each kind")
+    parser.add_argument("--churn", type=int, default=100, help="scheduler steps between scrapes")
+    parser.add_argument(
+        "--noise", type=float, default=0.1, help="'no slower' allows baseline x (1 + NOISE)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the seeded database")
     parser.add_argument("--reuse", action="store_true", help="reuse a kept database")
     parser.add_argument(
@@ -673,22 +771,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time a direct renderer of the histogram families and gzip levels",
     )
-    parser.add_argument(
-        "--runs-per-cycle",
-        type=int,
-        default=0,
-        help="what-if: the real collector's backfill batch (impactwatch's default if 0)",
-    )
-    parser.add_argument("--service-only", action="store_true", help="no synthetic states")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        kind, *rest = args.child
-        if kind == "synthetic":
-            out = child_synthetic(int(rest[0]), rest[1:] == ["what-if"])
-        else:
-            out = child_service(rest[0], int(rest[1]), float(rest[2]), int(rest[3]))
-        print(json.dumps(out))
+        _kind, dags, *flag = args.child
+        print(json.dumps(child_synthetic(int(dags), flag == ["what-if"])))
         return 0
     sizes = (100, 1_000) if args.small else (100, 10_000)
     results = []
@@ -696,33 +783,49 @@ def main(argv: list[str] | None = None) -> int:
         print(f"synthetic state, {dags:,} DAGs", file=sys.stderr, flush=True)
         flag = ["what-if"] if args.what_if and dags == max(sizes) else []
         results.append(in_child("synthetic", str(dags), *flag))
-    seeded = None
+    verdicts = report.Verdicts()
+    parts = render(results, verdicts) if results else []
     if not (args.small or args.skip_service):
-        name = f"iw_bench_scrape_{args.service_dags}"
-        spec = seeding.SeedSpec(
-            dags=args.service_dags, runs_per_dag=args.runs_per_dag, interval_hours=24
-        )
-        try:
-            if args.reuse and seeding.database_exists(name):
-                print(f"reusing {name}", file=sys.stderr)
-            else:
-                seeded = seeding.build(name, spec)
-            print("real collector: backfill, then scrape", file=sys.stderr, flush=True)
-            results.append(
-                in_child(
-                    "service",
-                    name,
-                    str(args.service_dags),
-                    str(args.backfill_days),
-                    str(args.runs_per_cycle),
-                )
-            )
-        finally:
-            if not args.keep:
-                seeding.drop_database(name)
-    print(render(results, seeded))
+        parts += run_real(args, verdicts)
+    parts.append(verdicts.render("Scrape benchmark: results"))
+    print("\n\n".join(parts))
     print(f"\nload average (1, 5, 15 min) at the end {os.getloadavg()} on {os.cpu_count()} CPUs")
     return 0
+
+
+def run_real(args: argparse.Namespace, verdicts: report.Verdicts) -> list[str]:
+    """Seed (or reuse) the Airflow DB, run the baseline's collector and this tree's on it."""
+    name = f"iw_bench_scrape_{args.service_dags}"
+    spec = seeding.SeedSpec(
+        dags=args.service_dags, runs_per_dag=args.runs_per_dag, interval_hours=24
+    )
+    codes: list[tuple[str, Path | None]] = []
+    baseline = checkout(args.baseline) if args.baseline else None
+    if baseline is not None:
+        codes.append((f"baseline {args.baseline}", baseline))
+    codes.append(("current", None))
+    parts: list[str] = []
+    try:
+        if args.reuse and seeding.database_exists(name):
+            print(f"reusing {name}", file=sys.stderr)
+        else:
+            seeded = seeding.build(name, spec)
+            parts.append(f"seeded {seeded.name}: {seeded.spec.describe()} in {seeded.total:.1f} s")
+        real: dict[str, dict[str, Any]] = {}
+        with tempfile.TemporaryDirectory(prefix="iw-bench-scrape-") as tmp:
+            work = Path(tmp)
+            catalog = work / "catalog.yaml"
+            catalog.write_text(yaml.safe_dump(catalog_dict(args.service_dags), sort_keys=False))
+            for variant, code in codes:
+                print(f"real collector ({variant}): backfill, restart, scrape", file=sys.stderr)
+                real[variant] = real_collector(code, name, args.service_dags, catalog, args, work)
+        parts = render_real(real, args.service_dags, args, verdicts) + parts
+    finally:
+        if baseline is not None:
+            shutil.rmtree(baseline, ignore_errors=True)
+        if not args.keep:
+            seeding.drop_database(name)
+    return parts
 
 
 if __name__ == "__main__":

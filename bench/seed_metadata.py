@@ -24,9 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -446,6 +448,145 @@ def build(name: str, spec: SeedSpec, log: bool = True) -> SeedReport:
     steps.update(seed(name, spec, log))
     rows, sizes = counts(name)
     return SeedReport(name, spec, steps, rows, sizes)
+
+
+# --- what a scheduler writes between two polls (bench_poller, bench_scrape) ------------------
+class Activity:
+    """Writes to the Airflow DB what a scheduler and its workers would between two polls."""
+
+    def __init__(self, name: str, spec: SeedSpec) -> None:
+        self.conn = psycopg.connect(dsn(name))
+        self.conn.execute(_UUID7)
+        self.interval = timedelta(hours=spec.interval_hours)
+        self.tasks = spec.tasks
+        self.last_task = f"task_{spec.tasks - 1:02d}"
+        rows = self.conn.execute("SELECT dag_id, max(run_after) FROM dag_run GROUP BY dag_id")
+        self.next_slot = {dag_id: last + self.interval for dag_id, last in rows}
+        running = self.conn.execute(
+            "SELECT dag_id, run_id FROM dag_run WHERE state = 'running' ORDER BY start_date"
+        ).fetchall()
+        self.running: deque[tuple[str, str]] = deque((d, r) for d, r in running)
+        self.conn.commit()
+        self.cycle = 0
+
+    def step(self) -> int:
+        """One scheduler loop's worth of writes, committed; returns the rows written."""
+        now = datetime.now(UTC)
+        p: dict[str, Any] = {"now": now, "last_task": self.last_task, "tasks": self.tasks}
+        changed = 0
+        with self.conn.transaction():
+            if self.running:  # the oldest run in flight finishes (every 10th fails)
+                p["dag_id"], p["run_id"] = self.running.popleft()
+                p["state"] = "failed" if self.cycle % 10 == 9 else "success"
+                changed += self._exec(_FINISH_TASKS, p)
+                changed += self._exec(_FINISH_RUN, p)
+                changed += self._exec(_XCOM, p)
+                if p["state"] == "success":
+                    changed += self._exec(_ASSET_EVENT, p)
+            for k in range(3):  # three task instances of runs in flight move on
+                if self.running:
+                    p["dag_id"], p["run_id"] = self.running[(self.cycle + k) % len(self.running)]
+                    changed += self._exec(_ADVANCE, p)
+            dag_id = min(self.next_slot, key=self.next_slot.__getitem__)  # next one due
+            slot = self.next_slot[dag_id]
+            self.next_slot[dag_id] = slot + self.interval
+            p.update(dag_id=dag_id, slot=slot, run_id=f"scheduled__{slot.isoformat()}")
+            changed += self._exec(_NEW_RUN, p)
+            changed += self._exec(_NEW_TASKS, p)
+            changed += self._exec(_HEARTBEAT, p)
+            self.running.append((dag_id, p["run_id"]))
+        self.cycle += 1
+        return changed
+
+    def _exec(self, statement: str, params: dict[str, Any]) -> int:
+        return max(self.conn.execute(statement, params).rowcount, 0)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+_FINISH_TASKS = """
+UPDATE task_instance SET
+  state = CASE WHEN %(state)s = 'failed' AND task_id = %(last_task)s::text THEN 'failed'
+               ELSE 'success' END,
+  try_number = greatest(try_number, 1),
+  scheduled_dttm = coalesce(scheduled_dttm, %(now)s - interval '20 seconds'),
+  queued_dttm = coalesce(queued_dttm, %(now)s - interval '15 seconds'),
+  start_date = coalesce(start_date, %(now)s - interval '10 seconds'),
+  end_date = %(now)s,
+  duration = extract(epoch FROM %(now)s - coalesce(start_date, %(now)s - interval '10 seconds')),
+  hostname = 'worker-0', updated_at = %(now)s
+WHERE dag_id = %(dag_id)s::text AND run_id = %(run_id)s::text
+  AND (state IS NULL OR state IN ('scheduled', 'queued', 'running'))
+"""
+_FINISH_RUN = """
+UPDATE dag_run SET state = %(state)s, end_date = %(now)s, updated_at = %(now)s,
+  last_scheduling_decision = %(now)s
+WHERE dag_id = %(dag_id)s::text AND run_id = %(run_id)s::text
+"""
+_XCOM = """
+INSERT INTO xcom (dag_run_id, task_id, map_index, key, dag_id, run_id, value, timestamp)
+SELECT id, 'task_00', -1, 'return_value', dag_id, run_id, '{"rows": 1234}'::jsonb, %(now)s
+FROM dag_run WHERE dag_id = %(dag_id)s::text AND run_id = %(run_id)s::text
+ON CONFLICT DO NOTHING
+"""
+_ASSET_EVENT = """
+INSERT INTO asset_event (asset_id, extra, source_task_id, source_dag_id, source_run_id,
+  source_map_index, timestamp)
+SELECT id, '{}'::json, %(last_task)s::text, %(dag_id)s::text, %(run_id)s::text, -1, %(now)s
+FROM asset WHERE name = %(dag_id)s::text || '_output'
+"""
+_ADVANCE = """
+WITH nxt AS (
+  SELECT id, state FROM task_instance
+  WHERE dag_id = %(dag_id)s::text AND run_id = %(run_id)s::text
+    AND (state IS NULL OR state IN ('scheduled', 'queued', 'running'))
+  ORDER BY task_id LIMIT 1
+)
+UPDATE task_instance ti SET
+  state = CASE nxt.state WHEN 'running' THEN 'success' WHEN 'queued' THEN 'running'
+                         WHEN 'scheduled' THEN 'queued' ELSE 'scheduled' END,
+  try_number = greatest(ti.try_number, 1),
+  scheduled_dttm = coalesce(ti.scheduled_dttm, %(now)s),
+  queued_dttm = CASE WHEN nxt.state = 'scheduled' THEN %(now)s ELSE ti.queued_dttm END,
+  start_date = CASE WHEN nxt.state = 'queued' THEN %(now)s ELSE ti.start_date END,
+  end_date = CASE WHEN nxt.state = 'running' THEN %(now)s ELSE ti.end_date END,
+  duration = CASE WHEN nxt.state = 'running'
+                  THEN extract(epoch FROM %(now)s - ti.start_date) ELSE ti.duration END,
+  updated_at = %(now)s
+FROM nxt WHERE ti.id = nxt.id
+"""
+_NEW_RUN = """
+INSERT INTO dag_run (dag_id, queued_at, logical_date, start_date, state, run_id,
+  creating_job_id, run_type, triggered_by, conf, data_interval_start, data_interval_end,
+  run_after, last_scheduling_decision, log_template_id, created_at, updated_at, clear_number,
+  span_status, created_dag_version_id)
+SELECT %(dag_id)s::text, %(now)s - interval '1 second', %(slot)s, %(now)s, 'running',
+  %(run_id)s::text, 2, 'scheduled', 'timetable', '{}'::jsonb, %(slot)s, %(slot)s, %(slot)s, %(now)s,
+  (SELECT max(id) FROM log_template), %(now)s - interval '1 second', %(now)s, 0,
+  'not_started', (SELECT id FROM dag_version WHERE dag_id = %(dag_id)s::text
+                  ORDER BY version_number DESC LIMIT 1)
+"""
+_NEW_TASKS = """
+INSERT INTO task_instance (id, task_id, dag_id, run_id, map_index, state, try_number,
+  max_tries, unixname, pool, pool_slots, queue, priority_weight, operator,
+  custom_operator_name, queued_dttm, scheduled_dttm, queued_by_job_id, updated_at,
+  span_status, dag_version_id)
+SELECT pg_temp.uuid7(extract(epoch FROM %(now)s::timestamptz)), 'task_' || lpad(i::text, 2, '0'),
+  %(dag_id)s::text, %(run_id)s::text, -1,
+  CASE WHEN i = 0 THEN 'queued' WHEN i = 1 THEN 'scheduled' END,
+  CASE WHEN i < 2 THEN 1 ELSE 0 END, 2, 'airflow',
+  CASE WHEN i %% 5 = 4 THEN 'heavy_etl' ELSE 'default_pool' END, 1, 'default', %(tasks)s - i,
+  (ARRAY['PythonOperator', 'BashOperator', 'SQLExecuteQueryOperator'])[i %% 3 + 1],
+  (ARRAY['@task', 'BashOperator', 'SQLExecuteQueryOperator'])[i %% 3 + 1],
+  CASE WHEN i = 0 THEN %(now)s END, CASE WHEN i < 2 THEN %(now)s END, 2, %(now)s,
+  'not_started', (SELECT id FROM dag_version WHERE dag_id = %(dag_id)s::text
+                  ORDER BY version_number DESC LIMIT 1)
+FROM generate_series(0, %(tasks)s - 1) i
+"""
+_HEARTBEAT = """
+UPDATE job SET latest_heartbeat = %(now)s WHERE job_type = 'SchedulerJob' AND state = 'running'
+"""
 
 
 def spec_from_args(args: argparse.Namespace) -> SeedSpec:
