@@ -357,7 +357,8 @@ class CollectorService:
     def _failed(self, db: str, exc: BaseException) -> None:
         self.poller = None  # restart from the persisted watermarks: nothing half-read is lost
         self._declarations_at = 0.0
-        self._call(partial(self._count_failure, db))
+        with contextlib.suppress(Exception):  # (stopping: nothing to count in any more)
+            self._call(partial(self._count_failure, db)).result()
         if self._failures == 0:
             log.warning("%s DB error, serving last state and retrying: %s", db, describe_error(exc))
         self._failures += 1

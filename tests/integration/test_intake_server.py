@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from impactwatch.collector.intake.server import PARSE_IN_LOOP, CollectorServer
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from impactwatch.catalog.loader import load_catalog
 from impactwatch.collector.http_app import CollectorApp, serve
 from impactwatch.collector.intake.parse import SCHEMA
-from impactwatch.collector.intake.server import PARSE_IN_LOOP, CollectorServer
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings
 from impactwatch.collector.state.schema import asset_update_t

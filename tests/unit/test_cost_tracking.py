@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from impactwatch.catalog.model import Catalog
-from impactwatch.collector.cost.pricing import Pricing
 from impactwatch.collector.cost.history import load_cost_history
+from impactwatch.collector.cost.pricing import Pricing
 from impactwatch.collector.cost.tracking import (
     COST_HISTORY_RUNS,
     HISTORY,
