@@ -6,9 +6,10 @@ Bad input gets a 4xx with a JSON reason, never a trace: 401 wrong or missing tok
 length, both before a byte of the body is read, 413 a body over the limit (announced, or sent),
 400 malformed events (the message names the event and field). Each refused request counts in
 `impactwatch_collector_events_total{source="listener",outcome="rejected"}` (its events are
-lost). A state DB failure, a write not done within `write_timeout`, or a full writer queue is a
-503 with Retry-After, counted as well, so the listener keeps the batch and tries later. A 202
-is sent once the events are committed and observed.
+lost), and so does a 503 for a full writer queue. A state DB failure or a write not done within
+`write_timeout` is a 503 too, counted in `impactwatch_collector_db_errors_total{db="state"}` by
+the writer. On a 503 (with Retry-After) the listener keeps the batch and tries later. A 202 is
+sent once the events are committed and observed.
 """
 
 from __future__ import annotations
@@ -87,11 +88,10 @@ def collector_app(
             )
         except QueueFull:
             return refused(503, "the collector is busy; try again later", RETRY_AFTER)
-        except TimeoutError:
-            log.warning("state DB: %d event(s) not stored within %.0f s", len(batch), write_timeout)
-            return refused(503, "state DB unavailable", RETRY_AFTER)
-        except Exception:  # logged by the writer, once for its whole group
-            return refused(503, "state DB unavailable", RETRY_AFTER)
+        except Exception as exc:  # the writer counts and logs a failed write
+            if isinstance(exc, TimeoutError):
+                log.warning("state DB: %d event(s) not stored in %.0f s", len(batch), write_timeout)
+            return JSONResponse({"error": "state DB unavailable"}, 503, RETRY_AFTER)
         return JSONResponse({"accepted": len(batch), "outcomes": changes.outcomes}, 202)
 
     async def metrics(request: Request) -> Response:
