@@ -139,6 +139,42 @@ def cmd_collector(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """`impactwatch db upgrade|current`: the state DBs' schema revisions (Alembic)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from impactwatch.collector.state import schema
+    from impactwatch.db_migrations import SchemaOutOfDate
+    from impactwatch.router import tables
+
+    chosen = [
+        (f"{name} ({url_flag})", module, url)
+        for name, url_flag, module, url in (
+            ("state DB", "--state-db", schema, args.state_db),
+            ("router DB", "--router-db", tables, args.router_db),
+        )
+        if url
+    ]
+    if not chosen:
+        print(
+            f"impactwatch db {args.db_command}: give --state-db and/or --router-db", file=sys.stderr
+        )
+        return 2
+    for label, module, url in chosen:
+        try:
+            engine = module.make_engine(url)
+            if args.db_command == "upgrade":
+                module.create_or_upgrade(engine)
+            current, head = module.MIGRATIONS.current(engine), module.MIGRATIONS.head()
+            engine.dispose()
+        except (SQLAlchemyError, SchemaOutOfDate, ValueError) as exc:  # unreachable, bad URL
+            text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            print(f"impactwatch db {args.db_command}: {label}: {text[0][:200]}", file=sys.stderr)
+            return 2
+        print(f"{label}: at {current or 'none'}" + ("" if current == head else f", head {head}"))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from impactwatch.demo import run
 
@@ -172,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     coll.add_argument("--backfill-days", type=float, help="history read on first start (default 7)")
     coll.add_argument("--once", action="store_true", help="poll until caught up, then exit")
     coll.set_defaults(func=cmd_collector)
+
+    db = sub.add_parser("db", help="schema revisions of the collector's and the router's DBs")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    for name, what in (("upgrade", "upgrade to this version's schema"), ("current", "show")):
+        command = db_sub.add_parser(name, help=f"{what} (Alembic revision)")
+        command.add_argument("--state-db", help="the collector's state DB URL")
+        command.add_argument("--router-db", help="the router's state DB URL")
+        command.set_defaults(func=cmd_db)
 
     demo = sub.add_parser(
         "demo",

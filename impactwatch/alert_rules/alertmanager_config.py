@@ -10,13 +10,21 @@ import json
 
 from impactwatch.alert_rules.promql import prom_duration
 from impactwatch.alert_rules.render import GENERATED, comment
-from impactwatch.alert_rules.rules_model import INCIDENT_LABELS
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.model import Catalog
+from impactwatch.contract.alerts import (
+    ALERTNAME,
+    CRITICAL,
+    INCIDENT_LABELS,
+    SEVERITY,
+    SUBJECT_LABELS,
+    TEAM,
+    WARNING,
+)
 
 RECEIVER = "impactwatch-router"
-GROUP_BY = ("team", "dataset", "dag_id", "component")
-INHIBIT_EQUAL = ("alertname", "team", *INCIDENT_LABELS)
+GROUP_BY = (TEAM, *SUBJECT_LABELS)
+INHIBIT_EQUAL = (ALERTNAME, TEAM, *INCIDENT_LABELS)
 
 
 def _q(value: str) -> str:
@@ -70,7 +78,7 @@ def render_alertmanager(catalog: Catalog, settings: RuleSettings) -> str:
         routes.append(
             f"    # {team}: the router posts to {where}\n"
             f"    - receiver: {RECEIVER}\n"
-            f"      matchers: [{_sq(f'team={_q(team)}')}]\n"
+            f"      matchers: [{_sq(f'{TEAM}={_q(team)}')}]\n"
         )
     body = f"""route:
   receiver: {RECEIVER}
@@ -98,8 +106,8 @@ receivers:
 inhibit_rules:
   # A critical silences the warning of the same incident: same alert name, team, data
   # product or pipeline, component and pool (a label missing on both counts as equal).
-  - source_matchers: ['severity="critical"']
-    target_matchers: ['severity="warning"']
+  - source_matchers: [{_sq(f"{SEVERITY}={_q(CRITICAL)}")}]
+    target_matchers: [{_sq(f"{SEVERITY}={_q(WARNING)}")}]
     equal: {_list(INHIBIT_EQUAL)}
 """
     return head + body

@@ -15,17 +15,21 @@ as an incident of the pipeline's owners.
 from __future__ import annotations
 
 from impactwatch.alert_rules.platform import platform_team
-from impactwatch.alert_rules.promql import latest, name_of, number, prom_duration
-from impactwatch.alert_rules.rules_model import (
-    COST_MODEL_OFF,
-    PIPELINE_COST_ANOMALY,
-    Alert,
-    Group,
-    runbook_path,
-)
+from impactwatch.alert_rules.promql import latest, prom_duration
+from impactwatch.alert_rules.rules_model import Alert, Group, runbook_path
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract import metrics as c
+from impactwatch.contract.alerts import (
+    COMPONENT,
+    COST,
+    COST_MODEL_OFF,
+    PIPELINE_COST_ANOMALY,
+    PLATFORM,
+    TEAM,
+    WARNING,
+)
+from impactwatch.contract.promql import name_of, number
 
 GROUP = "impactwatch-cost"
 _SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
@@ -70,8 +74,8 @@ def _anomaly(catalog: Catalog, s: RuleSettings, window: str) -> Alert:
     return Alert(
         name=PIPELINE_COST_ANOMALY,
         expr=expr,
-        severity="warning",
-        kind="cost",
+        severity=WARNING,
+        kind=COST,
         summary=(
             f"The latest {_PIPELINE_WORDS} run cost {money('$value', currency)}, "
             f"usually {usual_text}"
@@ -101,8 +105,8 @@ def _model_off(catalog: Catalog, s: RuleSettings, window: str) -> Alert:
     return Alert(
         name=COST_MODEL_OFF,
         expr=expr,
-        severity="warning",
-        kind="platform",
+        severity=WARNING,
+        kind=PLATFORM,
         summary=(
             'Cost model off by {{ printf "%.1f" $value }}x for {{ $labels.pipeline }}: the AWS '
             'bill is {{ if eq $labels.direction "bill_higher" }}higher{{ else }}lower{{ end }} '
@@ -115,5 +119,5 @@ def _model_off(catalog: Catalog, s: RuleSettings, window: str) -> Alert:
         ),
         runbook=runbook_path(COST_MODEL_OFF),
         for_seconds=s.platform_for,
-        labels={"team": platform_team(catalog, s), "component": "cost_model"},
+        labels={TEAM: platform_team(catalog, s), COMPONENT: "cost_model"},
     )

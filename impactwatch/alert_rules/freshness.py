@@ -20,31 +20,34 @@ from dataclasses import replace
 
 from impactwatch.alert_rules.promql import (
     VALUE_AGE,
-    Matcher,
-    alternation,
-    eq,
     human_duration,
     latest,
     lookup_duration,
     prom_duration,
-    selector,
     template_literal,
 )
 from impactwatch.alert_rules.rules_model import (
-    DATA_PRODUCT_STALE,
     DATASET_AGE,
     DATASET_PAUSED,
     DATASET_SLA,
     Alert,
     Group,
     Record,
-    Severity,
     dataset_runbook_path,
     runbook_path,
 )
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.model import Catalog, Dataset
 from impactwatch.contract import metrics as c
+from impactwatch.contract.alerts import (
+    CRITICAL,
+    DATA_PRODUCT_STALE,
+    DATASET,
+    FRESHNESS,
+    WARNING,
+    Severity,
+)
+from impactwatch.contract.promql import Matcher, alternation, eq, selector
 
 GROUP = "impactwatch-freshness"
 
@@ -91,20 +94,20 @@ def _dataset_alerts(catalog: Catalog, ds: Dataset, settings: RuleSettings) -> li
             name=DATA_PRODUCT_STALE,
             expr=stale_expr(match, factor),
             severity=severity,
-            kind="freshness",
+            kind=FRESHNESS,
             summary=summary,
             description=template_literal(_describe(catalog, ds, ladder)),
             runbook=dataset_runbook_path(ds.name),
             for_seconds=settings.freshness_for,
-            labels={"dataset": ds.name},  # as on the series; keeps each rule distinct for lint
+            labels={DATASET: ds.name},  # as on the series; keeps each rule distinct for lint
         )
 
     if ds.tier == "critical":
-        return [alert("critical", 1, "Critical-tier data product: critical from the start.")]
+        return [alert(CRITICAL, 1, "Critical-tier data product: critical from the start.")]
     escalate = f"Escalates to critical past {human_duration(2 * ds.freshness)}."
     return [
-        alert("warning", 1, escalate),
-        alert("critical", 2, f"Critical: stale for more than twice its {limit} limit."),
+        alert(WARNING, 1, escalate),
+        alert(CRITICAL, 2, f"Critical: stale for more than twice its {limit} limit."),
     ]
 
 
@@ -127,8 +130,8 @@ def _generic_alerts(own: list[str], settings: RuleSettings) -> list[Alert]:
     first = Alert(
         name=DATA_PRODUCT_STALE,
         expr=warning,
-        severity="warning",
-        kind="freshness",
+        severity=WARNING,
+        kind=FRESHNESS,
         summary=summary,
         description=f"{declared} Escalates to critical past twice its limit.",
         runbook=runbook_path(DATA_PRODUCT_STALE),
@@ -139,7 +142,7 @@ def _generic_alerts(own: list[str], settings: RuleSettings) -> list[Alert]:
         replace(
             first,
             expr=critical,
-            severity="critical",
+            severity=CRITICAL,
             description=f"{declared} Critical: critical tier, or stale past twice its limit.",
         ),
     ]

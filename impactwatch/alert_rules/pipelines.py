@@ -18,26 +18,26 @@ from dataclasses import replace
 
 from impactwatch.alert_rules.promql import (
     VALUE_AGE,
-    Matcher,
-    alternation,
     current,
     latest,
     lookup_duration,
     prom_duration,
 )
-from impactwatch.alert_rules.rules_model import (
-    CRITICAL_PIPELINE_FAILED,
-    DAG_PAUSED,
-    PIPELINE_MISSED_DEADLINE,
-    PIPELINE_RUN_TOO_LONG,
-    Alert,
-    Group,
-    Record,
-    runbook_path,
-)
+from impactwatch.alert_rules.rules_model import DAG_PAUSED, Alert, Group, Record, runbook_path
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract import metrics as c
+from impactwatch.contract.alerts import (
+    CRITICAL,
+    CRITICAL_PIPELINE_FAILED,
+    DEADLINE,
+    DURATION,
+    FAILURE,
+    PIPELINE_MISSED_DEADLINE,
+    PIPELINE_RUN_TOO_LONG,
+    WARNING,
+)
+from impactwatch.contract.promql import Matcher, alternation
 
 GROUP = "impactwatch-pipelines"
 UNLESS_PAUSED = f"unless on (dag_id)\n  {DAG_PAUSED} == 1"
@@ -83,8 +83,8 @@ def _duration(settings: RuleSettings, is_crit: Matcher, not_crit: Matcher) -> li
     warning = Alert(
         name=PIPELINE_RUN_TOO_LONG,
         expr=f"{over(1, not_crit)}\n{UNLESS_PAUSED}",
-        severity="warning",
-        kind="duration",
+        severity=WARNING,
+        kind=DURATION,
         summary=summary,
         description=f"{about} Escalates to critical past twice the limit.",
         runbook=runbook_path(PIPELINE_RUN_TOO_LONG),
@@ -95,7 +95,7 @@ def _duration(settings: RuleSettings, is_crit: Matcher, not_crit: Matcher) -> li
         replace(
             warning,
             expr=critical,
-            severity="critical",
+            severity=CRITICAL,
             description=f"{about} Critical: past twice the limit, or a critical pipeline.",
         ),
     ]
@@ -110,8 +110,8 @@ def _deadline(
     warning = Alert(
         name=PIPELINE_MISSED_DEADLINE,
         expr=f"{late(not_crit)}\n{UNLESS_PAUSED}",
-        severity="warning",
-        kind="deadline",
+        severity=WARNING,
+        kind=DEADLINE,
         summary=(
             f"Pipeline {{{{ $labels.dag_id }}}} missed its daily deadline: no successful run, "
             f"{VALUE_AGE} late"
@@ -125,7 +125,7 @@ def _deadline(
     )
     return [
         warning,
-        replace(warning, expr=f"{late(is_crit)}\n{UNLESS_PAUSED}", severity="critical"),
+        replace(warning, expr=f"{late(is_crit)}\n{UNLESS_PAUSED}", severity=CRITICAL),
     ]
 
 
@@ -140,8 +140,8 @@ def _failure(settings: RuleSettings, window: str, is_crit: Matcher) -> list[Aler
         Alert(
             name=CRITICAL_PIPELINE_FAILED,
             expr=expr,
-            severity="critical",
-            kind="failure",
+            severity=CRITICAL,
+            kind=FAILURE,
             summary=(
                 "Critical pipeline {{ $labels.dag_id }} failed: its latest run did not succeed"
             ),

@@ -18,32 +18,32 @@ from impactwatch.alert_rules.promql import (
     VALUE_INT,
     VALUE_PERCENT,
     current,
-    eq,
     human_bytes,
     human_duration,
     latest,
     lookup_age,
-    number,
     prom_duration,
-    quote,
-    selector,
 )
-from impactwatch.alert_rules.rules_model import (
+from impactwatch.alert_rules.rules_model import Alert, Group, runbook_path
+from impactwatch.alert_rules.settings import RuleSettings
+from impactwatch.catalog.model import Catalog
+from impactwatch.contract import metrics as c
+from impactwatch.contract.alerts import (
     COLLECTOR_DOWN,
     COLLECTOR_STALE,
+    COMPONENT,
+    CRITICAL,
     DAG_IMPORT_ERRORS,
+    PLATFORM,
     POOL_STARVING,
     ROUTER_FAILING,
     SCHEDULER_DOWN,
     SCHEDULER_LAGGING,
+    TEAM,
+    WARNING,
     XCOM_BLOAT,
-    Alert,
-    Group,
-    runbook_path,
 )
-from impactwatch.alert_rules.settings import RuleSettings
-from impactwatch.catalog.model import Catalog
-from impactwatch.contract import metrics as c
+from impactwatch.contract.promql import agg, eq, increase, number, quantile, quote, selector
 
 GROUP = "impactwatch-platform"
 assert {"queued", "open"} <= set(c.POOL_STATES)
@@ -64,7 +64,7 @@ def platform_group(catalog: Catalog, settings: RuleSettings) -> Group:
         f"Platform health: Airflow's scheduler, pools, XCom and DAG parsing, and impactwatch's "
         f"own collector and router. All owned by the platform team ({team}). Uses "
         "keep_firing_for (hysteresis): needs Prometheus 2.42 or later.",
-        tuple(replace(a, labels={"team": team, **a.labels}) for a in alerts),
+        tuple(replace(a, labels={TEAM: team, **a.labels}) for a in alerts),
     )
 
 
@@ -76,7 +76,7 @@ def _ladder(warning: Alert, critical_expr: str) -> list[Alert]:
         replace(
             warning,
             expr=critical_expr,
-            severity="critical",
+            severity=CRITICAL,
             description=f"{about} Critical: past twice the limit.",
         ),
     ]
@@ -88,8 +88,8 @@ def _scheduler(s: RuleSettings, window: str) -> list[Alert]:
     down = Alert(
         name=SCHEDULER_DOWN,
         expr=f"{silent}\n  > {number(limit)}",
-        severity="warning",
-        kind="platform",
+        severity=WARNING,
+        kind=PLATFORM,
         summary=(
             f"Airflow is not scheduling: no scheduler heartbeat for {VALUE_AGE} "
             f"(limit {human_duration(limit)})"
@@ -99,17 +99,15 @@ def _scheduler(s: RuleSettings, window: str) -> list[Alert]:
         ),
         runbook=runbook_path(SCHEDULER_DOWN),
         for_seconds=s.platform_for,
-        labels={"component": "scheduler"},
+        labels={COMPONENT: "scheduler"},
     )
     q, lag = s.scheduler_lag_quantile, s.scheduler_lag
-    buckets = selector(c.DAG_RUN_SCHEDULE_DELAY, suffix="_bucket")
-    rate = f"rate({buckets}[{prom_duration(s.scheduler_lag_window)}])"
-    quantile = f"histogram_quantile({number(q)}, sum by (le) ({rate}))"
+    lag_quantile = quantile(q, c.DAG_RUN_SCHEDULE_DELAY, (), prom_duration(s.scheduler_lag_window))
     lagging = Alert(
         name=SCHEDULER_LAGGING,
-        expr=f"{quantile}\n  > {number(lag)}",
-        severity="warning",
-        kind="platform",
+        expr=f"{lag_quantile}\n  > {number(lag)}",
+        severity=WARNING,
+        kind=PLATFORM,
         summary=(
             f"Pipelines start late: runs begin {VALUE_DURATION} after they are due "
             f"(p{q * 100:g} over {human_duration(s.scheduler_lag_window)}, "
@@ -122,11 +120,11 @@ def _scheduler(s: RuleSettings, window: str) -> list[Alert]:
         runbook=runbook_path(SCHEDULER_LAGGING),
         for_seconds=s.noisy_for,
         keep_firing_seconds=s.noisy_keep_firing_for,
-        labels={"component": "scheduler"},
+        labels={COMPONENT: "scheduler"},
     )
     return [
         *_ladder(down, f"{silent}\n  > {number(2 * limit)}"),
-        *_ladder(lagging, f"{quantile}\n  > {number(2 * lag)}"),
+        *_ladder(lagging, f"{lag_quantile}\n  > {number(2 * lag)}"),
     ]
 
 
@@ -136,8 +134,8 @@ def _pools_xcom_parsing(s: RuleSettings, window: str) -> list[Alert]:
     starving = Alert(
         name=POOL_STARVING,
         expr=f"{queued} > 0\nand on (pool)\n{open_} == 0",
-        severity="warning",
-        kind="platform",
+        severity=WARNING,
+        kind=PLATFORM,
         summary=(
             f"Airflow pool {{{{ $labels.pool }}}} is full: {VALUE_INT} task(s) waiting "
             f"for a slot for over {human_duration(s.pool_starving_for)}"
@@ -148,14 +146,14 @@ def _pools_xcom_parsing(s: RuleSettings, window: str) -> list[Alert]:
         runbook=runbook_path(POOL_STARVING),
         for_seconds=s.pool_starving_for,
         keep_firing_seconds=s.noisy_keep_firing_for,
-        labels={"component": "pool"},
+        labels={COMPONENT: "pool"},
     )
     largest, limit = current(c.XCOM_LARGEST, ("dag_id", "team")), s.xcom_bloat_bytes
     bloat = Alert(
         name=XCOM_BLOAT,
         expr=f"{largest}\n  > {number(limit)}",
-        severity="warning",
-        kind="platform",
+        severity=WARNING,
+        kind=PLATFORM,
         summary=(
             f"Pipeline {{{{ $labels.dag_id }}}} passes {VALUE_BYTES} through XCom "
             f"(limit {human_bytes(limit)})"
@@ -166,13 +164,13 @@ def _pools_xcom_parsing(s: RuleSettings, window: str) -> list[Alert]:
         ),
         runbook=runbook_path(XCOM_BLOAT),
         for_seconds=s.platform_for,
-        labels={"component": "xcom", "team": "{{ $labels.team }}"},  # the DAG's owner
+        labels={COMPONENT: "xcom", TEAM: "{{ $labels.team }}"},  # the DAG's owner
     )
     errors = Alert(
         name=DAG_IMPORT_ERRORS,
-        expr=f"max({selector(c.DAG_IMPORT_ERRORS)}) > 0",
-        severity="warning",
-        kind="platform",
+        expr=f"{agg('max', (), selector(c.DAG_IMPORT_ERRORS))} > 0",
+        severity=WARNING,
+        kind=PLATFORM,
         summary=f"{VALUE_INT} DAG file(s) fail to load: their pipelines do not run",
         description=(
             "Airflow cannot parse these files, so the pipelines they define are neither "
@@ -180,7 +178,7 @@ def _pools_xcom_parsing(s: RuleSettings, window: str) -> list[Alert]:
         ),
         runbook=runbook_path(DAG_IMPORT_ERRORS),
         for_seconds=s.import_errors_for,
-        labels={"component": "dag_parsing"},
+        labels={COMPONENT: "dag_parsing"},
     )
     return [
         starving,
@@ -194,8 +192,8 @@ def _collector(s: RuleSettings, window: str) -> list[Alert]:
     down = Alert(
         name=COLLECTOR_DOWN,
         expr=f"{up} == 0\nor\nabsent({up})",
-        severity="critical",
-        kind="platform",
+        severity=CRITICAL,
+        kind=PLATFORM,
         summary="impactwatch is blind: a collector is down or not scraped",
         description=(
             "Without the collector no freshness, deadline or failure alert can fire: the "
@@ -204,15 +202,15 @@ def _collector(s: RuleSettings, window: str) -> list[Alert]:
         ),
         runbook=runbook_path(COLLECTOR_DOWN),
         for_seconds=s.collector_down_for,
-        labels={"component": "collector"},
+        labels={COMPONENT: "collector"},
     )
     polled = f"time() - {latest(c.COLLECTOR_LAST_POLL, (), window)}"
     limit = s.collector_stale_after
     stale = Alert(
         name=COLLECTOR_STALE,
         expr=f"{latest(c.COLLECTOR_STALE, (), window)} == 1",
-        severity="warning",
-        kind="platform",
+        severity=WARNING,
+        kind=PLATFORM,
         summary="impactwatch cannot read Airflow's database: alerts run on old data",
         description=(
             "The collector serves its last state. Last good read: "
@@ -222,12 +220,12 @@ def _collector(s: RuleSettings, window: str) -> list[Alert]:
         ),
         runbook=runbook_path(COLLECTOR_STALE),
         for_seconds=limit,
-        labels={"component": "collector"},
+        labels={COMPONENT: "collector"},
     )
     critical = replace(
         stale,
         expr=f"{polled}\n  > {number(2 * limit)}",
-        severity="critical",
+        severity=CRITICAL,
         summary=f"impactwatch has not read Airflow's database for {VALUE_AGE}",
         for_seconds=0.0,
     )
@@ -236,15 +234,15 @@ def _collector(s: RuleSettings, window: str) -> list[Alert]:
 
 def _router(s: RuleSettings, window: str) -> list[Alert]:
     span = prom_duration(s.router_failure_window)
-    calls = selector(c.ROUTER_SLACK_CALLS)
-    failed = selector(c.ROUTER_SLACK_CALLS, eq("outcome", "failed"))
-    share = f"sum(increase({failed}[{span}]))\n  /\nsum(increase({calls}[{span}]))"
+    failed = agg("sum", (), increase(c.ROUTER_SLACK_CALLS, span, eq("outcome", "failed")))
+    calls = agg("sum", (), increase(c.ROUTER_SLACK_CALLS, span))
+    share = f"{failed}\n  /\n{calls}"
     ratio = s.router_failure_ratio
     failing = Alert(
         name=ROUTER_FAILING,
         expr=f"(\n  {share.replace(chr(10), chr(10) + '  ')}\n) > {number(ratio)}",
-        severity="warning",
-        kind="platform",
+        severity=WARNING,
+        kind=PLATFORM,
         summary=(
             f"Slack alerts are not getting through: {VALUE_PERCENT} of Slack calls failed "
             f"over {human_duration(s.router_failure_window)}"
@@ -256,7 +254,7 @@ def _router(s: RuleSettings, window: str) -> list[Alert]:
         runbook=runbook_path(ROUTER_FAILING),
         for_seconds=s.noisy_for,
         keep_firing_seconds=s.noisy_keep_firing_for,
-        labels={"component": "router"},
+        labels={COMPONENT: "router"},
     )
     critical_expr = failing.expr.replace(f"> {number(ratio)}", f"> {number(min(2 * ratio, 0.99))}")
     return _ladder(failing, critical_expr)

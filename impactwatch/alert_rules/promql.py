@@ -1,70 +1,26 @@
-"""Small pure helpers that spell PromQL selectors, durations and alert-template snippets.
+"""PromQL for the rules: gap-bridging reads, durations, alert-template snippets.
 
-Metric names always come from `impactwatch.contract.metrics` (a `MetricSpec`) or from the
-recording-rule names defined in `rules_model`; nothing here spells one.
+The vocabulary shared with the dashboards (selectors, matchers, aggregations, literals) is
+`impactwatch.contract.promql`. Metric names always come from `impactwatch.contract.metrics` (a
+`MetricSpec`) or from the recording-rule names defined in `rules_model`; nothing here spells one.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from impactwatch.contract.metrics import MetricSpec
-
-Matcher = tuple[str, str, str]  # (label, "=" | "!=" | "=~" | "!~", value)
-_REGEX_SPECIALS = set("\\.+*?()|[]{}^$")
-
-
-def name_of(metric: MetricSpec | str) -> str:
-    return metric.name if isinstance(metric, MetricSpec) else metric
-
-
-def quote(value: str) -> str:
-    """A PromQL (and Go template) string literal."""
-    return json.dumps(value)
-
-
-def selector(metric: MetricSpec | str, *matchers: Matcher, suffix: str = "") -> str:
-    """`name{label="value", ...}`; `suffix` selects a histogram series (`_bucket`)."""
-    name = name_of(metric) + suffix
-    if not matchers:
-        return name
-    inner = ", ".join(f"{label}{op}{quote(value)}" for label, op, value in matchers)
-    return f"{name}{{{inner}}}"
-
-
-def eq(label: str, value: str) -> Matcher:
-    return (label, "=", value)
-
-
-def regex_escape(text: str) -> str:
-    """Escape RE2 metacharacters (dots in DAG ids, mostly)."""
-    return "".join(f"\\{ch}" if ch in _REGEX_SPECIALS else ch for ch in text)
-
-
-def alternation(names: Iterable[str]) -> str:
-    """An anchored-by-PromQL regex matching exactly `names`; "" (matches nothing) when empty."""
-    return "|".join(regex_escape(n) for n in sorted(set(names)))
-
-
-def _max_by(by: Iterable[str], inner: str) -> str:
-    labels = ", ".join(by)
-    return f"max by ({labels}) ({inner})" if labels else f"max({inner})"
+from impactwatch.contract.promql import Matcher, agg, name_of, selector
 
 
 def latest(metric: MetricSpec | str, by: Iterable[str], window: str, *matchers: Matcher) -> str:
     """The newest value per `by` group, bridging scrape gaps shorter than `window`."""
-    return _max_by(by, f"last_over_time({selector(metric, *matchers)}[{window}])")
+    return agg("max", by, f"last_over_time({selector(metric, *matchers)}[{window}])")
 
 
 def current(metric: MetricSpec | str, by: Iterable[str], *matchers: Matcher) -> str:
     """The current value per `by` group, across collector instances."""
-    return _max_by(by, selector(metric, *matchers))
-
-
-def number(value: float) -> str:
-    """A PromQL number literal without float noise: 120, 0.95, 1048576."""
-    return str(int(value)) if value == int(value) else repr(value)
+    return agg("max", by, selector(metric, *matchers))
 
 
 def prom_duration(seconds: float) -> str:

@@ -1,20 +1,23 @@
 """Rule-generation settings: every threshold, interval, URL and path in one typed model.
 
 The rules, the Alertmanager config, the Prometheus config and the runbooks are all stamped from
-this one model (STYLE habit 9), so a threshold is written once. Each field documents its default
-and why. The CLI overrides fields with `--set NAME=VALUE` (and a few named flags); the
-environment does NOT: generated files are checked in and CI regenerates them, so the output must
-depend on the catalog and the command line only.
+this one model, so a threshold is written once. The platform limits the dashboards draw too are
+the contract's (`impactwatch.contract.thresholds`): their fields here are the contract's fields,
+read with human durations. Each field documents its default and why. The CLI overrides fields
+with `--set NAME=VALUE` (and a few named flags); the environment does NOT: generated files are
+checked in and CI regenerates them, so the output must depend on the catalog and the command
+line only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from impactwatch.catalog.durations import parse_duration
+from impactwatch.contract.thresholds import PlatformThresholds
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds; written as "30s", "1m", "1h30m" or a number of seconds."""
@@ -23,6 +26,11 @@ DEFAULT_ROUTER_URL = "http://127.0.0.1:9465/alertmanager"
 DEFAULT_RUNBOOK_BASE_URL = (
     "https://github.com/impactwatch/impactwatch/blob/main/examples/generated/prometheus/runbooks"
 )
+
+
+def _platform(name: str) -> Any:
+    """The contract's field for platform threshold `name`: its default, bounds and meaning."""
+    return PlatformThresholds.model_fields[name]
 
 
 class RuleSettings(BaseModel):
@@ -112,31 +120,23 @@ class RuleSettings(BaseModel):
     )
 
     # -- platform thresholds ----------------------------------------------------------------------
-    scheduler_heartbeat_stale: Seconds = Field(
-        120.0, gt=0, description="No scheduler heartbeat for this long: the scheduler is down"
-    )
-    scheduler_lag: Seconds = Field(
-        60.0, gt=0, description="Runs starting this long after they are due (quantile below)"
-    )
-    scheduler_lag_quantile: float = Field(0.95, gt=0, lt=1, description="Quantile of the lag")
+    scheduler_heartbeat_stale: Seconds = _platform("scheduler_heartbeat_stale")
+    scheduler_lag: Seconds = _platform("scheduler_lag")
+    scheduler_lag_quantile: float = _platform("scheduler_lag_quantile")
     scheduler_lag_window: Seconds = Field(
         1800.0, gt=0, description="Window of run starts the lag quantile is taken over"
     )
     pool_starving_for: Seconds = Field(
         600.0, ge=0, description="Tasks waiting on a pool with no open slot this long"
     )
-    xcom_bloat_bytes: float = Field(
-        1_048_576.0, gt=0, description="Largest XCom a DAG may write before it bloats Airflow's DB"
-    )
+    xcom_bloat_bytes: float = _platform("xcom_bloat_bytes")
     import_errors_for: Seconds = Field(
         120.0, ge=0, description="DAG files failing to parse this long (saves mid-edit pass)"
     )
     collector_down_for: Seconds = Field(
         60.0, ge=0, description="Failed scrapes of the collector this long: it is down"
     )
-    collector_stale_after: Seconds = Field(
-        120.0, gt=0, description="The collector's last good read of Airflow's DB is this old"
-    )
+    collector_stale_after: Seconds = _platform("collector_stale_after")
     router_failure_ratio: float = Field(
         0.1, gt=0, le=1, description="Share of failed Slack calls over the window that alerts"
     )

@@ -40,6 +40,7 @@ from impactwatch.collector.events import Batch, DagRun
 from impactwatch.collector.metrics.exposition import CachedExposition
 from impactwatch.collector.metrics.state import DagInfo, MetricsState
 from impactwatch.collector.settings import CollectorSettings
+from impactwatch.collector.state.schema import MIGRATIONS
 from impactwatch.collector.state.store import Changes, Store, make_engine
 from impactwatch.collector.tracing.spans import tracing_enabled
 
@@ -93,7 +94,10 @@ class CollectorService:
         self.base_catalog = catalog
         self.clock = clock
         self.progress = progress
-        self.store = Store(make_engine(settings.state_db, settings.state_timeout_ms))
+        engine = make_engine(settings.state_db, settings.state_timeout_ms)
+        if not settings.migrate_on_start:
+            MIGRATIONS.require_head(engine)  # else the store upgrades it
+        self.store = Store(engine)
         self._cost_history = partial(
             load_cost_history, self.store.engine, per_dag=COST_HISTORY_RUNS
         )

@@ -16,6 +16,9 @@ class CollectorSettings(BaseSettings):
     catalog: str | None = Field(None, description="Catalog YAML; none = Airflow declarations only")
     airflow_db: str = Field(..., description="SQLAlchemy URL of Airflow's metadata DB (read-only)")
     state_db: str = Field("sqlite:///impactwatch-state.db", description="The collector's own DB")
+    migrate_on_start: bool = Field(
+        True, description="Upgrade the state DB at start; off: refuse to start unless it is current"
+    )
     listen: str = Field(
         "127.0.0.1:9464", description="HOST:PORT for /metrics, /healthz, /v1/events"
     )

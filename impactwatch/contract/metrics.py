@@ -1,7 +1,7 @@
 """The metric contract: every metric impactwatch exports, its type, labels and help.
 
-The collector, `alert_rules/` and `dashboards/` import names from here and never spell them
-twice. Conventions (DESIGN.md): base units, `_total` for counters, `_timestamp_seconds` for
+The collector, the router, `alert_rules/` and `dashboards/` import names from here and never
+spell them twice. Conventions: base units, `_total` for counters, `_timestamp_seconds` for
 points in time, prefix `impactwatch_`; labels bounded by the catalog and the DAG list.
 """
 
@@ -326,9 +326,7 @@ RECONCILE_ERROR_REASONS = (
     "other",
 )
 
-# Values of bounded labels.
-BREACH_KINDS = ("freshness", "duration", "deadline")
-SEVERITIES = ("warning", "critical")
+# Values of bounded labels (SLA_BREACHES' `kind` and `severity`: `impactwatch.contract.alerts`).
 POOL_STATES = ("total", "running", "queued", "open")
 
 # --- router self-metrics --------------------------------------------------------------------------

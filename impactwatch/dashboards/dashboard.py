@@ -10,10 +10,10 @@ import attr
 from grafanalib import core as g
 
 from impactwatch.contract.metrics import MetricSpec
+from impactwatch.contract.promql import Matcher, alternation, quote, selector
 from impactwatch.dashboards import style as s
 from impactwatch.dashboards.links import Board
 from impactwatch.dashboards.panels import Layout
-from impactwatch.dashboards.promql import Matcher, alternation, quote, selector
 
 
 @attr.s

@@ -1,17 +1,19 @@
 """The "Platform health" dashboard, for the data platform team: Airflow's scheduler, pools,
 XCom and DAG parsing, and impactwatch's own collector and router.
 
-Thresholds are the alert rules' (`alert_rules.settings.RuleSettings` defaults): a panel turns
-red where the matching alert fires, from one source.
+Thresholds are the platform alerts' (`impactwatch.contract.thresholds`, the shipped limits): a
+panel turns red where the matching alert fires, from one source.
 """
 
 from __future__ import annotations
 
 from grafanalib import core as g
 
-from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract import metrics as c
+from impactwatch.contract.alerts import ALERTNAME, COMPONENT, KIND, PLATFORM, SEVERITY
+from impactwatch.contract.promql import agg, eq, increase, number, quantile, rate, selector
+from impactwatch.contract.thresholds import PlatformThresholds
 from impactwatch.dashboards import links
 from impactwatch.dashboards import style as s
 from impactwatch.dashboards.dashboard import build, variable
@@ -25,18 +27,8 @@ from impactwatch.dashboards.panels import (
     table,
     timeseries,
 )
-from impactwatch.dashboards.products import PLATFORM_KIND, firing
-from impactwatch.dashboards.promql import (
-    RANGE,
-    RATE_INTERVAL,
-    agg,
-    eq,
-    increase,
-    quantile,
-    rate,
-    selector,
-    var,
-)
+from impactwatch.dashboards.products import firing
+from impactwatch.dashboards.promql import RANGE, RATE_INTERVAL, var
 
 ABOUT = (
     "Airflow's plumbing and impactwatch's own health: scheduler lag and heartbeat, task queue "
@@ -53,7 +45,7 @@ def _mean_rate(metric: c.MetricSpec, labels: tuple[str, ...] = ()) -> str:
     return f"{total}\n/\n({count} > 0)"
 
 
-def _airflow(layout: Layout, rules: RuleSettings) -> None:
+def _airflow(layout: Layout, limits: PlatformThresholds) -> None:
     layout.row("Airflow")
     layout.add(
         stat(
@@ -61,21 +53,22 @@ def _airflow(layout: Layout, rules: RuleSettings) -> None:
             "Time since any Airflow scheduler last reported in. Red: the scheduler-down alert.",
             [Query(f"time() - {agg('max', [], selector(c.SCHEDULER_HEARTBEAT))}")],
             s.SECONDS,
-            thresholds=s.limit_steps(rules.scheduler_heartbeat_stale),
+            thresholds=s.limit_steps(limits.scheduler_heartbeat_stale),
         ),
         s.QUARTER,
         s.STAT_H,
     )
+    q = limits.scheduler_lag_quantile  # the lag alert's quantile: "p95", "95th percentile"
     delays = increase(c.DAG_RUN_SCHEDULE_DELAY, RANGE, suffix="bucket")
-    lag = f"histogram_quantile(0.95, {agg('sum', ['le'], delays)})"
+    lag = f"histogram_quantile({number(q)}, {agg('sum', ['le'], delays)})"
     layout.add(
         stat(
-            "Scheduler lag (p95)",
-            "95th percentile of how late scheduled runs started after they were due, over the "
-            "selected range (bucketed: values are bucket bounds).",
+            f"Scheduler lag (p{q * 100:g})",
+            f"{q * 100:g}th percentile of how late scheduled runs started after they were due, "
+            "over the selected range (bucketed: values are bucket bounds).",
             [Query(lag)],
             s.SECONDS,
-            thresholds=s.limit_steps(rules.scheduler_lag),
+            thresholds=s.limit_steps(limits.scheduler_lag),
         ),
         s.QUARTER,
         s.STAT_H,
@@ -96,7 +89,7 @@ def _airflow(layout: Layout, rules: RuleSettings) -> None:
         stat(
             "Open platform incidents",
             "Platform alerts firing now (scheduler, pools, XCom, parsing, collector, router).",
-            [Query(f"count({firing(eq('kind', PLATFORM_KIND))})")],
+            [Query(f"count({firing(eq(KIND, PLATFORM))})")],
             s.COUNT,
             thresholds=s.ANY_IS_BAD,
             no_value="0",
@@ -108,13 +101,13 @@ def _airflow(layout: Layout, rules: RuleSettings) -> None:
     layout.add(
         timeseries(
             "Scheduler lag",
-            "How late scheduled runs start after they are due: 95th percentile and mean.",
+            f"How late scheduled runs start after they are due: {q * 100:g}th percentile and mean.",
             [
-                Query(quantile(0.95, c.DAG_RUN_SCHEDULE_DELAY, ()), "p95"),
+                Query(quantile(q, c.DAG_RUN_SCHEDULE_DELAY, (), RATE_INTERVAL), f"p{q * 100:g}"),
                 Query(_mean_rate(c.DAG_RUN_SCHEDULE_DELAY), "mean"),
             ],
             s.SECONDS,
-            thresholds=s.steps(s.GREEN, (rules.scheduler_lag, s.RED)),
+            thresholds=s.steps(s.GREEN, (limits.scheduler_lag, s.RED)),
             threshold_lines=True,
         ),
         s.HALF,
@@ -125,7 +118,7 @@ def _airflow(layout: Layout, rules: RuleSettings) -> None:
             "Task queue wait by pool (p95)",
             "How long tasks waited between being queued and starting, 95th percentile by pool: "
             "a full pool or too few workers makes it grow.",
-            [Query(quantile(0.95, c.TASK_QUEUED, ("pool",), *POOL), "{{pool}}")],
+            [Query(quantile(0.95, c.TASK_QUEUED, ("pool",), RATE_INTERVAL, *POOL), "{{pool}}")],
             s.SECONDS,
         ),
         s.HALF,
@@ -167,21 +160,21 @@ def _airflow(layout: Layout, rules: RuleSettings) -> None:
             "Largest XCom value each DAG wrote in the last 24 hours. Red: the XCom bloat alert.",
             [Query(f"topk(10, {agg('max', ['dag_id'], selector(c.XCOM_LARGEST))})", "{{dag_id}}")],
             s.BYTES,
-            thresholds=s.limit_steps(rules.xcom_bloat_bytes),
+            thresholds=s.limit_steps(limits.xcom_bloat_bytes),
         ),
         s.QUARTER,
         s.CHART_H,
     )
-    platform_alerts = firing(eq("kind", PLATFORM_KIND))
-    incidents = agg("count", ["alertname", "component", "severity"], platform_alerts)
+    platform_alerts = firing(eq(KIND, PLATFORM))
+    incidents = agg("count", [ALERTNAME, COMPONENT, SEVERITY], platform_alerts)
     layout.add(
         table(
             "Platform alerts firing",
             "Each platform alert firing now, with the component it is about.",
             [
-                Label("alertname", "Alert"),
-                Label("component", "Component"),
-                Label("severity", "Severity"),
+                Label(ALERTNAME, "Alert"),
+                Label(COMPONENT, "Component"),
+                Label(SEVERITY, "Severity"),
             ],
             [Column("Firing", incidents, decimals=0)],
         ),
@@ -190,7 +183,7 @@ def _airflow(layout: Layout, rules: RuleSettings) -> None:
     )
 
 
-def _collector(layout: Layout, rules: RuleSettings) -> None:
+def _collector(layout: Layout, limits: PlatformThresholds) -> None:
     layout.row("impactwatch collector")
     last_poll = f"time() - {agg('max', [], selector(c.COLLECTOR_LAST_POLL))}"
     layout.add(
@@ -200,7 +193,7 @@ def _collector(layout: Layout, rules: RuleSettings) -> None:
             "alert (its values are getting old).",
             [Query(last_poll)],
             s.SECONDS,
-            thresholds=s.limit_steps(rules.collector_stale_after),
+            thresholds=s.limit_steps(limits.collector_stale_after),
         ),
         s.QUARTER,
         s.STAT_H,
@@ -252,7 +245,7 @@ def _collector(layout: Layout, rules: RuleSettings) -> None:
             "Poll duration",
             "Wall time of one poll of Airflow's database: 95th percentile and mean.",
             [
-                Query(quantile(0.95, c.COLLECTOR_POLL_DURATION, ()), "p95"),
+                Query(quantile(0.95, c.COLLECTOR_POLL_DURATION, (), RATE_INTERVAL), "p95"),
                 Query(_mean_rate(c.COLLECTOR_POLL_DURATION), "mean"),
             ],
             s.SECONDS,
@@ -374,10 +367,10 @@ def _router(layout: Layout) -> None:
 def platform(catalog: Catalog) -> g.Dashboard:
     """`catalog` is unused today (platform panels are catalog-free); taken for symmetry."""
     del catalog
-    rules = RuleSettings()
+    limits = PlatformThresholds()
     layout = Layout()
-    _airflow(layout, rules)
-    _collector(layout, rules)
+    _airflow(layout, limits)
+    _collector(layout, limits)
     _router(layout)
     variables = [variable("pool", "Pool", (c.POOL_SLOTS,))]
     return build(links.BOARDS[links.PLATFORM], ABOUT, variables, layout)

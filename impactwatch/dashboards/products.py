@@ -22,32 +22,30 @@ from grafanalib import core as g
 
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract import metrics as c
+from impactwatch.contract.alerts import (
+    ALERTNAME,
+    CRITICAL,
+    DAG_ID,
+    DATASET,
+    DURATION,
+    KIND,
+    PLATFORM,
+    SEVERITY,
+    WARNING,
+)
+from impactwatch.contract.promql import Matcher, agg, alternation, eq, increase, selector
 from impactwatch.dashboards import links
 from impactwatch.dashboards import style as s
 from impactwatch.dashboards.panels import Column, Label, table
-from impactwatch.dashboards.promql import (
-    INTERVAL,
-    RANGE,
-    CatalogLabels,
-    Matcher,
-    agg,
-    alternation,
-    eq,
-    increase,
-    per_day,
-    selector,
-    with_fill,
-)
+from impactwatch.dashboards.promql import INTERVAL, RANGE, CatalogLabels, per_day, with_fill
 
-KEYS = ("dataset", "team", "tier")
+KEYS = c.DS  # dataset, team, tier: the labels of every data-product series
 ALERTS = "ALERTS"  # Prometheus's own series of pending and firing alerts
-PLATFORM_KIND = "platform"  # the `kind` label of platform alerts (alert_rules.rules_model.Kind)
 FIRING = ("alertstate", "=", "firing")
 
 
 def firing(*matchers: Matcher) -> str:
-    inner = ", ".join(f'{label}{op}"{value}"' for label, op, value in (FIRING, *matchers))
-    return f"{ALERTS}{{{inner}}}"
+    return selector(ALERTS, FIRING, *matchers)
 
 
 @dataclass(frozen=True)
@@ -119,13 +117,13 @@ class Products:
         A breached run is counted once: at `warning` (its first severity), or at `critical` for
         a critical-tier pipeline, which starts there."""
         finished = agg("sum", ["dag_id"], increase(c.DAG_RUN_DURATION, RANGE, suffix="count"))
-        kind = eq("kind", "duration")
-        warned = increase(c.SLA_BREACHES, RANGE, kind, eq("severity", "warning"))
+        kind = eq(KIND, DURATION)
+        warned = increase(c.SLA_BREACHES, RANGE, kind, eq(SEVERITY, WARNING))
         critical = increase(
             c.SLA_BREACHES,
             RANGE,
             kind,
-            eq("severity", "critical"),
+            eq(SEVERITY, CRITICAL),
             ("dag_id", "=~", self.critical_pipelines()),
         )
         breached = (
@@ -146,10 +144,10 @@ class Products:
     def open_incidents(self) -> str:
         """Firing alerts about the product (freshness) or its producing pipeline (duration,
         deadline, failure); several severities of one alert count once."""
-        about_product = firing(("dataset", "!=", ""))
-        about_pipeline = firing(("dag_id", "!=", ""), ("kind", "!=", PLATFORM_KIND))
-        own = agg("count", ["dataset"], agg("count", ["dataset", "alertname"], about_product))
-        pipeline = agg("count", ["dag_id"], agg("count", ["dag_id", "alertname"], about_pipeline))
+        about_product = firing((DATASET, "!=", ""))
+        about_pipeline = firing((DAG_ID, "!=", ""), (KIND, "!=", PLATFORM))
+        own = agg("count", [DATASET], agg("count", [DATASET, ALERTNAME], about_product))
+        pipeline = agg("count", [DAG_ID], agg("count", [DAG_ID, ALERTNAME], about_pipeline))
         universe = self.universe()
         mine = f"{universe} * on (dataset) group_left () {own}"
         theirs = f"{self.labels.with_dag(universe)} * on (dag_id) group_left () {pipeline}"

@@ -1,6 +1,8 @@
-"""PromQL for the panels: selectors filtered by dashboard variables, and the catalog joins.
+"""PromQL for the panels: Grafana's range variables, the catalog joins, zero fills.
 
-Metric names come from `impactwatch.contract.metrics` (a `MetricSpec`), never spelled here.
+The vocabulary shared with the alert rules (selectors, matchers, aggregations, rates) is
+`impactwatch.contract.promql`; metric names come from `impactwatch.contract.metrics` (a
+`MetricSpec`), never spelled here.
 
 The catalog knows things no metric carries: a data product's title and the pipeline (DAG)
 producing it. Both become labels through `label_replace` chains generated from the catalog
@@ -10,15 +12,14 @@ pipeline metrics (cost, runs on time, pipeline alerts) to the products they prod
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract.metrics import MetricSpec
+from impactwatch.contract.promql import Matcher, agg, alternation, increase, quote, regex_escape
 
-Matcher = tuple[str, str, str]  # (label, "=" | "!=" | "=~" | "!~", value)
 Replace = tuple[str, str, str, str]  # label_replace(_, target, replacement, source, regex)
 
 RANGE = "$__range"
@@ -31,63 +32,10 @@ FILL = "# zero where nothing is open"
 """Marks where a panel's expression adds zeros for rows with nothing to count. The test proves
 the part before it (which must find data on its own) and parses the whole."""
 
-_REGEX_SPECIALS = set("\\.+*?()|[]{}^$")
-
-
-def quote(value: str) -> str:
-    """A PromQL string literal."""
-    return json.dumps(value)
-
-
-def regex_escape(text: str) -> str:
-    return "".join(f"\\{ch}" if ch in _REGEX_SPECIALS else ch for ch in text)
-
-
-def alternation(names: Iterable[str]) -> str:
-    """A regex matching exactly `names` (PromQL anchors it); "" matches only the empty value."""
-    return "|".join(regex_escape(n) for n in sorted(set(names)))
-
 
 def var(label: str) -> Matcher:
     """`label=~"$label"`: filtered by the dashboard variable of the same name."""
     return (label, "=~", f"${label}")
-
-
-def eq(label: str, value: str) -> Matcher:
-    return (label, "=", value)
-
-
-def selector(metric: MetricSpec, *matchers: Matcher, suffix: str = "") -> str:
-    """`name{label="value", ...}`; `suffix` picks a histogram series ("bucket", "sum", "count")."""
-    name = metric.series(suffix) if suffix else metric.name
-    if not matchers:
-        return name
-    inner = ", ".join(f"{label}{op}{quote(value)}" for label, op, value in matchers)
-    return f"{name}{{{inner}}}"
-
-
-def by(labels: Iterable[str]) -> str:
-    return ", ".join(labels)
-
-
-def agg(op: str, labels: Iterable[str], inner: str) -> str:
-    """`op by (labels) (inner)`; without labels, `op(inner)`."""
-    grouping = by(labels)
-    return f"{op} by ({grouping}) ({inner})" if grouping else f"{op}({inner})"
-
-
-def increase(metric: MetricSpec, window: str, *matchers: Matcher, suffix: str = "") -> str:
-    return f"increase({selector(metric, *matchers, suffix=suffix)}[{window}])"
-
-
-def rate(metric: MetricSpec, window: str, *matchers: Matcher, suffix: str = "") -> str:
-    return f"rate({selector(metric, *matchers, suffix=suffix)}[{window}])"
-
-
-def quantile(q: float, metric: MetricSpec, labels: Iterable[str], *matchers: Matcher) -> str:
-    """The `q` quantile of histogram `metric` over the rate interval, per `labels`."""
-    buckets = agg("sum", (*labels, "le"), rate(metric, RATE_INTERVAL, *matchers, suffix="bucket"))
-    return f"histogram_quantile({q}, {buckets})"
 
 
 def mean(metric: MetricSpec, labels: Iterable[str], window: str, *matchers: Matcher) -> str:

@@ -7,6 +7,8 @@ from grafanalib import core as g
 
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract import metrics as c
+from impactwatch.contract.alerts import DEADLINE, KIND, SEVERITY
+from impactwatch.contract.promql import agg, eq, increase, selector
 from impactwatch.dashboards import links
 from impactwatch.dashboards import style as s
 from impactwatch.dashboards.dashboard import build, variable
@@ -21,34 +23,22 @@ from impactwatch.dashboards.panels import (
     timeseries,
 )
 from impactwatch.dashboards.products import product_table
-from impactwatch.dashboards.promql import (
-    DAY,
-    RANGE,
-    RATE_INTERVAL,
-    agg,
-    eq,
-    increase,
-    mean,
-    per_day,
-    selector,
-    var,
-)
+from impactwatch.dashboards.promql import DAY, RANGE, RATE_INTERVAL, mean, per_day, var
 
 ABOUT = (
     "One team's data products and pipelines (pick the team above): freshness, run durations "
     "against their limits, daily deadlines, SLA breaches, and the cost per run and per day."
 )
-DAG = ("dag_id", "team")
 SELECTED = (var("team"), var("dag_id"))
 
 
 def _latest(metric: c.MetricSpec) -> str:
-    return agg("max", DAG, selector(metric, *SELECTED))
+    return agg("max", c.DAG, selector(metric, *SELECTED))
 
 
 def pipelines_table() -> g.Table:
     last_ok, last_failed = _latest(c.DAG_RUN_LAST_SUCCESS), _latest(c.DAG_RUN_LAST_FAILURE)
-    runs = agg("sum", DAG, increase(c.DAG_RUN_DURATION, RANGE, *SELECTED, suffix="count"))
+    runs = agg("sum", c.DAG, increase(c.DAG_RUN_DURATION, RANGE, *SELECTED, suffix="count"))
     failed = increase(c.DAG_RUN_DURATION, RANGE, *SELECTED, eq("state", "failed"), suffix="count")
     focus = s.link(
         "Show only ${__data.fields.dag_id}",
@@ -71,9 +61,9 @@ def pipelines_table() -> g.Table:
         Column("Last success", f"{last_ok} * 1000", unit=s.FROM_NOW),
         Column("Running for", _latest(c.DAG_RUN_OLDEST_RUNNING), unit=s.SECONDS),
         Column("Time limit", _latest(c.DAG_RUN_MAX_DURATION), unit=s.SECONDS),
-        Column("Mean duration", mean(c.DAG_RUN_DURATION, DAG, RANGE, *SELECTED), unit=s.SECONDS),
+        Column("Mean duration", mean(c.DAG_RUN_DURATION, c.DAG, RANGE, *SELECTED), unit=s.SECONDS),
         Column("Runs", f"round({runs})", decimals=0),
-        Column("Failed runs", f"round({agg('sum', DAG, failed)})", decimals=0),
+        Column("Failed runs", f"round({agg('sum', c.DAG, failed)})", decimals=0),
         Column("Next deadline", f"{_latest(c.DAG_RUN_DEADLINE)} * 1000", unit=s.FROM_NOW),
         Column(
             "Deadline",
@@ -136,7 +126,7 @@ def team(catalog: Catalog) -> g.Dashboard:
             "time limit.",
             [
                 Query(
-                    f"(\n{mean(c.DAG_RUN_DURATION, DAG, RANGE, *SELECTED)}\n)\n/ {limit}",
+                    f"(\n{mean(c.DAG_RUN_DURATION, c.DAG, RANGE, *SELECTED)}\n)\n/ {limit}",
                     "{{dag_id}}",
                 )
             ],
@@ -148,7 +138,7 @@ def team(catalog: Catalog) -> g.Dashboard:
         s.CHART_H,
     )
     layout.row("Deadlines and breaches")
-    deadline = increase(c.SLA_BREACHES, RANGE, *SELECTED, eq("kind", "deadline"))
+    deadline = increase(c.SLA_BREACHES, RANGE, *SELECTED, eq(KIND, DEADLINE))
     layout.add(
         stat(
             "Deadlines missed",
@@ -162,7 +152,7 @@ def team(catalog: Catalog) -> g.Dashboard:
         s.QUARTER,
         s.CHART_H,
     )
-    breaches = agg("sum", ["kind", "severity"], increase(c.SLA_BREACHES, RATE_INTERVAL, *SELECTED))
+    breaches = agg("sum", [KIND, SEVERITY], increase(c.SLA_BREACHES, RATE_INTERVAL, *SELECTED))
     layout.add(
         timeseries(
             "SLA breaches by kind",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from impactwatch.contract.alerts import CRITICAL
 from impactwatch.router import escape as esc
 from impactwatch.router import wording as w
 from impactwatch.router.incidents import Incident
@@ -79,7 +80,7 @@ def thread_reply(
     elif new["status"] == "merged" and told.get("status") != "merged":
         lines.append(":link: Merged into an upstream incident.")
     if new["status"] == "open" and new["severity"] != told.get("severity"):
-        verb = "raised" if new["severity"] == "critical" else "lowered"
+        verb = "raised" if new["severity"] == CRITICAL else "lowered"
         lines.append(f"Severity {verb} to *{new['severity']}*.")
     if new["status"] == "open":
         added = sorted(set(new["scope"]) - set(told.get("scope", ())))

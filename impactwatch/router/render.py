@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from impactwatch.catalog.model import Catalog
+from impactwatch.contract.alerts import DAG_ID
 from impactwatch.router import escape as esc
 from impactwatch.router import wording as w
 from impactwatch.router.incidents import AlertState, Incident
@@ -120,7 +121,7 @@ def link_buttons(ctx: RenderContext, incident: Incident) -> list[dict[str, Any]]
     out: list[dict[str, Any]] = []
     subject = incident.subject
     alert = w.main_alert(incident)
-    dag = (alert.labels.get("dag_id") if alert else "") or (
+    dag = (alert.labels.get(DAG_ID) if alert else "") or (
         subject.name if subject.kind == "dag" else ""
     )
     task = ""

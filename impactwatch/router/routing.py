@@ -14,10 +14,11 @@ from functools import cached_property
 from typing import Literal
 
 from impactwatch.catalog.model import Catalog
+from impactwatch.contract import alerts
 from impactwatch.router.payload import Alert
 
 SubjectKind = Literal["dataset", "dag", "component", "rule"]
-SEVERITY_RANK = {"warning": 1, "critical": 2}
+SEVERITY_RANK = alerts.SEVERITY_RANK  # incidents.py reads it here
 
 
 @dataclass(frozen=True, order=True)
@@ -56,24 +57,25 @@ class Route:
 
 
 def subject_of(alert: Alert) -> Subject:
-    if alert.label("dataset"):
-        return Subject("dataset", alert.label("dataset"))
-    if alert.label("dag_id"):
-        return Subject("dag", alert.label("dag_id"))
-    if alert.label("component"):
-        return Subject("component", alert.label("component"))
-    return Subject("rule", alert.label("alertname") or "unnamed alert")
+    if alert.label(alerts.DATASET):
+        return Subject("dataset", alert.label(alerts.DATASET))
+    if alert.label(alerts.DAG_ID):
+        return Subject("dag", alert.label(alerts.DAG_ID))
+    if alert.label(alerts.COMPONENT):
+        return Subject("component", alert.label(alerts.COMPONENT))
+    return Subject("rule", alert.label(alerts.ALERTNAME) or "unnamed alert")
 
 
 def severity_of(alert: Alert) -> str:
     """critical, or warning for anything else (info, none, a typo): never dropped."""
-    return "critical" if alert.label("severity").lower() in ("critical", "page") else "warning"
+    critical = alert.label(alerts.SEVERITY).lower() in (alerts.CRITICAL, "page")
+    return alerts.CRITICAL if critical else alerts.WARNING
 
 
 def route(alert: Alert, catalog: Catalog) -> Route:
     subject = subject_of(alert)
-    team, note = owner_of(subject, alert.label("team"), catalog)
-    return Route(subject, team, severity_of(alert), alert.label("kind") or "other", note)
+    team, note = owner_of(subject, alert.label(alerts.TEAM), catalog)
+    return Route(subject, team, severity_of(alert), alert.label(alerts.KIND) or "other", note)
 
 
 def owner_of(subject: Subject, label_team: str, catalog: Catalog) -> tuple[str, str | None]:

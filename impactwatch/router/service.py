@@ -30,7 +30,7 @@ from impactwatch.router.render import Links, RenderContext
 from impactwatch.router.settings import RouterSettings
 from impactwatch.router.sinks import ConsoleSink, Sink, SlackSink
 from impactwatch.router.store import RouterStore
-from impactwatch.router.tables import message_t
+from impactwatch.router.tables import MIGRATIONS, message_t
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class RouterService:
         self.catalog = catalog
         self.clock = clock
         self.stats = stats or RouterStats()
+        if store is None and not settings.migrate_on_start:
+            MIGRATIONS.require_head(settings.state_db)  # else the store upgrades it
         self.store = store or RouterStore(settings.state_db)
         self.decider = Decider(
             catalog, new_id or (lambda: uuid.uuid4().hex[:16]), teams_with_digest(catalog)

@@ -29,6 +29,9 @@ class RouterSettings(BaseSettings):
     state_db: str = Field(
         "sqlite:///impactwatch-router.db", description="Incidents, messages, timers (SQLAlchemy)"
     )
+    migrate_on_start: bool = Field(
+        True, description="Upgrade the state DB at start; off: refuse to start unless it is current"
+    )
     listen: str = Field("127.0.0.1:9465", description="HOST:PORT of the webhook, Slack, /metrics")
     grafana_url: str | None = Field(None, description="Grafana base URL for dashboard buttons")
     grafana_dashboard: str = Field(

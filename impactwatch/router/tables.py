@@ -18,10 +18,10 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    inspect,
     text,
 )
-from sqlalchemy.exc import DBAPIError
+
+from impactwatch.db_migrations import Migrations
 
 metadata = MetaData()
 OPEN = text("status = 'open'")
@@ -134,6 +134,15 @@ digest_item_t = Table(
     Index("rt_digest_item_team", "team", "digested_at"),
 )
 
+MIGRATIONS = Migrations(
+    scripts="impactwatch.router:migrations",
+    version_table="impactwatch_router_alembic_version",
+    table_prefix="rt_",
+    metadata=metadata,
+    what="router DB",
+    upgrade_command="impactwatch db upgrade --router-db URL",
+)
+
 
 def make_engine(url: str) -> Engine:
     """SQLite (WAL, one writer at a time) or PostgreSQL (small pool, autocommit)."""
@@ -167,25 +176,6 @@ def make_engine(url: str) -> Engine:
 
 
 def create_or_upgrade(engine: Engine) -> None:
-    """Create the tables, and add what a state DB made by an earlier version lacks: nullable
-    columns and their indexes (`create_all` makes missing tables only). Safe to run from two
-    replicas at once."""
-    metadata.create_all(engine)
-    for table in metadata.sorted_tables:
-        have = {c["name"] for c in inspect(engine).get_columns(table.name)}
-        for column in table.columns:
-            if column.name in have:
-                continue
-            assert column.nullable, f"{table.name}.{column.name}: only nullable columns are added"
-            kind = column.type.compile(dialect=engine.dialect)
-            guard = "IF NOT EXISTS " if engine.dialect.name == "postgresql" else ""
-            try:
-                with engine.begin() as conn:
-                    conn.exec_driver_sql(
-                        f"ALTER TABLE {table.name} ADD COLUMN {guard}{column.name} {kind}"
-                    )
-            except DBAPIError:  # another replica added it just now
-                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
-                    raise
-        for index in table.indexes:
-            index.create(engine, checkfirst=True)
+    """Bring the router's DB to this version's schema (Alembic; docs/design-notes.md). SQLite:
+    the upgrade takes the write lock up front (`iw_write`), so two upgraders queue."""
+    MIGRATIONS.upgrade(engine.execution_options(iw_write=True))

@@ -7,17 +7,18 @@ annotations go through `escape.text`/`escape.code`; only our own markup is left 
 from __future__ import annotations
 
 from impactwatch.catalog.model import Catalog
+from impactwatch.contract import alerts
 from impactwatch.router import escape as esc
 from impactwatch.router.incidents import AlertState, Incident
 from impactwatch.router.routing import Lineage, Subject
 
 HEADLINES = {
-    "freshness": "out of date",
-    "deadline": "late: deadline missed",
-    "duration": "running too long",
-    "failure": "pipeline run failed",
+    alerts.FRESHNESS: "out of date",
+    alerts.DEADLINE: "late: deadline missed",
+    alerts.DURATION: "running too long",
+    alerts.FAILURE: "pipeline run failed",
 }
-EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}
+EMOJI = {alerts.CRITICAL: ":red_circle:", alerts.WARNING: ":large_orange_circle:"}
 SUPPRESSED = "silenced or inhibited in Alertmanager"
 
 
@@ -52,16 +53,15 @@ def title(lineage: Lineage, subject: Subject) -> str:
 
 def main_alert(incident: Incident) -> AlertState | None:
     """The alert that names the problem: on the incident's own subject, most severe, oldest."""
-    alerts = list(incident.alerts.values())
-    if not alerts:
+    states = list(incident.alerts.values())
+    if not states:
         return None
-    rank = {"critical": 0, "warning": 1}
     return min(
-        alerts,
+        states,
         key=lambda a: (
             a.subject_key != incident.key,
             a.status != "firing",
-            rank.get(a.severity, 2),
+            -alerts.SEVERITY_RANK.get(a.severity, 0),
             a.starts_at,
             a.fingerprint,
         ),
@@ -93,7 +93,7 @@ def problem(catalog: Catalog, alert: AlertState, now: float) -> str:
         took = human((alert.ends_at or now) - alert.starts_at)
         return f"recovered after {took} (from {since})"
     open_for = now - alert.starts_at
-    if alert.kind == "freshness" and subject.kind == "dataset":
+    if alert.kind == alerts.FRESHNESS and subject.kind == "dataset":
         dataset = catalog.datasets.get(subject.name)
         if dataset is not None and dataset.freshness:
             age = dataset.freshness + open_for
@@ -102,20 +102,20 @@ def problem(catalog: Catalog, alert: AlertState, now: float) -> str:
                 f"at least {human(age)} old against a limit of {human(dataset.freshness)}: "
                 f"last good update {good} or earlier"
             )
-    dag = alert.labels.get("dag_id") or (subject.name if subject.kind == "dag" else "")
+    dag = alert.labels.get(alerts.DAG_ID) or (subject.name if subject.kind == "dag" else "")
     pipeline = catalog.pipelines.get(dag)
-    if alert.kind == "duration" and pipeline is not None and pipeline.max_duration:
+    if alert.kind == alerts.DURATION and pipeline is not None and pipeline.max_duration:
         runtime = pipeline.max_duration + open_for
         return (
             f"run going for at least {human(runtime)} against a limit of "
             f"{human(pipeline.max_duration)}; over since {since}"
         )
-    if alert.kind == "deadline" and pipeline is not None and pipeline.deadline:
+    if alert.kind == alerts.DEADLINE and pipeline is not None and pipeline.deadline:
         return (
             f"missed its {esc.text(pipeline.deadline)} deadline; "
             f"{human(open_for)} late so far (since {since})"
         )
-    if alert.kind == "failure":
+    if alert.kind == alerts.FAILURE:
         return f"latest run failed; failing since {since}"
     summary = alert.annotations.get("summary") or alert.annotations.get("description")
     text = esc.text(esc.clip(summary, 300)) if summary else esc.text(alert.alertname)

@@ -51,6 +51,8 @@ def test_router_url_token_file_and_settings_from_the_command_line(tmp_path: Path
                 "freshness_for=2m",
                 "--set",
                 "collector_targets=a:9464,b:9464",
+                "--set",
+                "scheduler_heartbeat_stale=5m",
             ]
         )
         == 0
@@ -60,6 +62,8 @@ def test_router_url_token_file_and_settings_from_the_command_line(tmp_path: Path
     assert 'credentials_file: "/run/secrets/am-token"' in am
     assert "for: 2m" in (tmp_path / "rules" / "impactwatch-freshness.rules.yml").read_text()
     assert '["a:9464", "b:9464"]' in (tmp_path / "prometheus.yml").read_text()
+    platform = (tmp_path / "rules" / "impactwatch-platform.rules.yml").read_text()
+    assert "> 300\n" in platform and "> 600\n" in platform  # heartbeat: warning, critical
 
 
 @pytest.mark.parametrize(
@@ -68,6 +72,8 @@ def test_router_url_token_file_and_settings_from_the_command_line(tmp_path: Path
         (["--set", "fresh_for=1m"], "no setting 'fresh_for'"),
         (["--set", "freshness_for=soon"], "freshness_for"),
         (["--set", "freshness_for"], "write NAME=VALUE"),
+        (["--set", "scheduler_lag=soon"], "scheduler_lag"),
+        (["--set", "scheduler_lag_quantile=1"], "scheduler_lag_quantile"),
     ],
 )
 def test_bad_settings_exit_2_naming_the_setting(

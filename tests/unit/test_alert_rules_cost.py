@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from impactwatch.alert_rules import rules_model as m
 from impactwatch.alert_rules.cost import money
 from impactwatch.alert_rules.generate import generate
 from impactwatch.alert_rules.promtool import (
@@ -28,6 +27,7 @@ from impactwatch.alert_rules.promtool import (
 from impactwatch.alert_rules.settings import DEFAULT_RUNBOOK_BASE_URL as BASE
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.loader import load_catalog
+from impactwatch.contract import alerts as names
 from impactwatch.contract import metrics as c
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
@@ -57,7 +57,7 @@ def anomaly(dag_id: str, team: str, summary: str, times: str) -> dict:
             "description": f"Owned by {team}. That is {times} times the median cost of its last "
             "20 runs. Usual causes: more data than usual, retries, a task stuck running, a "
             "change to the pipeline or its resources. Clears when a run costs its usual again.",
-            "runbook_url": f"{BASE}/{m.PIPELINE_COST_ANOMALY}.md",
+            "runbook_url": f"{BASE}/{names.PIPELINE_COST_ANOMALY}.md",
         },
     )
 
@@ -78,7 +78,7 @@ def model_off(pipeline: str, direction: str, summary: str) -> dict:
             "factor. Check the rates, pools and instance types in the catalog's cost section "
             "against what the pipeline runs on, and that only its resources carry its cost "
             "allocation tag.",
-            "runbook_url": f"{BASE}/{m.COST_MODEL_OFF}.md",
+            "runbook_url": f"{BASE}/{names.COST_MODEL_OFF}.md",
         },
     )
 
@@ -101,11 +101,11 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 *costs("payments_reconciliation", "finance", "900x60", None),
             ],
             [
-                case("4m45s", m.PIPELINE_COST_ANOMALY),
-                case("5m45s", m.PIPELINE_COST_ANOMALY),
-                case("6m", m.PIPELINE_COST_ANOMALY, RISK),
-                case("9m45s", m.PIPELINE_COST_ANOMALY, RISK),
-                case("10m15s", m.PIPELINE_COST_ANOMALY),
+                case("4m45s", names.PIPELINE_COST_ANOMALY),
+                case("5m45s", names.PIPELINE_COST_ANOMALY),
+                case("6m", names.PIPELINE_COST_ANOMALY, RISK),
+                case("9m45s", names.PIPELINE_COST_ANOMALY, RISK),
+                case("10m15s", names.PIPELINE_COST_ANOMALY),
             ],
         )
     ],
@@ -132,10 +132,10 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 ),
             ],
             [
-                case("45s", m.COST_MODEL_OFF),
+                case("45s", names.COST_MODEL_OFF),
                 case(
                     "1m",
-                    m.COST_MODEL_OFF,
+                    names.COST_MODEL_OFF,
                     model_off(
                         "nightly_heavy_etl",
                         "bill_higher",
@@ -163,7 +163,7 @@ def test_promtool_scenario(scenario: str, rule_files: list[Path]) -> None:
 
 def test_every_cost_alert_has_a_firing_and_a_silent_case() -> None:
     firing, silent = alerts_covered(g for groups in SCENARIOS.values() for g in groups)
-    assert {m.PIPELINE_COST_ANOMALY, m.COST_MODEL_OFF} <= firing & silent
+    assert {names.PIPELINE_COST_ANOMALY, names.COST_MODEL_OFF} <= firing & silent
 
 
 def test_money_speaks_the_catalogs_currency() -> None:

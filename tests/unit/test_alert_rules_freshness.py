@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from impactwatch.alert_rules import rules_model as m
 from impactwatch.alert_rules.generate import generate
 from impactwatch.alert_rules.promtool import (
     TestGroup,
@@ -27,6 +26,7 @@ from impactwatch.alert_rules.promtool import (
 from impactwatch.alert_rules.settings import DEFAULT_RUNBOOK_BASE_URL as BASE
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.loader import load_catalog
+from impactwatch.contract import alerts as names
 from impactwatch.contract import metrics as c
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
@@ -103,18 +103,18 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             "customer_risk_scores",
             product("customer_risk_scores", "risk", "critical", "0x400 6000x40", 5400),
             [
-                case("90m30s", m.DATA_PRODUCT_STALE),
+                case("90m30s", names.DATA_PRODUCT_STALE),
                 case(
                     "90m45s",
-                    m.DATA_PRODUCT_STALE,
+                    names.DATA_PRODUCT_STALE,
                     scores("Customer risk scores are 1h 30m stale (limit 1h 30m)"),
                 ),
                 case(
                     "100m",
-                    m.DATA_PRODUCT_STALE,
+                    names.DATA_PRODUCT_STALE,
                     scores("Customer risk scores are 1h 40m stale (limit 1h 30m)"),
                 ),
-                case("100m15s", m.DATA_PRODUCT_STALE),
+                case("100m15s", names.DATA_PRODUCT_STALE),
             ],
         )
     ],
@@ -124,16 +124,20 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             "fx_rates",
             product("fx_rates", "markets", "high", "0x1000", 7200),
             [
-                case("2h30s", m.DATA_PRODUCT_STALE),
+                case("2h30s", names.DATA_PRODUCT_STALE),
                 case(
-                    "2h45s", m.DATA_PRODUCT_STALE, fx("warning", "FX rates are 2h stale (limit 2h)")
+                    "2h45s",
+                    names.DATA_PRODUCT_STALE,
+                    fx("warning", "FX rates are 2h stale (limit 2h)"),
                 ),
                 case(
-                    "4h30s", m.DATA_PRODUCT_STALE, fx("warning", "FX rates are 4h stale (limit 2h)")
+                    "4h30s",
+                    names.DATA_PRODUCT_STALE,
+                    fx("warning", "FX rates are 4h stale (limit 2h)"),
                 ),
                 case(
                     "4h45s",
-                    m.DATA_PRODUCT_STALE,
+                    names.DATA_PRODUCT_STALE,
                     fx("warning", "FX rates are 4h stale (limit 2h)"),
                     fx("critical", "FX rates are 4h stale (limit 2h)"),
                 ),
@@ -151,15 +155,17 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             ],
             [
                 case(
-                    "2h45s", m.DATA_PRODUCT_STALE, fx("warning", "FX rates are 2h stale (limit 2h)")
+                    "2h45s",
+                    names.DATA_PRODUCT_STALE,
+                    fx("warning", "FX rates are 2h stale (limit 2h)"),
                 ),
                 case(
                     "2h5m",
-                    m.DATA_PRODUCT_STALE,
+                    names.DATA_PRODUCT_STALE,
                     fx("warning", "FX rates are 2h 5m stale (limit 2h)"),
                 ),
-                case("2h5m15s", m.DATA_PRODUCT_STALE),
-                case("3h", m.DATA_PRODUCT_STALE),
+                case("2h5m15s", names.DATA_PRODUCT_STALE),
+                case("3h", names.DATA_PRODUCT_STALE),
             ],
         )
     ],
@@ -174,12 +180,12 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             [
                 case(
                     "91m30s",
-                    m.DATA_PRODUCT_STALE,
+                    names.DATA_PRODUCT_STALE,
                     scores("Customer risk scores are 1h 31m stale (limit 1h 30m)"),
                 ),
                 case(
                     "91m45s",
-                    m.DATA_PRODUCT_STALE,
+                    names.DATA_PRODUCT_STALE,
                     scores("Customer risk scores are 1h 31m stale (limit 1h 30m)"),
                 ),
             ],
@@ -196,10 +202,10 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 *product("customer_risk_scores", "risk", "critical", "0x1000", 600),
             ],
             [
-                case("10m30s", m.DATA_PRODUCT_STALE),
+                case("10m30s", names.DATA_PRODUCT_STALE),
                 case(
                     "10m45s",
-                    m.DATA_PRODUCT_STALE,
+                    names.DATA_PRODUCT_STALE,
                     stale(
                         "vendor_feed",
                         "platform",
@@ -236,4 +242,4 @@ def test_promtool_scenario(scenario: str, rule_files: list[Path]) -> None:
 
 def test_every_freshness_alert_has_a_firing_and_a_silent_case() -> None:
     firing, silent = alerts_covered(g for groups in SCENARIOS.values() for g in groups)
-    assert {m.DATA_PRODUCT_STALE} <= firing & silent
+    assert {names.DATA_PRODUCT_STALE} <= firing & silent

@@ -9,16 +9,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from impactwatch.alert_rules import rules_model as m
 from impactwatch.alert_rules.generate import generate
-from impactwatch.alert_rules.promql import alternation, human_duration, prom_duration
+from impactwatch.alert_rules.promql import human_duration, prom_duration
 from impactwatch.alert_rules.promtool import check_rules
 from impactwatch.alert_rules.render import GENERATED
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.alert_rules.writer import differences, write_tree
 from impactwatch.catalog.loader import load_catalog, parse_catalog
+from impactwatch.contract import alerts as names
 from impactwatch.contract import metrics as c
+from impactwatch.contract.promql import alternation
+from impactwatch.contract.thresholds import PlatformThresholds
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "catalog.yaml"
@@ -154,11 +157,11 @@ def test_alertmanager_config_semantics(files: dict[str, str]) -> None:
 
 def test_every_alert_is_labelled_annotated_and_has_its_runbook(files: dict[str, str]) -> None:
     alerts = [r for r in rules_of(files) if "alert" in r]
-    assert {a["alert"] for a in alerts} == set(m.ALERT_NAMES)
+    assert {a["alert"] for a in alerts} == set(names.ALERT_NAMES)
     base = RuleSettings().runbook_base_url
     for a in alerts:
         labels, notes = a["labels"], a["annotations"]
-        assert labels["severity"] in c.SEVERITIES, a["alert"]
+        assert labels["severity"] in names.SEVERITIES, a["alert"]
         assert labels["kind"] in (
             "freshness",
             "duration",
@@ -192,6 +195,16 @@ def test_settings_ship_a_freshness_path_under_a_minute() -> None:
     assert s.scrape_interval <= s.evaluation_interval
 
 
+def test_platform_thresholds_are_the_contracts_read_with_human_durations() -> None:
+    shipped = RuleSettings()
+    for name, field in PlatformThresholds.model_fields.items():
+        assert getattr(shipped, name) == field.default, name
+        assert RuleSettings.model_fields[name].description == field.description, name
+    assert RuleSettings(scheduler_lag="2m", collector_stale_after="1h").scheduler_lag == 120.0
+    with pytest.raises(ValidationError, match="scheduler_heartbeat_stale"):
+        RuleSettings(scheduler_heartbeat_stale="0s")  # the contract's bound: gt=0
+
+
 def test_catalog_without_critical_pipelines_has_no_failure_rule() -> None:
     catalog, problems = parse_catalog(
         "teams: {data: {slack_channel: '#d'}}\ndefaults: {team: data}\n"
@@ -199,9 +212,9 @@ def test_catalog_without_critical_pipelines_has_no_failure_rule() -> None:
     )
     assert not problems and catalog is not None
     alerts = [r for r in rules_of(generate(catalog)) if "alert" in r]
-    assert m.CRITICAL_PIPELINE_FAILED not in {a["alert"] for a in alerts}
+    assert names.CRITICAL_PIPELINE_FAILED not in {a["alert"] for a in alerts}
     assert {a["alert"] for a in alerts if a["labels"]["kind"] == "freshness"} == {
-        m.DATA_PRODUCT_STALE
+        names.DATA_PRODUCT_STALE
     }  # only the generic rule: the catalog has no data product
 
 
@@ -211,7 +224,7 @@ def test_shipped_settings_can_be_overridden(files: dict[str, str]) -> None:
     )
     changed = generate(load_catalog(EXAMPLE), settings)
     rules = rules_of(changed)
-    stale = [r for r in rules if r.get("alert") == m.DATA_PRODUCT_STALE]
+    stale = [r for r in rules if r.get("alert") == names.DATA_PRODUCT_STALE]
     assert {r["for"] for r in stale} == {"2m"}
     assert all(r["annotations"]["runbook_url"].startswith("https://wiki/rb/") for r in stale)
     assert "interval: 30s" in changed["rules/impactwatch-freshness.rules.yml"]

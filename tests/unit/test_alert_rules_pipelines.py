@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from impactwatch.alert_rules import rules_model as m
 from impactwatch.alert_rules.generate import generate
 from impactwatch.alert_rules.promtool import (
     TestGroup,
@@ -27,6 +26,7 @@ from impactwatch.alert_rules.promtool import (
 from impactwatch.alert_rules.settings import DEFAULT_RUNBOOK_BASE_URL as BASE
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.loader import load_catalog
+from impactwatch.contract import alerts as names
 from impactwatch.contract import metrics as c
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
@@ -74,7 +74,7 @@ def too_long(dag_id: str, team: str, severity: str, summary: str) -> dict:
         else " Critical: past twice the limit, or a critical pipeline."
     )
     return pipe(
-        m.PIPELINE_RUN_TOO_LONG, dag_id, team, severity, "duration", summary, RUN_LONG + ladder
+        names.PIPELINE_RUN_TOO_LONG, dag_id, team, severity, "duration", summary, RUN_LONG + ladder
     )
 
 
@@ -91,10 +91,10 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 *running("payments_reconciliation", "finance", 600, "0+15x400", "1x1000"),
             ],
             [
-                case("21m", m.PIPELINE_RUN_TOO_LONG),
+                case("21m", names.PIPELINE_RUN_TOO_LONG),
                 case(
                     "21m15s",
-                    m.PIPELINE_RUN_TOO_LONG,
+                    names.PIPELINE_RUN_TOO_LONG,
                     too_long(
                         "risk_scoring",
                         "risk",
@@ -102,10 +102,10 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                         "Pipeline risk_scoring has been running for 21m (limit 20m)",
                     ),
                 ),
-                case("2h1m", m.PIPELINE_RUN_TOO_LONG),
+                case("2h1m", names.PIPELINE_RUN_TOO_LONG),
                 case(
                     "2h1m15s",
-                    m.PIPELINE_RUN_TOO_LONG,
+                    names.PIPELINE_RUN_TOO_LONG,
                     too_long(
                         "nightly_heavy_etl",
                         "platform",
@@ -115,7 +115,7 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 ),
                 case(
                     "4h1m15s",
-                    m.PIPELINE_RUN_TOO_LONG,
+                    names.PIPELINE_RUN_TOO_LONG,
                     too_long(
                         "nightly_heavy_etl",
                         "platform",
@@ -129,7 +129,7 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                         "Pipeline nightly_heavy_etl has been running for 4h 1m (limit 2h)",
                     ),
                 ),
-                case("4h5m15s", m.PIPELINE_RUN_TOO_LONG),
+                case("4h5m15s", names.PIPELINE_RUN_TOO_LONG),
             ],
         )
     ],
@@ -150,12 +150,12 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 series(c.DAG_PAUSED, dag("risk_scoring", "risk"), "0x120"),
             ],
             [
-                case("11m", m.PIPELINE_MISSED_DEADLINE),
+                case("11m", names.PIPELINE_MISSED_DEADLINE),
                 case(
                     "11m15s",
-                    m.PIPELINE_MISSED_DEADLINE,
+                    names.PIPELINE_MISSED_DEADLINE,
                     pipe(
-                        m.PIPELINE_MISSED_DEADLINE,
+                        names.PIPELINE_MISSED_DEADLINE,
                         "morning_reporting",
                         "reporting",
                         "warning",
@@ -165,7 +165,7 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                         LATE,
                     ),
                     pipe(
-                        m.PIPELINE_MISSED_DEADLINE,
+                        names.PIPELINE_MISSED_DEADLINE,
                         "regulatory_submission",
                         "compliance",
                         "critical",
@@ -177,9 +177,9 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 ),
                 case(
                     "20m15s",
-                    m.PIPELINE_MISSED_DEADLINE,
+                    names.PIPELINE_MISSED_DEADLINE,
                     pipe(
-                        m.PIPELINE_MISSED_DEADLINE,
+                        names.PIPELINE_MISSED_DEADLINE,
                         "regulatory_submission",
                         "compliance",
                         "critical",
@@ -209,13 +209,13 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 series(c.DAG_PAUSED, dag("regulatory_submission", "compliance"), "1x40"),
             ],
             [
-                case("45s", m.CRITICAL_PIPELINE_FAILED),
+                case("45s", names.CRITICAL_PIPELINE_FAILED),
                 case(
                     "1m",
-                    m.CRITICAL_PIPELINE_FAILED,
+                    names.CRITICAL_PIPELINE_FAILED,
                     *(
                         pipe(
-                            m.CRITICAL_PIPELINE_FAILED,
+                            names.CRITICAL_PIPELINE_FAILED,
                             d,
                             t,
                             "critical",
@@ -228,9 +228,9 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 ),
                 case(
                     "5m",
-                    m.CRITICAL_PIPELINE_FAILED,
+                    names.CRITICAL_PIPELINE_FAILED,
                     pipe(
-                        m.CRITICAL_PIPELINE_FAILED,
+                        names.CRITICAL_PIPELINE_FAILED,
                         "market_data_ingest",
                         "markets",
                         "critical",
@@ -255,7 +255,7 @@ def test_promtool_scenario(scenario: str, rule_files: list[Path]) -> None:
 def test_every_pipeline_alert_has_a_firing_and_a_silent_case() -> None:
     firing, silent = alerts_covered(g for groups in SCENARIOS.values() for g in groups)
     assert {
-        m.PIPELINE_RUN_TOO_LONG,
-        m.PIPELINE_MISSED_DEADLINE,
-        m.CRITICAL_PIPELINE_FAILED,
+        names.PIPELINE_RUN_TOO_LONG,
+        names.PIPELINE_MISSED_DEADLINE,
+        names.CRITICAL_PIPELINE_FAILED,
     } <= firing & silent

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from impactwatch.alert_rules import rules_model as m
 from impactwatch.alert_rules.generate import generate
 from impactwatch.alert_rules.promtool import (
     TestGroup,
@@ -26,6 +25,7 @@ from impactwatch.alert_rules.promtool import (
 from impactwatch.alert_rules.settings import DEFAULT_RUNBOOK_BASE_URL as BASE
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.loader import load_catalog
+from impactwatch.contract import alerts as names
 from impactwatch.contract import metrics as c
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yaml"
@@ -57,7 +57,7 @@ def alert(name: str, component: str, severity: str, summary: str, description: s
 
 def scheduler_down(severity: str, age: str) -> dict:
     return alert(
-        m.SCHEDULER_DOWN,
+        names.SCHEDULER_DOWN,
         "scheduler",
         severity,
         f"Airflow is not scheduling: no scheduler heartbeat for {age} (limit 2m)",
@@ -87,7 +87,7 @@ def calls(outcome: str, values: str) -> dict[str, str]:
 
 
 LAGGING = alert(
-    m.SCHEDULER_LAGGING,
+    names.SCHEDULER_LAGGING,
     "scheduler",
     "warning",
     "Pipelines start late: runs begin 1m 57s after they are due (p95 over 30m, limit 1m)",
@@ -95,7 +95,7 @@ LAGGING = alert(
     "much less slack." + LADDER["warning"],
 )
 STARVING = alert(
-    m.POOL_STARVING,
+    names.POOL_STARVING,
     "pool",
     "warning",
     "Airflow pool heavy_etl is full: 3 task(s) waiting for a slot for over 10m",
@@ -115,16 +115,16 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             "heartbeat",
             [series(c.SCHEDULER_HEARTBEAT, SCRAPE, "0x22 345+15x20")],
             [
-                case("3m", m.SCHEDULER_DOWN),
-                case("3m15s", m.SCHEDULER_DOWN, scheduler_down("warning", "3m")),
-                case("5m", m.SCHEDULER_DOWN, scheduler_down("warning", "5m")),
+                case("3m", names.SCHEDULER_DOWN),
+                case("3m15s", names.SCHEDULER_DOWN, scheduler_down("warning", "3m")),
+                case("5m", names.SCHEDULER_DOWN, scheduler_down("warning", "5m")),
                 case(
                     "5m15s",
-                    m.SCHEDULER_DOWN,
+                    names.SCHEDULER_DOWN,
                     scheduler_down("warning", "5m"),
                     scheduler_down("critical", "5m"),
                 ),
-                case("5m45s", m.SCHEDULER_DOWN),
+                case("5m45s", names.SCHEDULER_DOWN),
             ],
         )
     ],
@@ -136,10 +136,10 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             "lag",
             buckets("0+1x40 40x260"),
             [
-                case("5m", m.SCHEDULER_LAGGING),
-                case("5m15s", m.SCHEDULER_LAGGING, LAGGING),
-                case("49m45s", m.SCHEDULER_LAGGING, LAGGING),
-                case("50m", m.SCHEDULER_LAGGING),
+                case("5m", names.SCHEDULER_LAGGING),
+                case("5m15s", names.SCHEDULER_LAGGING, LAGGING),
+                case("49m45s", names.SCHEDULER_LAGGING, LAGGING),
+                case("50m", names.SCHEDULER_LAGGING),
             ],
         )
     ],
@@ -161,10 +161,10 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 series(c.POOL_SLOTS, {"pool": "default_pool", "state": "open", **SCRAPE}, "5x160"),
             ],
             [
-                case("9m45s", m.POOL_STARVING),
-                case("10m", m.POOL_STARVING, STARVING),
-                case("24m45s", m.POOL_STARVING, STARVING),
-                case("25m", m.POOL_STARVING),
+                case("9m45s", names.POOL_STARVING),
+                case("10m", names.POOL_STARVING, STARVING),
+                case("24m45s", names.POOL_STARVING, STARVING),
+                case("25m", names.POOL_STARVING),
             ],
         )
     ],
@@ -184,13 +184,13 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 ),
             ],
             [
-                case("45s", m.XCOM_BLOAT),
+                case("45s", names.XCOM_BLOAT),
                 case(
                     "1m",
-                    m.XCOM_BLOAT,
+                    names.XCOM_BLOAT,
                     *(
                         alert(
-                            m.XCOM_BLOAT,
+                            names.XCOM_BLOAT,
                             "xcom",
                             sev,
                             "Pipeline risk_scoring passes 3MiB through XCom (limit 1MiB)",
@@ -209,12 +209,12 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             "parsing",
             [series(c.DAG_IMPORT_ERRORS, SCRAPE, "0x3 2x20")],
             [
-                case("2m45s", m.DAG_IMPORT_ERRORS),
+                case("2m45s", names.DAG_IMPORT_ERRORS),
                 case(
                     "3m",
-                    m.DAG_IMPORT_ERRORS,
+                    names.DAG_IMPORT_ERRORS,
                     alert(
-                        m.DAG_IMPORT_ERRORS,
+                        names.DAG_IMPORT_ERRORS,
                         "dag_parsing",
                         "warning",
                         "2 DAG file(s) fail to load: their pipelines do not run",
@@ -231,12 +231,12 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             "down",
             [series("up", SCRAPE, "1x3 0x20")],
             [
-                case("1m45s", m.COLLECTOR_DOWN),
+                case("1m45s", names.COLLECTOR_DOWN),
                 case(
                     "2m",
-                    m.COLLECTOR_DOWN,
+                    names.COLLECTOR_DOWN,
                     alert(
-                        m.COLLECTOR_DOWN,
+                        names.COLLECTOR_DOWN,
                         "collector",
                         "critical",
                         "impactwatch is blind: a collector is down or not scraped",
@@ -250,12 +250,12 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             "absent",
             [series("up", {"job": "prometheus", "instance": "p:9090"}, "1x20")],
             [
-                case("45s", m.COLLECTOR_DOWN),
+                case("45s", names.COLLECTOR_DOWN),
                 case(
                     "1m",
-                    m.COLLECTOR_DOWN,
+                    names.COLLECTOR_DOWN,
                     alert(
-                        m.COLLECTOR_DOWN,
+                        names.COLLECTOR_DOWN,
                         "collector",
                         "critical",
                         "impactwatch is blind: a collector is down or not scraped",
@@ -275,12 +275,12 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 series(c.COLLECTOR_LAST_POLL, SCRAPE, "0x34"),
             ],
             [
-                case("2m45s", m.COLLECTOR_STALE),
+                case("2m45s", names.COLLECTOR_STALE),
                 case(
                     "3m",
-                    m.COLLECTOR_STALE,
+                    names.COLLECTOR_STALE,
                     alert(
-                        m.COLLECTOR_STALE,
+                        names.COLLECTOR_STALE,
                         "collector",
                         "warning",
                         "impactwatch cannot read Airflow's database: alerts run on old data",
@@ -289,9 +289,9 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 ),
                 case(
                     "4m",
-                    m.COLLECTOR_STALE,
+                    names.COLLECTOR_STALE,
                     alert(
-                        m.COLLECTOR_STALE,
+                        names.COLLECTOR_STALE,
                         "collector",
                         "warning",
                         "impactwatch cannot read Airflow's database: alerts run on old data",
@@ -300,16 +300,16 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                 ),
                 case(
                     "4m15s",
-                    m.COLLECTOR_STALE,
+                    names.COLLECTOR_STALE,
                     alert(
-                        m.COLLECTOR_STALE,
+                        names.COLLECTOR_STALE,
                         "collector",
                         "warning",
                         "impactwatch cannot read Airflow's database: alerts run on old data",
                         STALE.format(age="4m"),
                     ),
                     alert(
-                        m.COLLECTOR_STALE,
+                        names.COLLECTOR_STALE,
                         "collector",
                         "critical",
                         "impactwatch has not read Airflow's database for 4m",
@@ -325,13 +325,13 @@ SCENARIOS: dict[str, list[TestGroup]] = {
             "router",
             [calls("ok", "0+1x40"), calls("failed", "0+1x40"), calls("rate_limited", "0x40")],
             [
-                case("5m", m.ROUTER_FAILING),
+                case("5m", names.ROUTER_FAILING),
                 case(
                     "5m15s",
-                    m.ROUTER_FAILING,
+                    names.ROUTER_FAILING,
                     *(
                         alert(
-                            m.ROUTER_FAILING,
+                            names.ROUTER_FAILING,
                             "router",
                             sev,
                             "Slack alerts are not getting through: 50% of Slack calls failed over "
@@ -355,12 +355,12 @@ def test_promtool_scenario(scenario: str, rule_files: list[Path]) -> None:
 
 def test_every_platform_alert_has_a_firing_and_a_silent_case() -> None:
     firing, silent = alerts_covered(g for groups in SCENARIOS.values() for g in groups)
-    platform = set(m.ALERT_NAMES) - {
-        m.DATA_PRODUCT_STALE,
-        m.PIPELINE_RUN_TOO_LONG,
-        m.PIPELINE_MISSED_DEADLINE,
-        m.CRITICAL_PIPELINE_FAILED,
-        m.PIPELINE_COST_ANOMALY,  # cost alerts: tests/unit/test_alert_rules_cost.py
-        m.COST_MODEL_OFF,
+    platform = set(names.ALERT_NAMES) - {
+        names.DATA_PRODUCT_STALE,
+        names.PIPELINE_RUN_TOO_LONG,
+        names.PIPELINE_MISSED_DEADLINE,
+        names.CRITICAL_PIPELINE_FAILED,
+        names.PIPELINE_COST_ANOMALY,  # cost alerts: tests/unit/test_alert_rules_cost.py
+        names.COST_MODEL_OFF,
     }
     assert platform <= firing & silent

@@ -180,6 +180,7 @@ def test_a_state_db_from_before_requests_gets_the_columns(tmp_path: Path) -> Non
     with sqlite3.connect(path) as conn:  # as an earlier version left it
         conn.execute("ALTER TABLE iw_task_try DROP COLUMN requested_cpu")
         conn.execute("ALTER TABLE iw_task_try DROP COLUMN requested_memory_bytes")
+        conn.execute("DROP TABLE impactwatch_collector_alembic_version")  # made before Alembic
     store = Store(make_engine(f"sqlite:///{path}"))
     t = TaskTry("d", "r", "t", -1, 1, "success", requested_cpu=2.0)
     store.ingest(Batch(task_tries=[t]))

@@ -16,6 +16,7 @@ from impactwatch.catalog.loader import load_catalog
 from impactwatch.catalog.model import Catalog
 from impactwatch.cli import main
 from impactwatch.contract import metrics as c
+from impactwatch.contract.thresholds import PlatformThresholds
 from impactwatch.dashboards import style as s
 from impactwatch.dashboards.generate import generate, models
 from impactwatch.dashboards.links import BOARDS
@@ -119,6 +120,24 @@ def test_metric_names_all_come_from_the_contract() -> None:
     source = ROOT / "impactwatch" / "dashboards"
     for path in source.glob("*.py"):
         assert not re.search(r"[\"']impactwatch_", path.read_text()), f"{path.name} spells one"
+
+
+def test_platform_panels_turn_red_at_the_platform_alerts_limits() -> None:
+    limits = PlatformThresholds()
+    red_at = {
+        "Scheduler heartbeat age": limits.scheduler_heartbeat_stale,
+        "Scheduler lag (p95)": limits.scheduler_lag,
+        "Scheduler lag": limits.scheduler_lag,
+        "Largest XComs": limits.xcom_bloat_bytes,
+        "Last successful poll": limits.collector_stale_after,
+    }
+    shown = {p["title"]: p for p in panels("platform")}
+    for title, limit in red_at.items():
+        steps = shown[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert steps[-1] == {"color": "red", "value": limit}, title
+    assert limits.scheduler_lag_quantile == 0.95  # the "p95" above
+    for title in ("Scheduler lag (p95)", "Scheduler lag"):
+        assert shown[title]["targets"][0]["expr"].startswith("histogram_quantile(0.95, ")
 
 
 def test_links_point_at_real_dashboards_and_their_variables() -> None:

@@ -6,10 +6,12 @@ from typing import get_args
 
 import pytest
 
-from impactwatch.alert_rules.rules_model import Kind
+from impactwatch.alert_rules.platform import platform_group
+from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.model import Catalog
+from impactwatch.contract.alerts import KIND, PLATFORM, Kind
 from impactwatch.dashboards.links import BOARDS, dashboard_url, panel_link
-from impactwatch.dashboards.products import PLATFORM_KIND
+from impactwatch.dashboards.products import firing
 from impactwatch.dashboards.promql import CatalogLabels, label_chain, proof_part, with_fill
 from impactwatch.router.settings import RouterSettings
 
@@ -57,7 +59,10 @@ def test_the_routers_default_link_matches_the_data_products_dashboard() -> None:
 
 
 def test_platform_alerts_are_told_apart_by_the_rules_kind_label() -> None:
-    assert PLATFORM_KIND in get_args(Kind)
+    assert PLATFORM in get_args(Kind)
+    rules = platform_group(Catalog.model_validate({}), RuleSettings())
+    assert {alert.kind for alert in rules.alerts} == {PLATFORM}
+    assert firing((KIND, "=", PLATFORM)) == 'ALERTS{alertstate="firing", kind="platform"}'
 
 
 def test_fill_is_parsed_and_stripped_for_the_proof() -> None:

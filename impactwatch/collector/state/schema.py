@@ -17,12 +17,11 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
-    inspect,
     make_url,
-    text,
 )
 
 from impactwatch.collector.events import DagRun, TaskTry, field_names
+from impactwatch.db_migrations import Migrations
 
 metadata = MetaData()
 
@@ -107,28 +106,19 @@ TRY_QUEUE_WAIT = 1
 TRY_SUCCEEDED = 2
 
 
-# Nullable columns added after a table was first created: a state DB from an earlier version
-# gets them with ALTER TABLE at start (`add_missing_columns`).
-ADDED_COLUMNS = {"iw_task_try": ("requested_cpu", "requested_memory_bytes")}
+MIGRATIONS = Migrations(
+    scripts="impactwatch.collector.state:migrations",
+    version_table="impactwatch_collector_alembic_version",
+    table_prefix="iw_",
+    metadata=metadata,
+    what="state DB",
+    upgrade_command="impactwatch db upgrade --state-db URL",
+)
 
 
 def create_or_upgrade(engine: Engine) -> None:
-    """The state DB's tables, made or brought up to this version's."""
-    metadata.create_all(engine)
-    add_missing_columns(engine)
-
-
-def add_missing_columns(engine: Engine) -> None:
-    """ALTER TABLE ... ADD COLUMN for each column of ADDED_COLUMNS an existing table lacks."""
-    inspector = inspect(engine)
-    with engine.begin() as conn:
-        for table_name, names in ADDED_COLUMNS.items():
-            have = {c["name"] for c in inspector.get_columns(table_name)}
-            table = metadata.tables[table_name]
-            for name in names:
-                if name not in have:
-                    kind = table.c[name].type.compile(dialect=engine.dialect)
-                    conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
+    """Bring the state DB to this version's schema (Alembic; docs/design-notes.md)."""
+    MIGRATIONS.upgrade(engine)
 
 
 # --- records <-> rows (a record's field is the column of that name; `end` is `end_`) -------

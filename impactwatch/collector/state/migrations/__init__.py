@@ -1,0 +1,1 @@
+"""Alembic scripts of the collector's state DB, run by `schema.MIGRATIONS`."""

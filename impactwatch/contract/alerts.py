@@ -1,0 +1,80 @@
+"""The alert contract: alert names, kinds, severities and the labels alerts carry.
+
+`alert_rules/` writes these into the generated rules, `dashboards/` selects on them (Prometheus's
+`ALERTS` series, the SLA breach counter), and the router reads them from Alertmanager's webhooks
+to route and word incidents. Each is spelled here once.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+# -- severities: the ladder, lowest first ----------------------------------------------------------
+# Warning on breach; critical past twice the limit, or at once for critical-tier data products and
+# pipelines. A critical inhibits the warning of the same incident in Alertmanager.
+Severity = Literal["warning", "critical"]
+WARNING: Final = "warning"
+CRITICAL: Final = "critical"
+SEVERITIES: tuple[Severity, ...] = (WARNING, CRITICAL)
+SEVERITY_RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(SEVERITIES, 1)}
+
+# -- kinds: what an alert is about (its `kind` label) ----------------------------------------------
+Kind = Literal["freshness", "duration", "deadline", "failure", "platform", "cost"]
+FRESHNESS: Final = "freshness"
+DURATION: Final = "duration"
+DEADLINE: Final = "deadline"
+FAILURE: Final = "failure"
+PLATFORM: Final = "platform"
+COST: Final = "cost"
+BREACH_KINDS: tuple[Kind, ...] = (FRESHNESS, DURATION, DEADLINE)
+"""The SLA breaches: the `kind` values of `impactwatch_sla_breaches_total`."""
+
+# -- alert names (one runbook each) ----------------------------------------------------------------
+DATA_PRODUCT_STALE = "DataProductStale"
+PIPELINE_RUN_TOO_LONG = "PipelineRunTooLong"
+PIPELINE_MISSED_DEADLINE = "PipelineMissedDeadline"
+CRITICAL_PIPELINE_FAILED = "CriticalPipelineFailed"
+SCHEDULER_DOWN = "AirflowSchedulerDown"
+SCHEDULER_LAGGING = "AirflowSchedulerLagging"
+POOL_STARVING = "AirflowPoolStarving"
+XCOM_BLOAT = "AirflowXComBloat"
+DAG_IMPORT_ERRORS = "AirflowDagImportErrors"
+COLLECTOR_DOWN = "ImpactwatchCollectorDown"
+COLLECTOR_STALE = "ImpactwatchCollectorStale"
+ROUTER_FAILING = "ImpactwatchRouterFailing"
+PIPELINE_COST_ANOMALY = "PipelineCostAnomaly"
+COST_MODEL_OFF = "CostModelOff"
+
+ALERT_NAMES = (
+    DATA_PRODUCT_STALE,
+    PIPELINE_RUN_TOO_LONG,
+    PIPELINE_MISSED_DEADLINE,
+    CRITICAL_PIPELINE_FAILED,
+    SCHEDULER_DOWN,
+    SCHEDULER_LAGGING,
+    POOL_STARVING,
+    XCOM_BLOAT,
+    DAG_IMPORT_ERRORS,
+    COLLECTOR_DOWN,
+    COLLECTOR_STALE,
+    ROUTER_FAILING,
+    PIPELINE_COST_ANOMALY,
+    COST_MODEL_OFF,
+)
+
+# -- labels ----------------------------------------------------------------------------------------
+ALERTNAME = "alertname"  # set by Prometheus from the rule's name
+SEVERITY = "severity"
+KIND = "kind"
+TEAM = "team"  # the owning team: Alertmanager routes by it
+DATASET = "dataset"  # the data product the alert is about
+DAG_ID = "dag_id"  # the pipeline the alert is about
+COMPONENT = "component"  # platform alerts: what is broken (scheduler, pool, collector, ...)
+POOL = "pool"
+
+SUBJECT_LABELS = (DATASET, DAG_ID, COMPONENT)
+"""What an alert is about, most specific first: the router's incident subject (else the alert's
+name), and with `team` what Alertmanager groups notifications by."""
+INCIDENT_LABELS = (*SUBJECT_LABELS, POOL)
+"""Labels that identify one incident: a critical inhibits the warning of the same alert with the
+same values (missing counts as empty)."""

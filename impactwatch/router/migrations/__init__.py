@@ -1,0 +1,1 @@
+"""Alembic scripts of the router's state DB, run by `tables.MIGRATIONS`."""
