@@ -15,7 +15,7 @@ each batch alone again if a row of one is refused.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +88,6 @@ class Store:
             )
         create_or_upgrade(engine)
         self.postgresql = engine.dialect.name == "postgresql"
-        self._insert = insert
         self._upsert_tries = self._upsert(task_try_t)
         self._upsert_runs = self._upsert(dag_run_t)
         self._upsert_assets = self._upsert(asset_update_t)
@@ -108,12 +107,23 @@ class Store:
             self._among(asset_update_t.c.k)
         )
 
-    def _upsert(self, table: Table) -> Any:
-        """INSERT ... ON CONFLICT (primary key) DO UPDATE every other column."""
-        stmt = self._insert(table)
+    def _upsert(self, table: Table) -> Callable[[Connection, list[dict[str, Any]]], Any]:
+        """INSERT ... ON CONFLICT (primary key) DO UPDATE every other column, for many rows:
+        an executemany on SQLite; on PostgreSQL one statement over an array per column
+        (`unnest`), planned once per call: nothing is server-side prepared there (make_engine),
+        and an executemany would be parsed and planned row by row."""
         key = table.primary_key.columns[0]
+        if self.postgresql:
+            arrays = [func.unnest(bindparam(c.name, type_=ARRAY(c.type))) for c in table.c]
+            stmt = postgresql.insert(table).from_select(list(table.c), select(*arrays))
+        else:
+            stmt = sqlite.insert(table)
         changed = {c.name: stmt.excluded[c.name] for c in table.c if c is not key}
-        return stmt.on_conflict_do_update(index_elements=[key], set_=changed)
+        upsert = stmt.on_conflict_do_update(index_elements=[key], set_=changed)
+        if not self.postgresql:
+            return lambda conn, rows: conn.execute(upsert, rows)
+        names = [c.name for c in table.c]
+        return lambda conn, rows: conn.execute(upsert, {n: [r.get(n) for r in rows] for n in names})
 
     def _among(self, column: ColumnElement[str]) -> ColumnElement[bool]:
         """`column` in the list bound as `keys`: one array parameter on PostgreSQL (one plan
@@ -178,7 +188,7 @@ class Store:
                 watermarks.update(saved or {})
             if watermarks:
                 rows = [{"name": n, "value": v} for n, v in watermarks.items()]
-                conn.execute(self._upsert_watermarks, rows)
+                self._upsert_watermarks(conn, rows)
         return changes
 
     def _merge_tries(
@@ -193,7 +203,7 @@ class Store:
             known[t.key] = (t, observed)
         dirty = merge_tries(known, batches, changes)
         if dirty:
-            conn.execute(self._upsert_tries, [_try_row(t, o) for t, o in dirty.values()])
+            self._upsert_tries(conn, [_try_row(t, o) for t, o in dirty.values()])
 
     def _merge_runs(
         self, conn: Connection, batches: list[list[DagRun]], changes: list[Changes]
@@ -207,7 +217,7 @@ class Store:
             known[r.key] = (r, observed)
         dirty, finished = merge_runs(known, batches, changes)
         if dirty:
-            conn.execute(self._upsert_runs, [_run_row(r, o) for r, o in dirty.values()])
+            self._upsert_runs(conn, [_run_row(r, o) for r, o in dirty.values()])
         ended = {r.key for done in finished for r in done}
         if ended:  # their tries as stored now, this group's included
             by_run: dict[str, list[TaskTry]] = {k: [] for k in ended}
@@ -225,7 +235,7 @@ class Store:
         new = merge_assets(stamps, batches, changes)
         if new:
             rows = [{"k": k, **row_values(asset_update_t, a)} for k, a in new.items()]
-            conn.execute(self._upsert_assets, rows)
+            self._upsert_assets(conn, rows)
 
     # --- restart ----------------------------------------------------------------------------
     def summary(self) -> Summary:
@@ -287,7 +297,7 @@ class Store:
         rows = {r.key: {"k": r.key, "clear_number": r.clear_number, "at": at} for r in runs}
         if rows:
             with self.engine.begin() as conn:
-                conn.execute(self._upsert_traced, list(rows.values()))
+                self._upsert_traced(conn, list(rows.values()))
 
 
 def _try_row(t: TaskTry, observed: int) -> dict[str, Any]:
