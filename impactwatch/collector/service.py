@@ -104,6 +104,7 @@ class CollectorService:
         self.state = MetricsState(catalog)
         self.state.restore(self.store.summary(), self._cost_history)
         self.exposition = CachedExposition(self.state, clock)
+        self.exposition.refresh()  # the whole render of the restored state, before serving
         self.airflow = make_airflow_engine(settings.airflow_db, settings.statement_timeout_ms)
         self.poller: Poller | None = None
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="impactwatch-poll")

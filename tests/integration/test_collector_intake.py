@@ -228,7 +228,8 @@ def test_refusals_are_answered_from_the_head_before_the_body_is_sent(
     """401 (wrong token, no token), 411 and 413 come back while the client has sent only the
     head of a large request: no body byte is needed, none is read."""
     before = counted(sqlite_service, REJECTED)
-    no_length = b"POST /v1/events HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer " + TOKEN.encode()
+    no_length = b"POST /v1/events HTTP/1.1\r\nHost: c\r\nConnection: close\r\nAuthorization: Bearer "
+    no_length += TOKEN.encode()
     cases = [
         (head("POST", "/v1/events", 900 * 1024, "wrong"), 401),
         (head("POST", "/v1/events", 900 * 1024, None), 401),
@@ -511,13 +512,14 @@ def test_a_scrape_holding_the_metrics_lock_does_not_hold_the_event_loop(
     it waits for its 202 (the writer observes under that lock), but other connections are
     answered meanwhile."""
     exposition = sqlite_service.exposition
-    refresh = exposition._refresh  # called by render() under the state lock
+    refresh = exposition._refresh  # called by render()
     rendering = threading.Event()
 
-    def slow_refresh(dirty: Any) -> None:
-        rendering.set()
-        time.sleep(1)
-        refresh(dirty)
+    def slow_refresh() -> None:
+        with sqlite_service.state.lock:  # as a long render holds it
+            rendering.set()
+            time.sleep(1)
+        refresh()
 
     monkeypatch.setattr(exposition, "_refresh", slow_refresh)
     replies: list[Reply] = []
