@@ -228,8 +228,8 @@ def test_refusals_are_answered_from_the_head_before_the_body_is_sent(
     """401 (wrong token, no token), 411 and 413 come back while the client has sent only the
     head of a large request: no body byte is needed, none is read."""
     before = counted(sqlite_service, REJECTED)
-    no_length = b"POST /v1/events HTTP/1.1\r\nHost: c\r\nConnection: close\r\nAuthorization: Bearer "
-    no_length += TOKEN.encode()
+    no_length = b"POST /v1/events HTTP/1.1\r\nHost: c\r\nConnection: close\r\n"
+    no_length += b"Authorization: Bearer " + TOKEN.encode()
     cases = [
         (head("POST", "/v1/events", 900 * 1024, "wrong"), 401),
         (head("POST", "/v1/events", 900 * 1024, None), 401),
