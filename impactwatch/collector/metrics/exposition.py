@@ -78,9 +78,13 @@ class CachedExposition:
 
     def refresh(self) -> None:
         """Re-render the DAGs that changed; the collector calls this at start and whenever its
-        writer is idle, so the cost of rendering is seldom a scrape's."""
-        with self._lock:
-            self._refresh()
+        writer is idle, so the cost of rendering is seldom a scrape's. Never waits for a scrape
+        rendering meanwhile: that one renders them."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._refresh()
+            finally:
+                self._lock.release()
 
     def render(self) -> bytes:
         """The whole exposition, identical to generate_latest over the full state."""
