@@ -166,13 +166,13 @@ class CollectorService:
                 events += len(job.batch)
             try:
                 self._handle(group)
+                if self._queue.empty():  # idle: render what changed now, not in a scrape
+                    self.exposition.refresh()
             except Exception as exc:  # a bug: answer every sender, keep writing
                 log.exception("the writer failed on %d job(s)", len(group))
                 for job in group:
                     if not job.future.done():
                         job.future.set_exception(exc)
-            if self._queue.empty():  # idle: render what changed now, not in the next scrape
-                self.exposition.refresh()
         while True:  # stopped: what is left waits for nothing
             try:
                 job = self._queue.get_nowait()
@@ -183,9 +183,8 @@ class CollectorService:
 
     def _handle(self, group: list[_Job]) -> None:
         writes = [job for job in group if job.call is None]
-        results = self.store.write(
-            [(job.batch, job.poll.watermarks if job.poll else None) for job in writes]
-        )
+        batches = [(job.batch, job.poll.watermarks if job.poll else None) for job in writes]
+        results = self.store.write(batches) if batches else []
         now = self.clock()
         failed: list[Exception] = []
         lost = 0
