@@ -164,6 +164,8 @@ class CollectorService:
                     break
                 group.append(job)
                 events += len(job.batch)
+            # (a job its sender gave up on, and cancelled, before it was taken is not written)
+            group = [job for job in group if job.future.set_running_or_notify_cancel()]
             try:
                 self._handle(group)
                 if self._queue.empty():  # idle: render what changed now, not in a scrape

@@ -395,6 +395,22 @@ def test_what_waits_during_a_write_is_written_next_as_groups_of_bounded_size(
     assert stored_assets(sqlite_service) == 12
 
 
+def test_a_batch_its_sender_gave_up_on_before_the_writer_took_it_is_not_written(
+    sqlite_service: CollectorService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Gate(sqlite_service, monkeypatch)
+    first = sqlite_service.submit(Batch(assets=[AssetUpdate("s3://k/first", 1.0)]))
+    assert gate.entered.wait(10)
+    dropped = sqlite_service.submit(Batch(assets=[AssetUpdate("s3://k/dropped", 1.0)]))
+    kept = sqlite_service.submit(Batch(assets=[AssetUpdate("s3://k/kept", 1.0)]))
+    assert dropped.cancel()  # queued: the sender's wait timed out
+    gate.open()
+    assert first.result(10).outcomes == kept.result(10).outcomes == {"new": 1}
+    assert gate.groups == [[1], [1]]
+    assert not first.cancel()  # once taken, a batch is the writer's to finish
+    assert sorted(sqlite_service.store.summary().asset_updates) == ["s3://k/first", "s3://k/kept"]
+
+
 def test_a_state_db_failure_is_a_503_with_retry_after_and_the_server_carries_on(
     any_service: CollectorService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
