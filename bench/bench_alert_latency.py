@@ -43,11 +43,12 @@ from impactwatch.alert_rules.promql import prom_duration  # noqa: E402
 from impactwatch.alert_rules.settings import RuleSettings  # noqa: E402
 from impactwatch.alert_rules.writer import write_tree  # noqa: E402
 from impactwatch.catalog.loader import load_catalog  # noqa: E402
-from impactwatch.collector.http_app import CollectorApp, serve  # noqa: E402
+from impactwatch.collector.http_app import collector_app  # noqa: E402
 from impactwatch.collector.intake.parse import SCHEMA  # noqa: E402
 from impactwatch.collector.service import CollectorService  # noqa: E402
 from impactwatch.collector.settings import CollectorSettings  # noqa: E402
 from impactwatch.devtools.airflow_home import AirflowHome  # noqa: E402
+from impactwatch.serving import Server, ServerLimits  # noqa: E402
 from tests.support.alertmanager import Alertmanager, ConfiguredPrometheus, free_port  # noqa: E402
 from tests.support.webhook_receiver import WebhookReceiver, firing  # noqa: E402
 
@@ -111,7 +112,10 @@ def run_profile(name: str, settings: RuleSettings, products: int, airflow_db: st
         ),
         load_catalog(catalog_path),
     )
-    server, _ = serve(CollectorApp(collector, TOKEN, 1 << 20), "127.0.0.1", 0)
+    server = Server(
+        collector_app(collector, TOKEN, 1 << 20), "127.0.0.1", 0, ServerLimits(), name="c"
+    )
+    server.start()
     loop = threading.Thread(target=collector.run, daemon=True)
     loop.start()
     receiver = WebhookReceiver()
@@ -122,7 +126,7 @@ def run_profile(name: str, settings: RuleSettings, products: int, airflow_db: st
         update={
             "router_url": receiver.url,
             "router_token_file": str(token),
-            "collector_targets": [f"127.0.0.1:{server.server_port}"],
+            "collector_targets": [f"127.0.0.1:{server.port}"],
             "alertmanager_targets": [f"127.0.0.1:{am_port}"],
             "router_targets": [f"127.0.0.1:{free_port()}"],
         }
@@ -135,7 +139,7 @@ def run_profile(name: str, settings: RuleSettings, products: int, airflow_db: st
         while prometheus.value('up{job="impactwatch-collector"}') != 1:
             time.sleep(0.5)
         t0 = time.time()
-        _post_updates(f"http://127.0.0.1:{server.server_port}", products, t0)
+        _post_updates(f"http://127.0.0.1:{server.port}", products, t0)
         print(
             f"[{name}] {products} products updated; crossings in {limits[0]:.0f}-{limits[-1]:.0f}s",
             file=sys.stderr,
@@ -165,7 +169,7 @@ def run_profile(name: str, settings: RuleSettings, products: int, airflow_db: st
         am.stop()
         receiver.stop()
         collector.stop()
-        server.shutdown()
+        server.stop()
         loop.join(15)
         collector.close()
     return settings, rows

@@ -22,6 +22,7 @@ import tempfile
 import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report
 
 from impactwatch.catalog.model import Catalog
-from impactwatch.collector.cost.history import cost_by_dag_and_day
+from impactwatch.collector.cost.history import cost_by_dag_and_day, load_cost_history
 from impactwatch.collector.cost.pricing import Pricing
+from impactwatch.collector.cost.tracking import COST_HISTORY_RUNS
 from impactwatch.collector.events import TaskTry
 from impactwatch.collector.metrics.state import MetricsState
 from impactwatch.collector.state.store import Store, make_engine
@@ -115,7 +117,7 @@ def bench_restart(dags: int, verdicts: report.Verdicts) -> list[list[object]]:
         started = time.perf_counter()
         summary = store.summary()
         state = MetricsState(CATALOG)
-        state.restore(summary)
+        state.restore(summary, partial(load_cost_history, store.engine, per_dag=COST_HISTORY_RUNS))
         took = time.perf_counter() - started
         assert len(state.costs.dags) == dags
         store.close()

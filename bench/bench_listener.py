@@ -46,10 +46,11 @@ from sqlalchemy import create_engine, text
 
 from impactwatch.catalog.model import Catalog
 from impactwatch.collector.airflow.schema import to_epoch
-from impactwatch.collector.http_app import CollectorApp, serve
+from impactwatch.collector.http_app import collector_app
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings
 from impactwatch.devtools import airflow_home as af
+from impactwatch.serving import Server, ServerLimits
 
 DAG = "morning_reporting"  # three chained tasks
 TARGET_UP = 0.005
@@ -136,12 +137,14 @@ TOKEN = "bench-listener-token"  # the collector's intake is closed without one
 def collector(work: Path, airflow_db: str) -> Iterator[tuple[CollectorService, str]]:
     settings = CollectorSettings(airflow_db=airflow_db, state_db=f"sqlite:///{work / 'state.db'}")
     service = CollectorService(settings, Catalog())
-    server, _ = serve(CollectorApp(service, TOKEN, 1_048_576), "127.0.0.1", 0)
+    server = Server(
+        collector_app(service, TOKEN, 1_048_576), "127.0.0.1", 0, ServerLimits(), name="collector"
+    )
+    server.start()
     try:
-        yield service, f"http://127.0.0.1:{server.server_port}"
+        yield service, f"http://127.0.0.1:{server.port}"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
         service.close()
 
 

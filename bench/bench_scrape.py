@@ -57,13 +57,14 @@ from prometheus_client.utils import floatToGoString
 
 from impactwatch.catalog.model import Catalog
 from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
-from impactwatch.collector.http_app import CollectorApp, serve
+from impactwatch.collector.http_app import collector_app
 from impactwatch.collector.metrics.exporter import ImpactwatchCollector, _histogram
 from impactwatch.collector.metrics.exposition import CachedExposition
 from impactwatch.collector.metrics.state import DagInfo, Histogram, MetricsState
 from impactwatch.collector.state.store import Changes
 from impactwatch.contract import metrics as c
 from impactwatch.contract.metrics import MetricSpec
+from impactwatch.serving import Server, ServerLimits
 
 TEAMS = 20
 TASKS = 25
@@ -278,12 +279,12 @@ def breakdown(collector: ImpactwatchCollector) -> dict[str, Any]:
 def time_http(
     service: Any, repeats: int = 10, between: Callable[[], None] | None = None
 ) -> dict[str, float]:
-    """GET /metrics through the collector's own WSGI app on a loopback port: the first scrape
-    of a fresh app, then the median of `repeats` plain and gzip scrapes, each after
+    """GET /metrics through the collector's own app and server on a loopback port: the first
+    scrape of a fresh app, then the median of `repeats` plain and gzip scrapes, each after
     `between()` (untimed) has changed the state the way a poll cycle would."""
-    app = CollectorApp(service, None, 1 << 20)
-    server, _thread = serve(app, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    server = Server(collector_app(service, None, 1 << 20), "127.0.0.1", 0, ServerLimits(), name="c")
+    server.start()
+    url = f"http://127.0.0.1:{server.port}/metrics"
     out: dict[str, float] = {}
     try:
         for label, headers in (("plain", {}), ("gzip", {"Accept-Encoding": "gzip"})):
@@ -300,8 +301,7 @@ def time_http(
                     out["first"] = time.perf_counter() - t0
             out[label] = report.median(timings)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
     return out
 
 

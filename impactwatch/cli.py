@@ -59,9 +59,10 @@ def cmd_collector(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from impactwatch.catalog.cli import load_catalog_or_exit
-    from impactwatch.collector.http_app import CollectorApp, serve
+    from impactwatch.collector.http_app import collector_app
     from impactwatch.collector.service import CollectorService
     from impactwatch.collector.settings import CollectorSettings
+    from impactwatch.serving import Server
 
     overrides = {
         k: v
@@ -99,7 +100,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
     if args.once:
         while (result := service.poll_once()) is not None and not result.caught_up:
             pass
-        events = dict(service.state.self_stats.events)
+        events = service.state.self_stats.event_counts()
         service.close()
         if result is None:
             return 1
@@ -111,8 +112,10 @@ def cmd_collector(args: argparse.Namespace) -> int:
         log.warning(
             "no IMPACTWATCH_TOKEN: POST /v1/events is closed, only the poller feeds the collector"
         )
+    app = collector_app(service, token, settings.max_body_bytes, settings.request_timeout)
     try:
-        server, _thread = serve(CollectorApp(service, token, settings.max_body_bytes), host, port)
+        server = Server(app, host, port, settings.server_limits(), name="impactwatch-collector")
+        server.start()
     except OSError as exc:
         print(
             f"impactwatch collector: cannot listen on {host}:{port}: {exc.strerror}",
@@ -122,7 +125,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
     log.info(
         "collector serving http://%s:%d/metrics (intake %s)",
         host,
-        server.server_port,
+        server.port,
         "token required" if token else "open: no token set",
     )
     signal.signal(signal.SIGTERM, lambda *_: service.stop())
@@ -131,7 +134,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
+        server.stop()
         service.close()
     return 0
 

@@ -9,7 +9,7 @@ Unix seconds (UTC), never naive datetimes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 DAG_RUN_TERMINAL = frozenset({"success", "failed"})
 TASK_TERMINAL = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -100,6 +100,15 @@ class AssetUpdate:
         if len(key) <= ASSET_KEY_MAX:
             return key
         return SEP.join(("ti", hashlib.sha256(key.encode()).hexdigest()))
+
+
+def field_names(record: type) -> tuple[str, ...]:
+    """A record's fields, in order: the one list readers and writers build rows from."""
+    return tuple(f.name for f in fields(record))
+
+
+TRY_KEY = ("dag_id", "run_id", "task_id", "map_index", "try_number")
+RUN_KEY = ("dag_id", "run_id")
 
 
 @dataclass

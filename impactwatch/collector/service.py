@@ -1,5 +1,11 @@
 """The collector service: poll loop, intake, and the state the HTTP endpoints serve.
 
+One thread, the writer, owns the state store and the metrics state. The poll thread reads
+Airflow's DB and hands what it read to the writer's queue; the intake hands parsed batches
+(`submit`). The writer takes everything queued, writes it as one transaction (`Store.write`:
+one bad batch fails alone), observes what is new in the metrics state, and resolves each
+sender's future. Readers (scrapes, /healthz) take the metrics state's lock for a moment.
+
 Forgiving when running: a failed cycle (Airflow DB down, state DB error) is counted, logged once
 per failure streak, and retried with backoff; `/metrics` keeps serving the last state, marked
 stale. After any failure the poller restarts from the persisted watermarks, so nothing read in
@@ -8,16 +14,18 @@ the failed cycle is lost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as CycleTimeout
-from typing import TYPE_CHECKING
-
-from prometheus_client import CollectorRegistry
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from impactwatch.catalog.airflow_merge import (
     AssetDeclaration,
@@ -26,8 +34,9 @@ from impactwatch.catalog.airflow_merge import (
 )
 from impactwatch.catalog.model import Catalog
 from impactwatch.collector.airflow.poller import Poller, PollResult, make_airflow_engine
+from impactwatch.collector.cost.history import load_cost_history
+from impactwatch.collector.cost.tracking import COST_HISTORY_RUNS
 from impactwatch.collector.events import Batch, DagRun
-from impactwatch.collector.metrics.exporter import ImpactwatchCollector
 from impactwatch.collector.metrics.exposition import CachedExposition
 from impactwatch.collector.metrics.state import DagInfo, MetricsState
 from impactwatch.collector.settings import CollectorSettings
@@ -41,6 +50,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
+GROUP_EVENTS = 10_000  # events written in one transaction at most
+
+
+class QueueFull(Exception):
+    """The writer has `intake_queue` requests waiting already: try again later."""
+
+
+@dataclass(eq=False)
+class _Job:
+    """What the writer is handed: a batch to store (from the intake, or a poll cycle's), or a
+    call to run on the writer's thread."""
+
+    source: str
+    batch: Batch = field(default_factory=Batch)
+    poll: PollResult | None = None
+    started: float = 0.0  # when the poll cycle began (perf_counter)
+    call: Callable[[], Any] | None = None
+    future: Future[Any] = field(default_factory=Future)
 
 
 class CycleTimeoutError(TimeoutError):
@@ -67,15 +94,17 @@ class CollectorService:
         self.base_catalog = catalog
         self.clock = clock
         self.progress = progress
-        engine = make_engine(settings.state_db)
+        engine = make_engine(settings.state_db, settings.state_timeout_ms)
         if not settings.migrate_on_start:
             MIGRATIONS.require_head(engine)  # else the store upgrades it
         self.store = Store(engine)
+        self._cost_history = partial(
+            load_cost_history, self.store.engine, per_dag=COST_HISTORY_RUNS
+        )
         self.state = MetricsState(catalog)
-        self.state.restore(self.store.summary())
+        self.state.restore(self.store.summary(), self._cost_history)
         self.exposition = CachedExposition(self.state, clock)
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ImpactwatchCollector(self.state, clock))
+        self.exposition.refresh()  # the whole render of the restored state, before serving
         self.airflow = make_airflow_engine(settings.airflow_db, settings.statement_timeout_ms)
         self.poller: Poller | None = None
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="impactwatch-poll")
@@ -85,8 +114,155 @@ class CollectorService:
         self._notes: set[str] = set()
         self.tracer = tracer if tracer is not None else _tracer_from_env(settings)
         self._trace_failures = 0
+        self._queue: queue.Queue[_Job | None] = queue.Queue(settings.intake_queue)
+        self._closed = False
+        self._writer = threading.Thread(
+            target=self._write_forever, name="impactwatch-writer", daemon=True
+        )
+        self._writer.start()
 
-    # --- one cycle --------------------------------------------------------------------------
+    # --- the writer -------------------------------------------------------------------------
+    def submit(self, batch: Batch) -> Future[Changes]:
+        """Queue an intake batch for the writer; its future is done once the batch is stored
+        and observed (or failed: `QueueFull` at once when too many wait). Thread-safe, never
+        blocks."""
+        job = _Job("listener", batch)
+        if self._closed:
+            job.future.set_exception(RuntimeError("the collector is stopping"))
+            return job.future
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            job.future.set_exception(QueueFull(f"{self.settings.intake_queue} requests waiting"))
+        return job.future
+
+    def _on_writer(self, job: _Job) -> Future[Any]:
+        """Queue a job of the poll thread's, waiting for room if need be."""
+        if self._closed:
+            job.future.set_exception(RuntimeError("the collector is stopping"))
+        else:
+            self._queue.put(job)
+        return job.future
+
+    def _call(self, fn: Callable[[], Any]) -> Future[Any]:
+        return self._on_writer(_Job("call", call=fn))
+
+    def _write_forever(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            group, events = [first], len(first.batch)
+            while events < GROUP_EVENTS:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                group.append(job)
+                events += len(job.batch)
+            # (a job its sender gave up on, and cancelled, before it was taken is not written)
+            group = [job for job in group if job.future.set_running_or_notify_cancel()]
+            try:
+                self._handle(group)
+                if self._queue.empty():  # idle: render what changed now, not in a scrape
+                    self.exposition.refresh()
+            except Exception as exc:  # a bug: answer every sender, keep writing
+                log.exception("the writer failed on %d job(s)", len(group))
+                for job in group:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+        while True:  # stopped: what is left waits for nothing
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.future.set_exception(RuntimeError("the collector is stopping"))
+
+    def _handle(self, group: list[_Job]) -> None:
+        writes = [job for job in group if job.call is None]
+        batches = [(job.batch, job.poll.watermarks if job.poll else None) for job in writes]
+        results = self.store.write(batches) if batches else []
+        now = self.clock()
+        failed: list[Exception] = []
+        lost = 0
+        for job, got in zip(writes, results, strict=True):
+            if isinstance(got, Exception):
+                if job.poll is None:  # (a poll cycle's failure is counted by the poll thread)
+                    failed.append(got)
+                    lost += len(job.batch)
+                job.future.set_exception(got)
+                continue
+            self.state.apply(got, job.source, now)
+            if job.poll is not None:
+                try:
+                    self._observe_poll(job, now)
+                except Exception as exc:
+                    job.future.set_exception(exc)
+                    continue
+            job.future.set_result(got)
+        if failed:
+            with self.state.lock:
+                self.state.self_stats.db_errors["state"] += 1
+            log.warning(
+                "could not store %d request(s), %d event(s): %s",
+                len(failed),
+                lost,
+                describe_error(failed[0]),
+            )
+        for job in group:
+            if job.call is not None:
+                try:
+                    job.future.set_result(job.call())
+                except Exception as exc:
+                    job.future.set_exception(exc)
+
+    def _observe_poll(self, job: _Job, now: float) -> None:
+        """A poll cycle's snapshots into the metrics state, once its events are stored."""
+        result = job.poll
+        assert result is not None
+        self.state.set_running(result.running)
+        self.state.set_platform(
+            pools=result.pools,
+            import_errors=result.import_errors,
+            heartbeat=result.heartbeat,
+            missed_deadlines=result.missed_deadlines,
+        )
+        self.state.record_xcom(result.xcom_sizes, now)
+        self._evaluate()
+        with self.state.lock:
+            stats = self.state.self_stats
+            for table, n in result.rows_read.items():
+                stats.rows_read[table] += n
+            stats.poll_duration.observe((), time.perf_counter() - job.started)
+            stats.last_poll = self.clock()
+            stats.stale = False
+
+    def _evaluate(self) -> None:
+        self.store.save_breaches(self.state.evaluate(self.clock()))
+
+    def _set_declarations(
+        self, catalog: Catalog, dags: list[DagDeclaration], assets: list[AssetDeclaration]
+    ) -> None:
+        changed = catalog != self.state.catalog
+        self.state.set_catalog(catalog)
+        self.state.set_dags(
+            {d.dag_id: DagInfo(paused=d.is_paused) for d in dags},
+            {a.uri: [dag_id for dag_id, _task in a.producers] for a in assets},
+        )
+        if changed:
+            self.state.restore(self.store.summary(), self._cost_history)
+
+    def _count_failure(self, db: str) -> None:
+        with self.state.lock:
+            self.state.self_stats.db_errors[db] += 1
+            self.state.self_stats.stale = True
+
+    # --- one cycle (the poll thread) --------------------------------------------------------
     def _poller(self) -> Poller:
         if self.poller is None:
             self.poller = Poller(
@@ -107,14 +283,7 @@ class CollectorService:
         for note in set(notes) - self._notes:
             log.info("catalog: %s", note)
         self._notes |= set(notes)
-        changed = merged != self.state.catalog
-        self.state.set_catalog(merged)
-        self.state.set_dags(
-            {d.dag_id: DagInfo(paused=d.is_paused) for d in dags},
-            {a.uri: [dag_id for dag_id, _task in a.producers] for a in assets},
-        )
-        if changed:
-            self.state.restore(self.store.summary())
+        self._call(partial(self._set_declarations, merged, dags, assets)).result()
         if self.tracer is not None:
             self.tracer.set_assets(assets)
         self._declarations_at = self.clock()
@@ -123,41 +292,26 @@ class CollectorService:
         """One cycle; returns what was read, or None after a failure (counted and logged)."""
         started = time.perf_counter()
         try:
-            result = self._read_airflow()
+            declarations, result = self._read_airflow()
         except Exception as exc:  # the DB can fail in many ways; every one is survivable
             self._failed("airflow", exc)
             return None
         try:
-            changes = self.store.ingest(result.batch, result.watermarks)
+            if declarations is not None:
+                self._apply_declarations(*declarations)
+            self._on_writer(_Job("poller", result.batch, result, started)).result()
         except Exception as exc:
             self._failed("state", exc)
             return None
-        now = self.clock()
-        self.state.apply(changes, "poller", now)
-        self._trace(result.batch.dag_runs, now)
-        self.state.set_running(result.running)
-        self.state.set_platform(
-            pools=result.pools,
-            import_errors=result.import_errors,
-            heartbeat=result.heartbeat,
-            missed_deadlines=result.missed_deadlines,
-        )
-        self.state.record_xcom(result.xcom_sizes, now)
-        self.evaluate()
-        with self.state.lock:
-            stats = self.state.self_stats
-            for table, n in result.rows_read.items():
-                stats.rows_read[table] += n
-            stats.poll_duration.observe((), time.perf_counter() - started)
-            stats.last_poll = self.clock()
-            stats.stale = False
-        self.exposition.refresh()
+        self._trace(result.batch.dag_runs, self.clock())
         if self._failures:
             log.info("airflow metadata DB reachable again after %d failed cycle(s)", self._failures)
             self._failures = 0
         return result
 
-    def _read_airflow(self) -> PollResult:
+    def _read_airflow(
+        self,
+    ) -> tuple[tuple[list[DagDeclaration], list[AssetDeclaration]] | None, PollResult]:
         """The Airflow-DB part of a cycle, bounded in time even if a connection hangs.
 
         Server-side statement timeouts do not help when the network black-holes a connection
@@ -172,7 +326,7 @@ class CollectorService:
 
         future = self._reader.submit(read)
         try:
-            declarations, result = future.result(timeout=self.settings.cycle_timeout)
+            return future.result(timeout=self.settings.cycle_timeout)
         except CycleTimeout:
             self._reader.shutdown(wait=False)
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="impactwatch-poll")
@@ -184,14 +338,11 @@ class CollectorService:
             raise CycleTimeoutError(
                 f"no answer from Airflow's DB within {self.settings.cycle_timeout:.0f}s"
             ) from None
-        if declarations is not None:
-            self._apply_declarations(*declarations)
-        return result
 
     def evaluate(self) -> None:
-        pending = self.state.evaluate(self.clock())
+        """Count the breaches visible now (on the writer) and store them."""
         try:
-            self.store.save_breaches(pending)
+            self._call(self._evaluate).result()
         except Exception as exc:
             self._failed("state", exc)
 
@@ -212,29 +363,11 @@ class CollectorService:
     def _failed(self, db: str, exc: BaseException) -> None:
         self.poller = None  # restart from the persisted watermarks: nothing half-read is lost
         self._declarations_at = 0.0
-        with self.state.lock:
-            self.state.self_stats.db_errors[db] += 1
-            self.state.self_stats.stale = True
+        with contextlib.suppress(Exception):  # (stopping: nothing to count in any more)
+            self._call(partial(self._count_failure, db)).result()
         if self._failures == 0:
             log.warning("%s DB error, serving last state and retrying: %s", db, describe_error(exc))
         self._failures += 1
-
-    def ingest_events(self, batch: Batch) -> Changes:
-        """The intake path: listener events into the same store, observed once."""
-        changes = self.store.ingest(batch)
-        self.state.apply(changes, "listener", self.clock())
-        return changes
-
-    async def ingest_events_in_loop(self, batches: list[Batch]) -> list[Changes | BaseException]:
-        """Several intake requests stored as groups from the intake's event loop
-        (`Store.ingest_in_loop`), then observed without waiting for the metrics lock (a scrape
-        holds it while it renders): each one's changes, or its error."""
-        results = await self.store.ingest_in_loop(batches)
-        now = self.clock()
-        for changes in results:
-            if isinstance(changes, Changes):
-                self.state.apply_soon(changes, "listener", now)
-        return results
 
     def backoff(self) -> float:
         if not self._failures:
@@ -254,8 +387,14 @@ class CollectorService:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop polling, write what is queued, close the databases."""
         self.stop()
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(queue.Full):  # a writer stuck on the DB: left behind
+                self._queue.put(None, timeout=timeout)
+            self._writer.join(timeout)
         self._reader.shutdown(wait=False)
         self.airflow.dispose()
         if self.tracer is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from impactwatch.serving import ServerLimits
+
 
 class CollectorSettings(BaseSettings):
     """`IMPACTWATCH_<NAME>` sets each option; CLI flags override the environment."""
@@ -34,6 +36,25 @@ class CollectorSettings(BaseSettings):
     )
     token_file: str | None = Field(None, description="File holding the token instead")
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest /v1/events body accepted")
+    intake_queue: int = Field(
+        1000, gt=0, description="/v1/events requests waiting for the state DB; more get a 503"
+    )
+    state_timeout_ms: int = Field(
+        30_000,
+        gt=0,
+        description="Per-statement and lock-wait limit on a PostgreSQL state DB: a hung write "
+        "fails (503) instead of holding the writer",
+    )
+    max_connections: int = Field(1000, gt=0, description="Open HTTP connections at most")
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a request's head may take from its first byte"
+    )
+    request_timeout: float = Field(
+        30.0, gt=0, description="Seconds a whole request may take from its first byte"
+    )
+    keepalive_timeout: float = Field(
+        5.0, gt=0, description="Seconds an idle keep-alive connection stays open"
+    )
     trace_max_age: float = Field(
         3600.0,
         ge=0,
@@ -60,6 +81,14 @@ class CollectorSettings(BaseSettings):
             with open(self.token_file, encoding="utf-8") as fh:
                 return fh.read().strip() or None
         return None
+
+    def server_limits(self) -> ServerLimits:
+        return ServerLimits(
+            max_connections=self.max_connections,
+            header_timeout=self.header_timeout,
+            request_timeout=self.request_timeout,
+            keepalive_timeout=self.keepalive_timeout,
+        )
 
     def listen_address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")

@@ -22,7 +22,7 @@ from types import FrameType
 
 from impactwatch.alert_rules.settings import SettingsError
 from impactwatch.catalog.loader import load_catalog
-from impactwatch.collector.http_app import CollectorApp, serve
+from impactwatch.collector.http_app import collector_app
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings
 from impactwatch.demo.processes import Processes, StartError
@@ -37,6 +37,7 @@ from impactwatch.demo.watch import (
     worth_showing,
 )
 from impactwatch.devtools.airflow_home import AirflowCommandError, populate, reader_db_url
+from impactwatch.serving import Server
 
 log = logging.getLogger("impactwatch.demo")
 
@@ -275,8 +276,10 @@ def run_quick(workdir: str = ".demo", serve_seconds: float = 0) -> int:
     if result is None:
         _say("     the collector could not read Airflow's database; see the log above")
         return 1
-    server, _ = serve(CollectorApp(service, None, settings.max_body_bytes), "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    app = collector_app(service, None, settings.max_body_bytes)
+    server = Server(app, "127.0.0.1", 0, settings.server_limits(), name="impactwatch-collector")
+    server.start()
+    url = f"http://127.0.0.1:{server.port}/metrics"
     try:
         _say(f"3/3  what impactwatch measured (scraped from {url}):")
         _say(summarize(scrape(url), service.state.catalog, time.time()))
@@ -289,6 +292,6 @@ def run_quick(workdir: str = ".demo", serve_seconds: float = 0) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
+        server.stop()
         service.close()
     return 0

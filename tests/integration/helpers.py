@@ -8,13 +8,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 
 from impactwatch.catalog.loader import load_catalog
 from impactwatch.catalog.model import Catalog
+from impactwatch.collector.http_app import collector_app
+from impactwatch.collector.metrics.exporter import ImpactwatchCollector
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings
 from impactwatch.devtools.airflow_home import REPO_ROOT, reader_db_url
+from impactwatch.serving import Server
 from tests.support.postgres import drop_database
 
 EXAMPLE_CATALOG = REPO_ROOT / "examples" / "catalog.yaml"
@@ -35,6 +39,38 @@ def make_service(
     return CollectorService(config, catalog or load_catalog(EXAMPLE_CATALOG))
 
 
+class Samples:
+    """The metric samples of a collector's state, read under its lock (a test's view; the
+    collector serves them through `/metrics`)."""
+
+    def __init__(self, service: CollectorService) -> None:
+        self.service = service
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ImpactwatchCollector(service.state, service.clock))
+
+    def get_sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        with self.service.state.lock:
+            return self.registry.get_sample_value(name, labels)
+
+
+def registry(service: CollectorService) -> Samples:
+    return Samples(service)
+
+
+@contextmanager
+def serving(
+    service: CollectorService, token: str | None, *, port: int = 0, max_body: int = 1_048_576
+) -> Iterator[str]:
+    """`service`'s HTTP app on a real server (uvicorn) on a loopback port; yields its base URL."""
+    app = collector_app(service, token, max_body, service.settings.request_timeout)
+    server = Server(app, "127.0.0.1", port, service.settings.server_limits(), name="collector")
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
 @contextmanager
 def collector_with_intake(
     airflow_url: str,
@@ -46,15 +82,11 @@ def collector_with_intake(
 ) -> Iterator[tuple[CollectorService, str]]:
     """A real collector (SQLite state DB) polling `airflow_url`, its intake on a loopback port
     behind `token`; yields the service and its base URL."""
-    from impactwatch.collector.http_app import CollectorApp, serve
-
     service = make_service(airflow_url, state_dir, catalog=catalog)
-    server, _ = serve(CollectorApp(service, token, 1_048_576), "127.0.0.1", port)
     try:
-        yield service, f"http://127.0.0.1:{server.server_port}"
+        with serving(service, token, port=port) as base:
+            yield service, base
     finally:
-        server.shutdown()
-        server.server_close()
         service.close()
 
 

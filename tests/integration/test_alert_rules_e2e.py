@@ -24,9 +24,8 @@ from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.alert_rules.writer import write_tree
 from impactwatch.catalog.loader import load_catalog
 from impactwatch.catalog.model import Catalog
-from impactwatch.collector.http_app import CollectorApp, serve
 from impactwatch.collector.intake.parse import SCHEMA
-from tests.integration.helpers import catch_up, make_service
+from tests.integration.helpers import catch_up, make_service, serving
 from tests.support.alertmanager import Alertmanager, ConfiguredPrometheus, free_port
 from tests.support.webhook_receiver import Notification, WebhookReceiver, firing, resolved
 
@@ -93,16 +92,15 @@ def collector(airflow_sqlite_url: str, tmp_path: Path) -> Iterator[str]:
     """A real collector on the populated Airflow DB with the test catalog, polling; its URL."""
     service = make_service(airflow_sqlite_url, tmp_path, catalog=_catalog(tmp_path))
     catch_up(service)
-    server, _ = serve(CollectorApp(service, TOKEN, 1 << 20), "127.0.0.1", 0)
     loop = threading.Thread(target=service.run, daemon=True)
-    loop.start()
-    try:
-        yield f"127.0.0.1:{server.server_port}"
-    finally:
-        service.stop()
-        server.shutdown()
-        loop.join(15)
-        service.close()
+    with serving(service, TOKEN) as base:
+        loop.start()
+        try:
+            yield base.removeprefix("http://")
+        finally:
+            service.stop()
+            loop.join(15)
+    service.close()
 
 
 def _stack(folder: Path, settings: RuleSettings, catalog: Catalog, am_port: int):

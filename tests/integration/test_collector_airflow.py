@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, select
 from impactwatch.catalog.model import Catalog
 from impactwatch.collector.state.schema import asset_update_t
 from impactwatch.collector.state.store import task_try_t
-from tests.integration.helpers import catch_up, copy_of, make_service, sql
+from tests.integration.helpers import catch_up, copy_of, make_service, registry, sql
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def airflow_url(request: pytest.FixtureRequest) -> str:
 
 def runs(service, dag_id: str, state: str) -> float | None:  # type: ignore[no-untyped-def]
     labels = {"dag_id": dag_id, "team": TEAMS[dag_id], "state": state}
-    return service.registry.get_sample_value(RUN_COUNT, labels)
+    return registry(service).get_sample_value(RUN_COUNT, labels)
 
 
 def test_the_populated_scenario_is_measured_once(airflow_url: str, tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_the_populated_scenario_is_measured_once(airflow_url: str, tmp_path: Pat
         assert runs(service, "market_data_ingest", "failed") == 1
         for dag_id in set(TEAMS) - {"market_data_ingest"}:
             assert runs(service, dag_id, "success") == 1, dag_id
-        reg = service.registry
+        reg = registry(service)
         # data products: market_data from its asset event, fx_rates from a task's success,
         # customer risk scores from the asset-triggered (logical_date NULL) run's asset
         for dataset, team, tier in [
@@ -123,7 +123,7 @@ def test_the_populated_scenario_is_measured_once(airflow_url: str, tmp_path: Pat
     try:
         catch_up(again)
         assert runs(again, "market_data_ingest", "failed") is None
-        assert again.registry.get_sample_value(
+        assert registry(again).get_sample_value(
             "impactwatch_dag_run_last_success_timestamp_seconds",
             {"dag_id": "morning_reporting", "team": "reporting"},
         )
@@ -168,7 +168,7 @@ def test_cleared_rerun_paused_and_deleted(
             )
             service.poll_once()
             assert (
-                service.registry.get_sample_value(
+                registry(service).get_sample_value(
                     "impactwatch_dag_paused", {"dag_id": "nightly_heavy_etl", "team": "platform"}
                 )
                 == 1
@@ -187,7 +187,7 @@ def test_airflow_declarations_alone_make_a_catalog(airflow_sqlite_url: str, tmp_
     service = make_service(airflow_sqlite_url, tmp_path, catalog=Catalog())
     try:
         catch_up(service)
-        reg = service.registry
+        reg = registry(service)
         assert (
             reg.get_sample_value(
                 "impactwatch_dataset_freshness_sla_seconds",

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from impactwatch.collector.http_app import CollectorApp, serve
 from impactwatch.collector.intake.parse import SCHEMA
-from tests.integration.helpers import catch_up, copy_of, make_service, sql
+from tests.integration.helpers import catch_up, copy_of, make_service, registry, serving, sql
 from tests.support.prometheus import Prometheus
 from tests.support.tcpproxy import TcpProxy, _free_port
 
@@ -61,9 +60,9 @@ def test_database_down_at_start_and_mid_run(
             caplog.set_level(logging.WARNING, logger="impactwatch")
             for _ in range(3):  # down at start: cycles fail, nothing crashes
                 assert service.poll_once() is None
-            assert service.registry.get_sample_value("impactwatch_collector_stale") == 1
+            assert registry(service).get_sample_value("impactwatch_collector_stale") == 1
             assert (
-                service.registry.get_sample_value(
+                registry(service).get_sample_value(
                     "impactwatch_collector_db_errors_total", {"db": "airflow"}
                 )
                 == 3
@@ -72,17 +71,17 @@ def test_database_down_at_start_and_mid_run(
             assert len(warnings) == 1, "one log line per failure streak"
             proxy.up()
             catch_up(service)
-            assert service.registry.get_sample_value(RUN_COUNT, labels) == 1
-            assert service.registry.get_sample_value("impactwatch_collector_stale") == 0
+            assert registry(service).get_sample_value(RUN_COUNT, labels) == 1
+            assert registry(service).get_sample_value("impactwatch_collector_stale") == 0
             proxy.down()  # mid-run: a run finishes while the collector cannot see it
             assert service.poll_once() is None
             add_finished_run(url, "morning_reporting", "manual__during_outage")
-            assert service.registry.get_sample_value(RUN_COUNT, labels) == 1  # last state served
+            assert registry(service).get_sample_value(RUN_COUNT, labels) == 1  # last state served
             proxy.up()
             catch_up(service)
-            assert service.registry.get_sample_value(RUN_COUNT, labels) == 2  # nothing missed
+            assert registry(service).get_sample_value(RUN_COUNT, labels) == 2  # nothing missed
             catch_up(service)
-            assert service.registry.get_sample_value(RUN_COUNT, labels) == 2  # nor doubled
+            assert registry(service).get_sample_value(RUN_COUNT, labels) == 2  # nor doubled
         finally:
             proxy.down()
             service.close()
@@ -127,7 +126,8 @@ def test_restart_shows_no_spike_in_increase(airflow_sqlite_url: str, tmp_path: P
         def start(state_dir: Path):  # type: ignore[no-untyped-def]
             service = make_service(airflow_sqlite_url, state_dir)
             catch_up(service)
-            server, _ = serve(CollectorApp(service, TOKEN, 1 << 20), "127.0.0.1", port)
+            server = serving(service, TOKEN, port=port)
+            server.__enter__()
             return service, server
 
         service, server = start(tmp_path)
@@ -138,15 +138,13 @@ def test_restart_shows_no_spike_in_increase(airflow_sqlite_url: str, tmp_path: P
         before = prom.value(f'{RUN_COUNT}{{dag_id="morning_reporting",state="success"}}')
         assert before == 3
         t1 = time.time()
-        server.shutdown()
-        server.server_close()
+        server.__exit__(None, None, None)
         service.close()
         service, server = start(tmp_path)  # same state DB: a plain restart
         _wait_scrapes(prom, 5)
         window = int(time.time() - t1) + 3  # A's last samples, the restart, B's samples
         assert (prom.value(total.format(w=window)) or 0) == 0, "a restart is not new runs"
-        server.shutdown()
-        server.server_close()
+        server.__exit__(None, None, None)
         service.close()
         # control: losing the state DB re-reads history and Prometheus sees it (the test bites)
         (tmp_path / "fresh").mkdir()
@@ -154,8 +152,7 @@ def test_restart_shows_no_spike_in_increase(airflow_sqlite_url: str, tmp_path: P
         _wait_scrapes(prom, 5)
         window = int(time.time() - t1) + 3
         assert (prom.value(total.format(w=window)) or 0) >= 1
-        server.shutdown()
-        server.server_close()
+        server.__exit__(None, None, None)
         service.close()
     finally:
         prom.stop()
@@ -174,10 +171,10 @@ def test_a_black_holed_connection_does_not_hang_the_collector(
         started = time.monotonic()
         assert service.poll_once() is None
         assert time.monotonic() - started < 6
-        assert service.registry.get_sample_value("impactwatch_collector_stale") == 1
+        assert registry(service).get_sample_value("impactwatch_collector_stale") == 1
         proxy.stalled.clear()
         catch_up(service)
-        assert service.registry.get_sample_value("impactwatch_collector_stale") == 0
+        assert registry(service).get_sample_value("impactwatch_collector_stale") == 0
     finally:
         proxy.down()
         service.close()

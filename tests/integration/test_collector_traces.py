@@ -18,7 +18,7 @@ from impactwatch.collector.cost.pricing import try_cost
 from impactwatch.collector.state.schema import dag_run_t
 from impactwatch.collector.state.store import Store, make_engine
 from impactwatch.collector.tracing.spans import to_ns
-from tests.integration.helpers import EXAMPLE_CATALOG, catch_up, make_service
+from tests.integration.helpers import EXAMPLE_CATALOG, catch_up, make_service, registry
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.integration
@@ -208,7 +208,7 @@ def test_a_dead_endpoint_neither_slows_nor_breaks_the_cycle(
         assert service.poll_once() is not None
         took = time.monotonic() - started
         assert took < 30, f"the cycle waited on the dead endpoint: {took:.1f}s"
-        assert service.registry.get_sample_value(
+        assert registry(service).get_sample_value(
             "impactwatch_collector_last_successful_poll_timestamp_seconds"
         )
     finally:

@@ -19,7 +19,7 @@ from impactwatch.catalog.model import Catalog
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.state.store import task_try_t
 from impactwatch.devtools.airflow_home import AirflowHome, RunSpec
-from tests.integration.helpers import collector_with_intake
+from tests.integration.helpers import collector_with_intake, registry
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,7 @@ def collector(home: AirflowHome, tmp_path: Path) -> Iterator[tuple[CollectorServ
 
 def task_cost(service: CollectorService, dag_id: str, task_id: str) -> float:
     labels = {"dag_id": dag_id, "team": "data", "task_id": task_id}
-    value = service.registry.get_sample_value("impactwatch_task_cost_dollars_total", labels)
+    value = registry(service).get_sample_value("impactwatch_task_cost_dollars_total", labels)
     assert value is not None, labels
     return value
 
@@ -152,7 +152,7 @@ def test_cpu_heavy_and_sleeping_tasks_cost_by_basis(
 
     # the run costs the sum of its tasks
     for dag_id, costs in (("cost_measured", measured), ("cost_reserved", reserved)):
-        last = service.registry.get_sample_value(
+        last = registry(service).get_sample_value(
             "impactwatch_dag_run_last_cost_dollars", {"dag_id": dag_id, "team": "data"}
         )
         assert last == pytest.approx(sum(costs.values()), rel=1e-9)

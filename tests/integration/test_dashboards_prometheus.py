@@ -31,14 +31,13 @@ import pytest
 from impactwatch.alert_rules.generate import generate as generate_rules
 from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.loader import load_catalog
-from impactwatch.collector.http_app import CollectorApp, serve
 from impactwatch.dashboards.generate import models
 from impactwatch.dashboards.promql import proof_part
 from impactwatch.router.http_app import create_app as create_router_app
 from impactwatch.router.service import RouterService
 from impactwatch.router.settings import RouterSettings
 from impactwatch.serving import Server, ServerLimits
-from tests.integration.helpers import EXAMPLE_CATALOG, catch_up, make_service
+from tests.integration.helpers import EXAMPLE_CATALOG, catch_up, make_service, serving
 from tests.integration.test_dashboards_scenario import (
     SlackRefuses,
     age_the_morning,
@@ -167,15 +166,13 @@ def scenario(
         )
         cleanup.callback(router.close)
         catch_up(collector)
-        c_server = _serve(
-            cleanup, serve(CollectorApp(collector, INTAKE_TOKEN, 1 << 20), LOOPBACK, 0)[0]
-        )
+        c_base = cleanup.enter_context(serving(collector, INTAKE_TOKEN))
         r_app = create_router_app(router, WEBHOOK_TOKEN)
         r_server = Server(r_app, LOOPBACK, 0, ServerLimits(), name="router")
         r_server.start()
         cleanup.callback(r_server.stop)
         router.start()
-        intake = f"http://127.0.0.1:{c_server.server_port}/v1/events"
+        intake = f"{c_base}/v1/events"
         webhook = f"http://127.0.0.1:{r_server.port}/alertmanager"
         assert (
             post(intake, b'{"schema": "impactwatch.events/v1", "events": [{}]}', INTAKE_TOKEN)
@@ -188,7 +185,7 @@ def scenario(
         assert post(webhook, stale, WEBHOOK_TOKEN) == 200
         offset[0] = 16 * 60  # nobody acknowledged: the first escalation step is due
         router.tick()
-        prom = Prometheus([f"127.0.0.1:{c_server.server_port}", f"127.0.0.1:{r_server.port}"])
+        prom = Prometheus([c_base.removeprefix("http://"), f"127.0.0.1:{r_server.port}"])
         cleanup.callback(prom.stop)
         load_rules(prom)
         wait_for(prom, ["impactwatch_router_escalations_total", "impactwatch_pool_slots"])

@@ -30,7 +30,7 @@ from impactwatch.collector.service import CollectorService
 from impactwatch.collector.state.schema import asset_update_t
 from impactwatch.collector.state.store import dag_run_t, task_try_t
 from impactwatch.devtools.airflow_home import AirflowHome, RunResult, RunSpec, TaskTiming
-from tests.integration.helpers import catch_up, collector_with_intake
+from tests.integration.helpers import catch_up, collector_with_intake, registry
 
 pytestmark = pytest.mark.integration
 
@@ -142,12 +142,12 @@ def assert_every_run_counted_once(home: AirflowHome, service: CollectorService) 
 
 def listener_events(service: CollectorService, outcome: str) -> float:
     labels = {"source": "listener", "outcome": outcome}
-    return service.registry.get_sample_value("impactwatch_collector_events_total", labels) or 0
+    return registry(service).get_sample_value("impactwatch_collector_events_total", labels) or 0
 
 
 def runs_counted(service: CollectorService, dag_id: str, state: str) -> float | None:
     labels = {"dag_id": dag_id, "team": service.state.team(dag_id), "state": state}
-    return service.registry.get_sample_value(RUN_COUNT, labels)
+    return registry(service).get_sample_value(RUN_COUNT, labels)
 
 
 # --- registration through the entry point, only when configured -------------------------------

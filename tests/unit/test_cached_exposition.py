@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from impactwatch.catalog.model import Catalog
 from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
+from impactwatch.collector.metrics import exposition
 from impactwatch.collector.metrics.exporter import ImpactwatchCollector
 from impactwatch.collector.metrics.exposition import CachedExposition
 from impactwatch.collector.metrics.state import DagInfo, MetricsState
@@ -38,7 +40,11 @@ def finished(dag_id: str, run_id: str, start: float, took: float, state: str) ->
     )
 
 
-def test_cached_and_full_renders_agree_through_every_kind_of_change() -> None:
+@pytest.mark.parametrize("chunk", [exposition.CHUNK, 1])
+def test_cached_and_full_renders_agree_through_every_kind_of_change(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exposition, "CHUNK", chunk)  # rendered a DAG per hold of the lock too
     state = MetricsState(CATALOG)
     cached = CachedExposition(state, clock=lambda: T0)
     assert cached.render() == full(state, T0)  # empty state

@@ -4,14 +4,22 @@ the most expensive tasks with bounded labels, history restored from the state DB
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from impactwatch.catalog.model import Catalog
+from impactwatch.collector.cost.history import load_cost_history
 from impactwatch.collector.cost.pricing import Pricing
-from impactwatch.collector.cost.tracking import HISTORY, MIN_HISTORY, OTHER, CostTracker
+from impactwatch.collector.cost.tracking import (
+    COST_HISTORY_RUNS,
+    HISTORY,
+    MIN_HISTORY,
+    OTHER,
+    CostTracker,
+)
 from impactwatch.collector.events import Batch, DagRun, TaskTry
 from impactwatch.collector.metrics.exporter import ImpactwatchCollector
 from impactwatch.collector.metrics.state import DagInfo, MetricsState
@@ -144,7 +152,8 @@ def test_history_survives_a_restart_through_the_state_db(tmp_path: Path) -> None
         ((run, tries),) = changes.finished_runs
         store.ingest(Batch(task_tries=tries, dag_runs=[run]))
     restarted = MetricsState(CATALOG)
-    restarted.restore(Store(store.engine).summary())
+    history = partial(load_cost_history, store.engine, per_dag=COST_HISTORY_RUNS)
+    restarted.restore(Store(store.engine).summary(), history)
     assert restarted.costs.last("wide") == D("0.48")  # the 8th run: 480 CPU-seconds
     # median of runs 1..7 (60..420 s): 240 s
     assert restarted.costs.median_before_last("wide") == D("0.24")

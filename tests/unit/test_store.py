@@ -1,15 +1,16 @@
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from impactwatch.collector.events import ASSET_KEY_MAX, AssetUpdate, Batch, DagRun, TaskTry
 from impactwatch.collector.state.merge import Changes
 from impactwatch.collector.state.schema import asset_update_t
-from impactwatch.collector.state.store import Store, make_engine
+from impactwatch.collector.state.store import Store, UnsupportedStateDB, make_engine
 
 
 def store_at(tmp_path: Path) -> Store:
@@ -77,7 +78,9 @@ def test_a_cleared_run_is_a_new_execution(tmp_path: Path) -> None:
 def test_watermarks_breaches_and_assets_persist(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     assets = [AssetUpdate("s3://b/k", 50.0), AssetUpdate("s3://b/k", 60.0)]
-    changes = store.ingest(Batch(assets=assets), {"dag_run": "7"}, {"freshness|x|1|warning": 1.0})
+    changes = store.ingest(Batch(assets=assets), {"dag_run": "7"})
+    store.save_breaches({"freshness|x|1|warning": 1.0})
+    store.save_breaches({"freshness|x|1|warning": 2.0})  # stored already: kept as it was
     assert len(changes.assets) == 2
     store.ingest(Batch(assets=assets[:1]), {"dag_run": "9"})
     reopened = store_at(tmp_path)
@@ -155,67 +158,58 @@ def test_the_longest_ids_make_a_key_that_fits_the_column() -> None:
 FIELDS = ("uri", "timestamp", "dag_id", "task_id", "run_id", "map_index")
 
 
-# --- ingest_now: groups written in the caller (the intake's event loop on SQLite) -----------------
+# --- write: the writer's groups, one transaction, a bad batch failing alone ---------------------
 def assets(*uris: str) -> Batch:
     return Batch(assets=[AssetUpdate(uri, 1000.0) for uri in uris])
 
 
-def changes_of(got: list[Changes | BaseException]) -> list[Changes]:
+def changes_of(got: list[Changes | Exception]) -> list[Changes]:
     assert all(isinstance(c, Changes) for c in got), got
     return [c for c in got if isinstance(c, Changes)]
 
 
-def test_ingest_now_writes_groups_of_at_most_max_items_events(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_group_is_written_in_one_transaction_with_its_watermarks(tmp_path: Path) -> None:
     store = store_at(tmp_path)
-    store.writer.max_items = 3
-    sizes: list[list[int]] = []
-    write_group = store._write_group
-
-    def recording(jobs: list, *link: object) -> list:
-        sizes.append([len(job.batch) for job in jobs])
-        return write_group(jobs, *link)
-
-    monkeypatch.setattr(store, "_write_group", recording)
-    batches = [
-        assets("s3://a"),
-        assets("s3://b", "s3://c"),
-        assets("s3://d"),
-        assets("s3://e", "s3://f", "s3://g", "s3://h"),  # over max_items: a group of its own
-        assets("s3://a", "s3://i"),  # s3://a again, as in the first group
-        assets("s3://j"),
-    ]
-    before = (store.writer.groups, store.writer.jobs)
-    got = store.ingest_now(batches)
-    assert sizes == [[1, 2], [1], [4], [2, 1]]
-    assert (store.writer.groups, store.writer.jobs) == (before[0] + 4, before[1] + 6)
-    assert store.writer._thread is None  # written here, not on the writer thread
+    got = store.write(
+        [
+            (assets("s3://a"), None),
+            (assets("s3://b", "s3://c"), {"dag_run": "4"}),
+            (assets("s3://a", "s3://d"), {"dag_run": "5"}),  # s3://a again, in the same group
+        ]
+    )
     assert [c.outcomes for c in changes_of(got)] == [
         {"new": 1},
         {"new": 2},
-        {"new": 1},
-        {"new": 4},
         {"duplicate": 1, "new": 1},
-        {"new": 1},
     ]
     assert [a.uri for a in changes_of(got)[1].assets] == ["s3://b", "s3://c"]
-    assert len(store.summary().asset_updates) == 10
+    assert store.watermarks() == {"dag_run": "5"}  # the later one wins
+    assert len(store.summary().asset_updates) == 4
 
 
-def test_ingest_now_fails_a_bad_batch_alone(tmp_path: Path) -> None:
+def test_a_bad_batch_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = store_at(tmp_path)
+    commits: list[int] = []
+    commit = store._commit
+
+    def counting(writes: list) -> list:
+        commits.append(len(writes))
+        return commit(writes)
+
+    monkeypatch.setattr(store, "_commit", counting)
     no_time = Batch(assets=[AssetUpdate("s3://bad", None)])  # type: ignore[arg-type]
-    got = store.ingest_now([assets("s3://a"), no_time, assets("s3://b", "s3://c")])
-    assert (store.writer.groups, store.writer.jobs) == (1, 3)  # one group, written again alone
+    got = store.write(
+        [(assets("s3://a"), None), (no_time, None), (assets("s3://b", "s3://c"), None)]
+    )
+    assert commits == [3, 1, 1, 1]  # the group, rolled back; then each batch alone
     assert isinstance(got[1], IntegrityError)
     first, last = changes_of([got[0], got[2]])
     assert first.outcomes == {"new": 1} and last.outcomes == {"new": 2}
     assert sorted(store.summary().asset_updates) == ["s3://a", "s3://b", "s3://c"]
-    assert [c.outcomes for c in changes_of(store.ingest_now([assets("s3://d")]))] == [{"new": 1}]
+    assert [c.outcomes for c in changes_of(store.write([(assets("s3://d"), None)]))] == [{"new": 1}]
 
 
-def test_ingest_now_returns_a_failed_groups_error_for_each_of_its_batches(
+def test_a_failed_group_returns_its_error_for_each_of_its_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = store_at(tmp_path)
@@ -225,6 +219,12 @@ def test_ingest_now_returns_a_failed_groups_error_for_each_of_its_batches(
         raise down
 
     monkeypatch.setattr(store, "_commit", failing)
-    assert store.ingest_now([assets("s3://a"), assets("s3://b")]) == [down, down]
+    assert store.write([(assets("s3://a"), None), (assets("s3://b"), None)]) == [down, down]
     monkeypatch.undo()
-    assert [c.outcomes for c in changes_of(store.ingest_now([assets("s3://a")]))] == [{"new": 1}]
+    assert [c.outcomes for c in changes_of(store.write([(assets("s3://a"), None)]))] == [{"new": 1}]
+
+
+def test_a_state_db_other_than_sqlite_or_postgresql_is_refused() -> None:
+    engine = create_engine("mysql://nobody@127.0.0.1/none", module=sqlite3)
+    with pytest.raises(UnsupportedStateDB, match="SQLite or PostgreSQL"):
+        Store(engine)

@@ -38,7 +38,7 @@ from impactwatch.catalog.airflow_merge import AssetDeclaration, DagDeclaration
 from impactwatch.collector.airflow import schema as af
 from impactwatch.collector.airflow.db import IdCursor, make_airflow_engine
 from impactwatch.collector.airflow.declarations import read_declarations
-from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
+from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry, field_names
 
 __all__ = ["PollResult", "Poller", "make_airflow_engine"]
 
@@ -65,38 +65,26 @@ class PollResult:
     caught_up: bool = True
 
 
+# Airflow's names for the fields of our records that it spells differently.
+_RENAMED = {"start_date": "start", "end_date": "end", "queued_dttm": "queued"}
+
+
+def _record(record: type, row: Any) -> dict[str, Any]:
+    """The values of `record`'s fields in an Airflow row, by field name."""
+    values = {_RENAMED.get(k, k): v for k, v in row._mapping.items()}
+    return {f: values[f] for f in field_names(record) if f in values}
+
+
 def _run_from_row(row: Any) -> DagRun:
-    return DagRun(
-        row.dag_id,
-        row.run_id,
-        row.state,
-        row.run_type,
-        row.logical_date,
-        row.run_after,
-        row.queued_at,
-        row.start_date,
-        row.end_date,
-        row.clear_number or 0,
-    )
+    run = DagRun(**_record(DagRun, row))
+    run.clear_number = run.clear_number or 0
+    return run
 
 
 def _try_from_row(row: Any) -> TaskTry:
-    duration = float(row.duration) if row.duration is not None else None
-    return TaskTry(
-        row.dag_id,
-        row.run_id,
-        row.task_id,
-        row.map_index,
-        row.try_number,
-        row.state,
-        row.start_date,
-        row.end_date,
-        row.queued_dttm,
-        duration,
-        row.pool,
-        row.queue,
-        row.operator,
-    )
+    t = TaskTry(**_record(TaskTry, row))
+    t.duration = float(t.duration) if t.duration is not None else None
+    return t
 
 
 _RUN_COLS = (
@@ -226,7 +214,7 @@ class Poller:
             missed = self._missed_deadlines(conn, now)
         self.tracked = active_keys
         runs = [_run_from_row(r) for r in by_key.values()]
-        runs += [DagRun(d, r, state="deleted") for d, r in gone]
+        runs += [DagRun(dag_id=d, run_id=r, state="deleted") for d, r in gone]
         running = {(r.dag_id, r.run_id): r.start_date or r.queued_at or now for r in active_rows}
         return PollResult(
             batch=Batch(task_tries=tries, dag_runs=runs, assets=assets),
@@ -375,12 +363,12 @@ class Poller:
         self.assets.advance((r.id for r in rows), now)
         out.extend(
             AssetUpdate(
-                r.uri,
-                r.timestamp,
-                r.source_dag_id,
-                r.source_task_id,
-                r.source_run_id,
-                r.source_map_index,
+                uri=r.uri,
+                timestamp=r.timestamp,
+                dag_id=r.source_dag_id,
+                task_id=r.source_task_id,
+                run_id=r.source_run_id,
+                map_index=r.source_map_index,
             )
             for r in rows
         )

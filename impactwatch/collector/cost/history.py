@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,11 +21,9 @@ from sqlalchemy import ColumnElement, Engine, and_, case, func, literal, not_, o
 
 from impactwatch.collector.cost.pricing import ZERO, Pricing, Usage
 from impactwatch.collector.events import DAG_RUN_TERMINAL, TaskTry
-from impactwatch.collector.state.schema import dag_run_t, task_try_t
+from impactwatch.collector.state.schema import TRY_RECORD, dag_run_t, task_try, task_try_t
 
 _c = task_try_t.c
-# TaskTry's fields in order, as state-DB columns (`end` is `end_` there).
-_TRY_COLUMNS = tuple(task_try_t.c["end_" if f.name == "end" else f.name] for f in fields(TaskTry))
 _RAW_SECONDS = case(
     (_c.duration.is_not(None), _c.duration),
     (and_(_c.start.is_not(None), _c.end_.is_not(None)), _c.end_ - _c.start),
@@ -37,14 +35,10 @@ _BEGUN = func.coalesce(_c.start, _c.end_ - _c.duration, _c.end_)
 
 def read_tries(conn: Any, where: ColumnElement[bool]) -> Iterator[tuple[str, TaskTry]]:
     """(run key, try) for every stored try matching `where`."""
-    query = select(_c.run_k, *_TRY_COLUMNS).where(where)
-    for run_k, *values in conn.execute(query):
-        t = TaskTry(*values)
-        if t.peak_rss_bytes is not None:
-            t.peak_rss_bytes = int(t.peak_rss_bytes)  # stored as a float
-        if t.requested_memory_bytes is not None:
-            t.requested_memory_bytes = int(t.requested_memory_bytes)
-        yield run_k, t
+    query = select(_c.run_k, *TRY_RECORD).where(where)
+    for row in conn.execute(query):
+        values = dict(row._mapping)
+        yield values.pop("run_k"), task_try(values)
 
 
 def usages(
@@ -124,7 +118,7 @@ def cost_history(conn: Any, pricing: Pricing, per_dag: int) -> dict[str, DagHist
 
 
 def load_cost_history(engine: Engine, pricing: Pricing, per_dag: int) -> dict[str, DagHistory]:
-    """`cost_history` on a connection of its own (what `Summary.cost_history` calls)."""
+    """`cost_history` on a connection of its own (for `MetricsState.restore`)."""
     with engine.connect() as conn:
         return cost_history(conn, pricing, per_dag)
 

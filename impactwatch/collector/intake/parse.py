@@ -70,9 +70,9 @@ class TaskTryEvent(_Event):
     map_index: int = -1
     try_number: int = Field(ge=0)
     state: Annotated[str, Field(max_length=30)] | None = None
-    start_date: Time = None
-    end_date: Time = None
-    queued_date: Time = None
+    start: Time = Field(None, validation_alias="start_date")
+    end: Time = Field(None, validation_alias="end_date")
+    queued: Time = Field(None, validation_alias="queued_date")
     duration: Annotated[float, Field(ge=0)] | None = None
     pool: Short | None = None
     queue: Short | None = None
@@ -92,8 +92,8 @@ class DagRunEvent(_Event):
     logical_date: Time = None
     run_after: Time = None
     queued_at: Time = None
-    start_date: Time = None
-    end_date: Time = None
+    start: Time = Field(None, validation_alias="start_date")
+    end: Time = Field(None, validation_alias="end_date")
     clear_number: int = Field(default=0, ge=0)
 
 
@@ -144,52 +144,11 @@ def parse_events(body: bytes) -> Batch:
         raise IntakeError(_describe(exc)) from None
     batch = Batch()
     for event in envelope.events:
+        fields = event.model_dump(exclude={"type"})
         if isinstance(event, TaskTryEvent):
-            batch.task_tries.append(
-                TaskTry(
-                    event.dag_id,
-                    event.run_id,
-                    event.task_id,
-                    event.map_index,
-                    event.try_number,
-                    event.state,
-                    event.start_date,
-                    event.end_date,
-                    event.queued_date,
-                    event.duration,
-                    event.pool,
-                    event.queue,
-                    event.operator,
-                    event.cpu_seconds,
-                    event.peak_rss_bytes,
-                    event.requested_cpu,
-                    event.requested_memory_bytes,
-                )
-            )
+            batch.task_tries.append(TaskTry(**fields))
         elif isinstance(event, DagRunEvent):
-            batch.dag_runs.append(
-                DagRun(
-                    event.dag_id,
-                    event.run_id,
-                    event.state,
-                    event.run_type,
-                    event.logical_date,
-                    event.run_after,
-                    event.queued_at,
-                    event.start_date,
-                    event.end_date,
-                    event.clear_number,
-                )
-            )
+            batch.dag_runs.append(DagRun(**fields))
         else:
-            batch.assets.append(
-                AssetUpdate(
-                    event.uri,
-                    event.timestamp,
-                    event.dag_id,
-                    event.task_id,
-                    event.run_id,
-                    event.map_index,
-                )
-            )
+            batch.assets.append(AssetUpdate(**fields))
     return batch

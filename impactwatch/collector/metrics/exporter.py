@@ -190,7 +190,7 @@ class ImpactwatchCollector(Collector):
         for table, n in sorted(stats.rows_read.items()):
             rows.add_metric([table], float(n))
         events = _counter(c.COLLECTOR_EVENTS)
-        for (source, outcome), n in sorted(stats.events.items()):
+        for (source, outcome), n in sorted(stats.event_counts().items()):
             events.add_metric([source, outcome], float(n))
         errors = _counter(c.COLLECTOR_DB_ERRORS)
         for db in ("airflow", "state"):

@@ -22,6 +22,7 @@ from impactwatch.collector.metrics.state import MetricsState
 from impactwatch.contract import metrics as c
 
 Families = dict[str, str]
+CHUNK = 200  # DAGs rendered per hold of the metrics state's lock (~70 ms)
 
 
 def _families(
@@ -53,37 +54,52 @@ class CachedExposition:
         self._per_dag: dict[str, Families] = {}
         self._headers: Families = {}
 
-    def _refresh(self, dirty: Collection[str] | None) -> None:
-        keys = self.state.dag_keys()
-        if dirty is None:
-            self._per_dag.clear()
-            self._headers = _families(self.state, self.clock, "dags", dags=())
-            dirty = keys
-        for dag_id in dirty:
-            if dag_id in keys:
-                rendered = _families(self.state, self.clock, "dags", dags=(dag_id,))
-                self._per_dag[dag_id] = {k: _body(v) for k, v in rendered.items() if _body(v)}
-            else:
-                self._per_dag.pop(dag_id, None)
+    def _refresh(self) -> None:
+        """Re-render the DAGs marked changed, CHUNK at a time under the metrics state's lock,
+        so the writer (which changes the state under that lock) waits for one chunk at most,
+        never for a whole render (seconds at 10,000 DAGs)."""
+        with self.state.lock:
+            dirty = self.state.take_dirty()
+            if dirty is None:
+                self._per_dag.clear()
+                self._headers = _families(self.state, self.clock, "dags", dags=())
+                dirty = self.state.dag_keys()
+        pending = sorted(dirty)
+        for start in range(0, len(pending), CHUNK):
+            with self.state.lock:
+                keys = self.state.dag_keys()
+                for dag_id in pending[start : start + CHUNK]:
+                    if dag_id in keys:
+                        rendered = _families(self.state, self.clock, "dags", dags=(dag_id,))
+                        bodies = {k: _body(v) for k, v in rendered.items() if _body(v)}
+                        self._per_dag[dag_id] = bodies
+                    else:
+                        self._per_dag.pop(dag_id, None)
 
     def refresh(self) -> None:
-        """Re-render the DAGs that changed; the service calls this after each poll cycle so the
-        cost of a large (first, or after a catalog change) render is not a scrape's."""
-        with self._lock, self.state.lock:
-            self._refresh(self.state.take_dirty())
+        """Re-render the DAGs that changed; the collector calls this at start and whenever its
+        writer is idle, so the cost of rendering is seldom a scrape's. Never waits for a scrape
+        rendering meanwhile: that one renders them."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._refresh()
+            finally:
+                self._lock.release()
 
     def render(self) -> bytes:
         """The whole exposition, identical to generate_latest over the full state."""
-        with self._lock, self.state.lock:
-            self._refresh(self.state.take_dirty())
-            rest = _families(self.state, self.clock, "rest")
-            dags = sorted(self._per_dag)
+        with self._lock:
+            self._refresh()
+            with self.state.lock:
+                rest = _families(self.state, self.clock, "rest")
+            per_dag, headers = dict(self._per_dag), self._headers
+        dags = sorted(per_dag)
         order = list(rest)
         split = order.index(c.POOL_SLOTS.family)  # DAG families come before the platform's
         parts = [rest[name] for name in order[:split]]
-        for name, header in self._headers.items():
+        for name, header in headers.items():
             parts.append(header)
-            parts.extend(self._per_dag[d].get(name, "") for d in dags)
+            parts.extend(per_dag[d].get(name, "") for d in dags)
         parts.extend(rest[name] for name in order[split:])
         return "".join(parts).encode()
 

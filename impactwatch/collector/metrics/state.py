@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from impactwatch.catalog.deadlines import next_unmet_deadline
 from impactwatch.catalog.model import Catalog, CostModel, Dataset
+from impactwatch.collector.cost.history import DagHistory
 from impactwatch.collector.cost.pricing import ZERO, Pricing
 from impactwatch.collector.cost.tracking import CostTracker
 from impactwatch.collector.state.store import Changes, Summary
@@ -80,46 +81,23 @@ class SelfStats:
     db_errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     last_poll: float | None = None
     stale: bool = True
+    _counting: threading.Lock = field(default_factory=threading.Lock)
 
+    def count(self, source: str, outcome: str, n: int = 1) -> None:
+        """Count events by source and outcome; from any thread (the intake counts refusals)."""
+        with self._counting:
+            self.events[(source, outcome)] += n
 
-class DrainingLock:
-    """The metrics state's lock: re-entrant, and whoever takes it first runs the observations
-    handed in without waiting (`MetricsState.apply_soon`), oldest first, before reading or
-    changing anything else. So the intake's event loop never waits for a scrape that holds the
-    lock while it renders, and a scrape still sees every event answered before it began."""
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._depth = 0  # changed only by the holder
-        self.pending: deque[Callable[[], None]] = deque()
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        if not self._lock.acquire(blocking, timeout):
-            return False
-        self._depth += 1
-        if self._depth == 1:
-            while self.pending:
-                try:
-                    self.pending.popleft()()
-                except Exception:  # one bad observation must not wedge the lock
-                    log.exception("could not observe an intake request")
-        return True
-
-    def release(self) -> None:
-        self._depth -= 1
-        self._lock.release()
-
-    def __enter__(self) -> DrainingLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def event_counts(self) -> dict[tuple[str, str], int]:
+        with self._counting:
+            return dict(self.events)
 
 
 class MetricsState:
     def __init__(self, catalog: Catalog) -> None:
-        self.lock = DrainingLock()
+        # Changed by the collector's writer thread only; held by it while it changes anything,
+        # and by a scrape while it reads.
+        self.lock = threading.RLock()
         self.catalog = catalog
         self.dags: dict[str, DagInfo] = {}
         self.last_success: dict[str, float] = {}
@@ -213,7 +191,11 @@ class MetricsState:
                 self.costs.drop(gone)
                 self.running = {k: v for k, v in self.running.items() if k[0] not in gone}
 
-    def restore(self, summary: Summary) -> None:
+    def restore(
+        self,
+        summary: Summary,
+        cost_history: Callable[[Pricing], Mapping[str, DagHistory]] | None = None,
+    ) -> None:
         """State after a restart, from the store: nothing observed twice, nothing lost."""
         with self.lock:
             self.last_success.update(summary.last_success)
@@ -224,10 +206,10 @@ class MetricsState:
             self.asset_updates.update(summary.asset_updates)
             self.counted |= summary.breaches
             cost = self.catalog.cost
-            if summary.cost_history is None or cost == self._history_priced_with:
+            if cost_history is None or cost == self._history_priced_with:
                 return  # after a catalog change that left the cost model alone: still right
         pricing = self.pricing
-        history = summary.cost_history(pricing)  # a long read: scrapes go on meanwhile
+        history = cost_history(pricing)  # a long read: scrapes go on meanwhile
         with self.lock:
             for dag_id, dag in history.items():
                 self.costs.seed(dag_id, dag.totals, dag.ranking)
@@ -237,30 +219,11 @@ class MetricsState:
     def team(self, dag_id: str) -> str:
         return self.catalog.team_of_pipeline(dag_id)
 
-    def apply_soon(self, changes: Changes, source: str, now: float) -> None:
-        """`apply`, without waiting for the lock: now if it is free, else by its next holder
-        (before that one reads anything). For the intake's event loop."""
-        self.lock.pending.append(lambda: self.apply(changes, source, now))
-        self._try_drain()
-
-    def count_soon(self, source: str, outcome: str, n: int = 1) -> None:
-        """Count events in `self_stats` as `apply_soon` observes them (e.g. refused ones)."""
-
-        def count() -> None:
-            self.self_stats.events[(source, outcome)] += n
-
-        self.lock.pending.append(count)
-        self._try_drain()
-
-    def _try_drain(self) -> None:
-        if self.lock.acquire(blocking=False):
-            self.lock.release()
-
     def apply(self, changes: Changes, source: str, now: float) -> None:
         """Observe what the store saw for the first time."""
         with self.lock:
             for outcome, n in changes.outcomes.items():
-                self.self_stats.events[(source, outcome)] += n
+                self.self_stats.count(source, outcome, n)
             for t in changes.queued_tries:
                 self._touch(t.dag_id)
                 wait = max((t.start or 0.0) - (t.queued or 0.0), 0.0)

@@ -3,9 +3,17 @@ changes in what is stored: pure, shared by both sources."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
+from impactwatch.collector.events import (
+    RUN_KEY,
+    TRY_KEY,
+    AssetUpdate,
+    DagRun,
+    TaskTry,
+    field_names,
+)
 from impactwatch.collector.state.schema import (
     RUN_DELAY,
     RUN_FINISHED,
@@ -13,37 +21,19 @@ from impactwatch.collector.state.schema import (
     TRY_SUCCEEDED,
 )
 
-TRY_FIELDS = (
-    "state",
-    "start",
-    "end",
-    "queued",
-    "duration",
-    "pool",
-    "queue",
-    "operator",
-    "cpu_seconds",
-    "peak_rss_bytes",
-    "requested_cpu",
-    "requested_memory_bytes",
-)
-RUN_FIELDS = (
-    "state",
-    "run_type",
-    "logical_date",
-    "run_after",
-    "queued_at",
-    "start",
-    "end",
-    "clear_number",
-)
+# What a sighting can tell about a try or a run beyond its key, merged field by field.
+TRY_FIELDS = tuple(f for f in field_names(TaskTry) if f not in TRY_KEY)
+RUN_FIELDS = tuple(f for f in field_names(DagRun) if f not in RUN_KEY)
+
+
+def _merged(old: Any, new: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """`new`'s value of each field where it knows one, else `old`'s."""
+    return {f: v if (v := getattr(new, f)) is not None else getattr(old, f) for f in names}
 
 
 def merge_try(old: TaskTry, new: TaskTry) -> TaskTry:
     """`new` wins field by field where it knows something; a terminal state never regresses."""
-    out = TaskTry(old.dag_id, old.run_id, old.task_id, old.map_index, old.try_number)
-    for f in TRY_FIELDS:
-        setattr(out, f, getattr(new, f) if getattr(new, f) is not None else getattr(old, f))
+    out = replace(old, **_merged(old, new, TRY_FIELDS))
     if old.terminal and not new.terminal:
         out.state = old.state
         out.end = old.end if old.end is not None else out.end
@@ -53,9 +43,7 @@ def merge_try(old: TaskTry, new: TaskTry) -> TaskTry:
 def merge_run(old: DagRun, new: DagRun) -> DagRun:
     if new.clear_number < old.clear_number:
         return old
-    out = DagRun(old.dag_id, old.run_id)
-    for f in RUN_FIELDS:
-        setattr(out, f, getattr(new, f) if getattr(new, f) is not None else getattr(old, f))
+    out = replace(old, **_merged(old, new, RUN_FIELDS))
     if old.terminal and not new.terminal and new.clear_number == old.clear_number:
         out.state = old.state
         out.end = old.end if old.end is not None else out.end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -10,13 +11,16 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    Label,
     MetaData,
     String,
     Table,
     create_engine,
     event,
+    make_url,
 )
 
+from impactwatch.collector.events import DagRun, TaskTry, field_names
 from impactwatch.db_migrations import Migrations
 
 metadata = MetaData()
@@ -117,8 +121,41 @@ def create_or_upgrade(engine: Engine) -> None:
     MIGRATIONS.upgrade(engine)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for the state DB; SQLite gets WAL and a busy timeout."""
+# --- records <-> rows (a record's field is the column of that name; `end` is `end_`) -------
+def db_column(name: str) -> str:
+    return "end_" if name == "end" else name
+
+
+def record_columns(table: Table, record: type) -> list[Label[Any]]:
+    """`table`'s columns of `record`'s fields, labelled by field: `record(**row._mapping)`."""
+    return [table.c[db_column(f)].label(f) for f in field_names(record)]
+
+
+def row_values(table: Table, record: Any) -> dict[str, Any]:
+    """`record`'s fields that `table` stores, by column name."""
+    values = {db_column(f): getattr(record, f) for f in field_names(type(record))}
+    return {name: value for name, value in values.items() if name in table.c}
+
+
+TRY_RECORD = record_columns(task_try_t, TaskTry)
+RUN_RECORD = record_columns(dag_run_t, DagRun)
+
+
+def task_try(values: Mapping[str, Any]) -> TaskTry:
+    """A try from a row of TRY_RECORD (byte counts are stored as floats)."""
+    t = TaskTry(**values)
+    if t.peak_rss_bytes is not None:
+        t.peak_rss_bytes = int(t.peak_rss_bytes)
+    if t.requested_memory_bytes is not None:
+        t.requested_memory_bytes = int(t.requested_memory_bytes)
+    return t
+
+
+def make_engine(url: str, timeout_ms: int = 30_000) -> Engine:
+    """An engine for the state DB. SQLite gets WAL and a busy timeout; PostgreSQL a limit on
+    each statement and each lock wait (`timeout_ms`), so a hung write fails instead of holding
+    the writer, and no server-side prepared statements: PostgreSQL may keep a generic plan
+    made while a table was nearly empty, a full scan per key list (docs/design-notes.md)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -130,7 +167,13 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    # No ping on checkout (a round trip per transaction): after a database restart the first
-    # use of a dead pooled connection fails and SQLAlchemy drops the pool; the store's writer
-    # retries once, a failed poll cycle is retried by the service.
-    return create_engine(url, pool_size=4, max_overflow=2)
+    connect_args: dict[str, Any] = {}
+    if make_url(url).get_backend_name() == "postgresql":
+        connect_args["options"] = f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
+        if make_url(url).get_driver_name() == "psycopg":
+            connect_args["prepare_threshold"] = None
+    # After a database restart the pooled connections are dead: the ping on checkout replaces
+    # them, and a failed poll cycle or intake write is retried by its sender.
+    return create_engine(
+        url, pool_size=4, max_overflow=2, pool_pre_ping=True, connect_args=connect_args
+    )

@@ -1,58 +1,66 @@
 """The collector's own state DB: idempotent event store, watermarks, counted breaches.
 
 SQLite file by default, PostgreSQL by URL (SQLAlchemy Core). Both sources write the same keys;
-`ingest` merges what is new, tells which facts are seen for the first time (so metrics observe
+`write` merges what is new, tells which facts are seen for the first time (so metrics observe
 them once), and saves the poller's watermarks in the same transaction, so a restart neither
-recounts nor misses anything. Ingests that arrive while another is being written are written
-together in one transaction (group commit): the poller's by the writer thread (`writer.py`), the
-intake's by its event loop (`ingest_in_loop`). Each is done once its group has committed. The
-write path runs statements compiled once (`state_writes.py`) on connections of its own.
+recounts nor misses anything. It is called by one thread, the collector's writer
+(`service.py`), with every batch queued since its last write: one transaction for all of them,
+each batch alone again if a row of one is refused.
+
+- Rows by key take the whole key list as one parameter: `k = ANY(:keys)` (a PostgreSQL array)
+  or an expanding `k IN (...)` on SQLite.
+- Writes are `INSERT ... ON CONFLICT (key) DO UPDATE` (`DO NOTHING` for breaches), one
+  executemany for new and changed rows together.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
+    Connection,
     Engine,
+    Table,
+    any_,
     bindparam,
     func,
-    insert,
     select,
-    update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.types import ARRAY, String
 
-from impactwatch.collector.cost.history import DagHistory, load_cost_history
-from impactwatch.collector.cost.pricing import Pricing
-from impactwatch.collector.cost.tracking import COST_HISTORY_RUNS
-from impactwatch.collector.events import Batch, DagRun, TaskTry
-from impactwatch.collector.state.loop_connection import LoopConnection
+from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
 from impactwatch.collector.state.merge import Changes, merge_assets, merge_runs, merge_tries
 from impactwatch.collector.state.schema import (
+    RUN_RECORD,
+    TRY_RECORD,
     asset_update_t,
     breach_t,
     create_or_upgrade,
     dag_run_t,
     make_engine,
+    row_values,
+    task_try,
     task_try_t,
     traced_run_t,
     watermark_t,
 )
-from impactwatch.collector.state.writer import GroupCommit
-from impactwatch.collector.state.writes import StateWrites, wrap_error
 
-__all__ = ["Changes", "Store", "Summary", "make_engine", "task_try_t"]
+__all__ = ["Changes", "Store", "Summary", "UnsupportedStateDB", "make_engine", "task_try_t"]
 
-_CHUNK = 400
 OPEN_STATES = ("queued", "running")  # what the poller tracks until it ends (or is deleted)
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+# One write of the group: a batch, and the watermarks saved with it (the poller's).
+Write = tuple[Batch, Mapping[str, str] | None]
+
+
+class UnsupportedStateDB(ValueError):
+    """The state DB is neither SQLite nor PostgreSQL."""
 
 
 @dataclass
@@ -65,311 +73,169 @@ class Summary:
     asset_updates: dict[str, float]
     breaches: set[str]
     open_runs: list[DagRun]
-    # each DAG's latest finished runs, priced when called with a Pricing (a costly read)
-    cost_history: Callable[[Pricing], dict[str, DagHistory]] | None = None
-
-
-def _run_from_row(row: Any) -> DagRun:
-    return DagRun(
-        row.dag_id,
-        row.run_id,
-        row.state,
-        row.run_type,
-        row.logical_date,
-        row.run_after,
-        row.queued_at,
-        row.start,
-        row.end_,
-        row.clear_number,
-    )
-
-
-def _try_from_row(row: Any) -> TaskTry:
-    rss = int(row.peak_rss_bytes) if row.peak_rss_bytes is not None else None
-    return TaskTry(
-        row.dag_id,
-        row.run_id,
-        row.task_id,
-        row.map_index,
-        row.try_number,
-        row.state,
-        row.start,
-        row.end_,
-        row.queued,
-        row.duration,
-        row.pool,
-        row.queue,
-        row.operator,
-        row.cpu_seconds,
-        rss,
-        row.requested_cpu,
-        int(row.requested_memory_bytes) if row.requested_memory_bytes is not None else None,
-    )
-
-
-def _chunks(items: list[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-class _Link:
-    """One connection of the write path, opened when first needed (and again after it died)."""
-
-    def __init__(self, open_: Callable[[], Any]) -> None:
-        self.open = open_
-        self.raw: Any = None  # a pooled DBAPI connection, or a LoopConnection
-
-
-@dataclass
-class _Job:
-    """One `ingest` call, as the group writer sees it."""
-
-    batch: Batch
-    watermarks: Mapping[str, str] | None
-    breaches: Mapping[str, float] | None
-    changes: Changes = field(default_factory=Changes)
 
 
 class Store:
-    """Idempotent event store. Thread-safe: one writer at a time inside this process.
+    """Idempotent event store. `write` and `save_breaches` are called by one thread only."""
 
-    `group_commit=False` gives each ingest a transaction of its own (a baseline for benchmarks).
-    """
-
-    def __init__(self, engine: Engine, *, group_commit: bool = True) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._lock = threading.RLock()  # one writer at a time; the loop takes it ahead
+        insert = _INSERTS.get(engine.dialect.name)
+        if insert is None:
+            raise UnsupportedStateDB(
+                f"the state DB must be SQLite or PostgreSQL, not {engine.dialect.name!r}: "
+                "pass --state-db sqlite:///PATH or postgresql+psycopg://..."
+            )
         create_or_upgrade(engine)
-        self._sql = StateWrites(engine.dialect)
-        self._link = _Link(engine.raw_connection)  # the write path's own connection
-        self._loop_link: _Link | None = None  # the intake loop's (PostgreSQL), on first use
-        self.writer: GroupCommit[_Job] = GroupCommit(
-            self._write_group, size=lambda job: len(job.batch) or 1, enabled=group_commit
+        self.postgresql = engine.dialect.name == "postgresql"
+        self._upsert_tries = self._upsert(task_try_t)
+        self._upsert_runs = self._upsert(dag_run_t)
+        self._upsert_assets = self._upsert(asset_update_t)
+        self._upsert_watermarks = self._upsert(watermark_t)
+        self._upsert_traced = self._upsert(traced_run_t)
+        self._add_breaches = insert(breach_t).on_conflict_do_nothing(index_elements=[breach_t.c.k])
+        self._tries_by_key = select(*TRY_RECORD, task_try_t.c.observed).where(
+            self._among(task_try_t.c.k)
+        )
+        self._tries_by_run = select(task_try_t.c.run_k, *TRY_RECORD).where(
+            self._among(task_try_t.c.run_k)
+        )
+        self._runs_by_key = select(*RUN_RECORD, dag_run_t.c.observed).where(
+            self._among(dag_run_t.c.k)
+        )
+        self._asset_times = select(asset_update_t.c.k, asset_update_t.c.timestamp).where(
+            self._among(asset_update_t.c.k)
         )
 
-    def close(self) -> None:
-        """Write what is queued, give back the write path's connection, close the pool. (The
-        intake loop's connection is closed by the loop: `close_in_loop`.)"""
-        self.writer.close()
-        with self._lock:
-            if self._link.raw is not None:
-                self._link.raw.close()
-                self._link.raw = None
-        self.engine.dispose()
+    def _upsert(self, table: Table) -> Callable[[Connection, list[dict[str, Any]]], Any]:
+        """INSERT ... ON CONFLICT (primary key) DO UPDATE every other column, for many rows:
+        an executemany on SQLite; on PostgreSQL one statement over an array per column
+        (`unnest`), planned once per call: nothing is server-side prepared there (make_engine),
+        and an executemany would be parsed and planned row by row."""
+        key = table.primary_key.columns[0]
+        if self.postgresql:
+            arrays = [func.unnest(bindparam(c.name, type_=ARRAY(c.type))) for c in table.c]
+            stmt = postgresql.insert(table).from_select(list(table.c), select(*arrays))
+        else:
+            stmt = sqlite.insert(table)
+        changed = {c.name: stmt.excluded[c.name] for c in table.c if c is not key}
+        upsert = stmt.on_conflict_do_update(index_elements=[key], set_=changed)
+        if not self.postgresql:
+            return lambda conn, rows: conn.execute(upsert, rows)
+        names = [c.name for c in table.c]
+        return lambda conn, rows: conn.execute(upsert, {n: [r.get(n) for r in rows] for n in names})
 
-    async def close_in_loop(self) -> None:
-        """Close the intake loop's connection, on that loop."""
-        link, self._loop_link = self._loop_link, None
-        if link is not None and link.raw is not None:
-            with contextlib.suppress(Exception):
-                await link.raw.dbapi_connection.close()
+    def _among(self, column: ColumnElement[str]) -> ColumnElement[bool]:
+        """`column` in the list bound as `keys`: one array parameter on PostgreSQL (one plan
+        whatever the number of keys), an expanding IN on SQLite."""
+        if self.postgresql:
+            return column == any_(bindparam("keys", type_=ARRAY(String)))
+        return column.in_(bindparam("keys", expanding=True))
+
+    def close(self) -> None:
+        self.engine.dispose()
 
     # --- watermarks -------------------------------------------------------------------------
     def watermarks(self) -> dict[str, str]:
         with self.engine.connect() as conn:
             return {r.name: r.value for r in conn.execute(select(watermark_t))}
 
-    # --- ingest -----------------------------------------------------------------------------
-    def ingest(
-        self,
-        batch: Batch,
-        watermarks: Mapping[str, str] | None = None,
-        breaches: Mapping[str, float] | None = None,
-    ) -> Changes:
-        """Merge `batch`, save `watermarks` and `breaches`, all in one transaction (shared with
-        the ingests that arrived meanwhile); returns once it has committed."""
-        job = _Job(batch, watermarks, breaches)
-        self.writer.submit(job)
-        return job.changes
-
-    def ingest_now(self, batches: list[Batch]) -> list[Changes | BaseException]:
-        """Ingests written in the calling thread, now, in groups of up to the writer's
-        `max_items` events: each one's changes, or its error."""
-        return self._ingest_groups(batches, self._link)
-
-    async def ingest_in_loop(self, batches: list[Batch]) -> list[Changes | BaseException]:
-        """`ingest_now` for the intake's event loop (intake_server.py).
-
-        SQLite: written right here. A group write is a fraction of a millisecond of this
-        process's CPU, and a writer thread would cost more in GIL hand-offs than it saves.
-        PostgreSQL: the same code run in a greenlet, on the loop's own asyncio connection
-        (loop_connection.py). Each wait for PostgreSQL's answer lets the loop serve other
-        requests.
-
-        The store's lock is taken without blocking the loop: while the poller writes, the loop
-        serves on. (The lock is re-entrant and the greenlet runs in the loop's thread: the
-        write's own `with self._lock` passes.)
-        """
-        while not self._lock.acquire(blocking=False):  # the poller is writing: wait, not block
-            await asyncio.sleep(0.002)
+    # --- writes -----------------------------------------------------------------------------
+    def write(self, writes: list[Write]) -> list[Changes | Exception]:
+        """Merge the batches and save their watermarks in one transaction; each one's changes,
+        or its error. A row the DB refuses fails only its own batch: then each batch is
+        written again in a transaction of its own."""
         try:
-            if self.engine.dialect.name == "sqlite":
-                return self.ingest_now(batches)
-            if self._loop_link is None:
-                _args, connect_args = self.engine.dialect.create_connect_args(self.engine.url)
-                self._loop_link = _Link(partial(LoopConnection.open, connect_args))
-            link = self._loop_link
+            return list(self._commit(writes))
+        except (IntegrityError, DataError) as exc:
+            if len(writes) == 1:
+                return [exc]
+        except Exception as exc:  # the DB is down, or timed out: every batch failed
+            return [exc] * len(writes)
+        out: list[Changes | Exception] = []
+        for one in writes:
             try:
-                return await greenlet_spawn(self._ingest_groups, batches, link)
-            except asyncio.CancelledError:  # timed out or stopping: its transaction is unknown
-                if link.raw is not None:
-                    with contextlib.suppress(Exception):
-                        link.raw.invalidate()
-                    link.raw = None
-                raise
-        finally:
-            self._lock.release()  # (re-entrant: the write in this thread took it again)
-
-    def _ingest_groups(self, batches: list[Batch], link: _Link) -> list[Changes | BaseException]:
-        out: list[Changes | BaseException] = []
-        group: list[_Job] = []
-        events = 0
-        for batch in [*batches, None]:
-            size = len(batch) if batch is not None else 0
-            if group and (batch is None or events + size > self.writer.max_items):
-                try:
-                    errors = self._write_group(group, link)
-                except Exception as exc:
-                    errors = [exc] * len(group)
-                self.writer.count(len(group))
-                out += [j.changes if e is None else e for j, e in zip(group, errors, strict=True)]
-                group, events = [], 0
-            if batch is not None:
-                group.append(_Job(batch, None, None))
-                events += size
+                out += self._commit([one])
+            except Exception as exc:
+                out.append(exc)
         return out
 
+    def ingest(self, batch: Batch, watermarks: Mapping[str, str] | None = None) -> Changes:
+        """`write` of one batch; raises its error."""
+        (got,) = self.write([(batch, watermarks)])
+        if isinstance(got, Exception):
+            raise got
+        return got
+
     def save_breaches(self, breaches: Mapping[str, float]) -> None:
+        """Breaches not yet stored; one already stored keeps its first time."""
         if breaches:
-            self._transaction(lambda cursor: self._sql.save_breaches(cursor, breaches))
+            with self.engine.begin() as conn:
+                conn.execute(self._add_breaches, [{"k": k, "at": at} for k, at in breaches.items()])
 
-    def _write_group(
-        self, jobs: list[_Job], link: _Link | None = None
-    ) -> list[BaseException | None]:
-        link = link or self._link
-        try:
-            self._commit(jobs, link)
-        except (IntegrityError, DataError):
-            if len(jobs) == 1:
-                raise
-            return [self._alone(job, link) for job in jobs]  # a bad row fails only its job
-        return [None] * len(jobs)
+    def _rows(self, conn: Connection, query: Any, keys: Collection[str]) -> list[Any]:
+        return list(conn.execute(query, {"keys": sorted(keys)})) if keys else []
 
-    def _alone(self, job: _Job, link: _Link) -> BaseException | None:
-        try:
-            self._commit([job], link)
-        except Exception as exc:
-            return exc
-        return None
+    def _commit(self, writes: list[Write]) -> list[Changes]:
+        changes = [Changes() for _ in writes]
+        batches = [batch for batch, _ in writes]
+        with self.engine.begin() as conn:
+            self._merge_tries(conn, [b.task_tries for b in batches], changes)
+            self._merge_runs(conn, [b.dag_runs for b in batches], changes)
+            self._merge_assets(conn, [b.assets for b in batches], changes)
+            watermarks: dict[str, str] = {}
+            for _, saved in writes:  # later ones win
+                watermarks.update(saved or {})
+            if watermarks:
+                rows = [{"name": n, "value": v} for n, v in watermarks.items()]
+                self._upsert_watermarks(conn, rows)
+        return changes
 
-    def _commit(self, jobs: list[_Job], link: _Link) -> None:
-        """The group in one transaction (see `_transaction`)."""
-        changes: list[Changes] = []
+    def _merge_tries(
+        self, conn: Connection, batches: list[list[TaskTry]], changes: list[Changes]
+    ) -> None:
+        keys = {t.key for tries in batches for t in tries}
+        known = {}
+        for row in self._rows(conn, self._tries_by_key, keys):
+            values = dict(row._mapping)
+            observed = values.pop("observed")
+            t = task_try(values)
+            known[t.key] = (t, observed)
+        dirty = merge_tries(known, batches, changes)
+        if dirty:
+            self._upsert_tries(conn, [_try_row(t, o) for t, o in dirty.values()])
 
-        def merge(cursor: Any) -> None:
-            changes[:] = [Changes() for _ in jobs]  # afresh if written again
-            self._merge_group(cursor, jobs, changes)
+    def _merge_runs(
+        self, conn: Connection, batches: list[list[DagRun]], changes: list[Changes]
+    ) -> None:
+        keys = {r.key for runs in batches for r in runs}
+        known = {}
+        for row in self._rows(conn, self._runs_by_key, keys):
+            values = dict(row._mapping)
+            observed = values.pop("observed")
+            r = DagRun(**values)
+            known[r.key] = (r, observed)
+        dirty, finished = merge_runs(known, batches, changes)
+        if dirty:
+            self._upsert_runs(conn, [_run_row(r, o) for r, o in dirty.values()])
+        ended = {r.key for done in finished for r in done}
+        if ended:  # their tries as stored now, this group's included
+            by_run: dict[str, list[TaskTry]] = {k: [] for k in ended}
+            for row in self._rows(conn, self._tries_by_run, ended):
+                values = dict(row._mapping)
+                by_run[values.pop("run_k")].append(task_try(values))
+            for seen, done in zip(changes, finished, strict=True):
+                seen.finished_runs.extend((r, by_run[r.key]) for r in done)
 
-        self._transaction(merge, link)
-        for job, seen in zip(jobs, changes, strict=True):
-            job.changes = seen
-
-    def _transaction(self, work: Callable[[Any], None], link: _Link | None = None) -> None:
-        """`work(cursor)` and a commit on one of the write path's own connections (see
-        state_writes.py), one writer at a time. Again on a new connection if that one was dead
-        (the DB restarted; it is not pinged before use): `work` must be safe to run twice, as
-        ingest is. Driver errors are raised as SQLAlchemy's (IntegrityError, ...)."""
-        link = link or self._link
-        dialect = self.engine.dialect
-        for attempt in (1, 2):
-            with self._lock:
-                if link.raw is None:
-                    try:
-                        link.raw = link.open()
-                    except dialect.loaded_dbapi.Error as exc:  # SQLAlchemy's pool wraps its own
-                        raise wrap_error(exc, None, dialect, True) from exc
-                raw = link.raw
-                cursor = raw.cursor()
-                try:
-                    work(cursor)
-                    raw.commit()
-                    return
-                except Exception as exc:
-                    dead = isinstance(exc, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
-                        exc, raw.dbapi_connection, cursor
-                    )
-                    self._abandon(link, dead)
-                    if dead and attempt == 1:
-                        continue
-                    wrapped = wrap_error(exc, None, dialect, dead)
-                    if wrapped is exc:
-                        raise
-                    raise wrapped from exc
-                finally:
-                    with contextlib.suppress(Exception):
-                        cursor.close()
-
-    def _abandon(self, link: _Link, dead: bool) -> None:
-        """Roll back after a failed write. A dead connection is dropped with the pool's idle
-        ones, dead as well after a restart (what SQLAlchemy does on a disconnect); one that
-        cannot roll back is dropped alone."""
-        raw = link.raw
-        if not dead:
-            try:
-                raw.rollback()
-                return
-            except Exception:
-                pass
-        with contextlib.suppress(Exception):
-            raw.invalidate()
-        link.raw = None
-        if dead:
-            self.engine.dispose()
-
-    def _merge_group(self, cursor: Any, jobs: list[_Job], changes: list[Changes]) -> None:
-        sql = self._sql
-        tries = [job.batch.task_tries for job in jobs]
-        if any(tries):
-            keys = {t.key for batch in tries for t in batch}
-            known = {
-                row.k: (_try_from_row(row), row.observed) for row in sql.tries_by_key(cursor, keys)
-            }
-            dirty = merge_tries(known, tries, changes)
-            if dirty:
-                sql.upsert_tries.executemany(cursor, [sql.try_row(t, o) for t, o in dirty.values()])
-        runs = [job.batch.dag_runs for job in jobs]
-        if any(runs):
-            keys = {r.key for batch in runs for r in batch}
-            known_runs = {
-                row.k: (_run_from_row(row), row.observed) for row in sql.runs_by_key(cursor, keys)
-            }
-            dirty_runs, finished = merge_runs(known_runs, runs, changes)
-            if dirty_runs:
-                rows = [sql.run_row(r, o) for r, o in dirty_runs.values()]
-                sql.upsert_runs.executemany(cursor, rows)
-            ended = {r.key for done in finished for r in done}
-            if ended:  # their tries as stored now, this group's included
-                by_run: dict[str, list[TaskTry]] = {k: [] for k in ended}
-                for row in sql.tries_by_run(cursor, ended):
-                    by_run[row.run_k].append(_try_from_row(row))
-                for seen, done in zip(changes, finished, strict=True):
-                    seen.finished_runs.extend((r, by_run[r.key]) for r in done)
-        assets = [job.batch.assets for job in jobs]
-        if any(assets):
-            keys = {a.key for batch in assets for a in batch}
-            stamps = {row.k: row.timestamp for row in sql.asset_times(cursor, keys)}
-            new = merge_assets(stamps, assets, changes)
-            if new:
-                sql.upsert_assets.executemany(cursor, [sql.asset_row(k, a) for k, a in new.items()])
-        watermarks: dict[str, str] = {}
-        breaches: dict[str, float] = {}
-        for job in jobs:  # later jobs win
-            watermarks.update(job.watermarks or {})
-            breaches.update(job.breaches or {})
-        if watermarks:
-            sql.save_watermarks(cursor, watermarks)
-        if breaches:
-            sql.save_breaches(cursor, breaches)
+    def _merge_assets(
+        self, conn: Connection, batches: list[list[AssetUpdate]], changes: list[Changes]
+    ) -> None:
+        keys = {a.key for assets in batches for a in assets}
+        stamps = {row.k: row.timestamp for row in self._rows(conn, self._asset_times, keys)}
+        new = merge_assets(stamps, batches, changes)
+        if new:
+            rows = [{"k": k, **row_values(asset_update_t, a)} for k, a in new.items()]
+            self._upsert_assets(conn, rows)
 
     # --- restart ----------------------------------------------------------------------------
     def summary(self) -> Summary:
@@ -396,12 +262,9 @@ class Store:
             )
             asset_updates = {u: ts for u, ts in conn.execute(q)}
             breaches = set(conn.scalars(select(breach_t.c.k)))
-            q = select(dag_run_t).where(dag_run_t.c.state.in_(OPEN_STATES))
-            open_runs = [_run_from_row(r) for r in conn.execute(q)]
-        history = partial(load_cost_history, self.engine, per_dag=COST_HISTORY_RUNS)
-        return Summary(
-            last_success, last_failure, task_success, asset_updates, breaches, open_runs, history
-        )
+            q = select(*RUN_RECORD).where(dag_run_t.c.state.in_(OPEN_STATES))
+            open_runs = [DagRun(**r._mapping) for r in conn.execute(q)]
+        return Summary(last_success, last_failure, task_success, asset_updates, breaches, open_runs)
 
     def open_run_keys(self) -> set[tuple[str, str]]:
         with self.engine.connect() as conn:
@@ -413,43 +276,33 @@ class Store:
     # --- traces (OpenTelemetry) -------------------------------------------------------------
     def untraced_runs(self, runs: list[DagRun]) -> list[DagRun]:
         """The runs whose current execution (`clear_number`) has no trace sent yet."""
-        done: dict[str, int] = {}
+        q = select(traced_run_t.c.k, traced_run_t.c.clear_number).where(
+            self._among(traced_run_t.c.k)
+        )
         with self.engine.connect() as conn:
-            for part in _chunks([r.key for r in runs]):
-                q = select(traced_run_t.c.k, traced_run_t.c.clear_number)
-                done.update((k, c) for k, c in conn.execute(q.where(traced_run_t.c.k.in_(part))))
+            done = dict(self._rows(conn, q, {r.key for r in runs}))
         return [r for r in runs if done.get(r.key, -1) < r.clear_number]
 
     def run_tries(self, run_keys: list[str]) -> dict[str, list[TaskTry]]:
         """Every stored task try of these runs (both sources merged), by run key."""
         tries: dict[str, list[TaskTry]] = {k: [] for k in run_keys}
         with self.engine.connect() as conn:
-            for part in _chunks(run_keys):
-                for row in conn.execute(select(task_try_t).where(task_try_t.c.run_k.in_(part))):
-                    tries[row.run_k].append(_try_from_row(row))
+            for row in self._rows(conn, self._tries_by_run, run_keys):
+                values = dict(row._mapping)
+                tries[values.pop("run_k")].append(task_try(values))
         return tries
 
-    def mark_traced(self, runs: list[DagRun], at: float) -> None:
+    def mark_traced(self, runs: Iterable[DagRun], at: float) -> None:
         """Remember that these runs' traces were sent, so no restart sends them again."""
-        with self._lock, self.engine.begin() as conn:
-            keys = [r.key for r in runs]
-            known: set[str] = set()
-            for part in _chunks(keys):
-                q = select(traced_run_t.c.k).where(traced_run_t.c.k.in_(part))
-                known.update(conn.scalars(q))
-            rows = [{"k": r.key, "clear_number": r.clear_number, "at": at} for r in runs]
-            new = [row for row in rows if row["k"] not in known]
-            old = [
-                {"_k": row["k"], "c": row["clear_number"], "a": at}
-                for row in rows
-                if row["k"] in known
-            ]
-            if new:
-                conn.execute(insert(traced_run_t), new)
-            if old:
-                conn.execute(
-                    update(traced_run_t)
-                    .where(traced_run_t.c.k == bindparam("_k"))
-                    .values(clear_number=bindparam("c"), at=bindparam("a")),
-                    old,
-                )
+        rows = {r.key: {"k": r.key, "clear_number": r.clear_number, "at": at} for r in runs}
+        if rows:
+            with self.engine.begin() as conn:
+                self._upsert_traced(conn, list(rows.values()))
+
+
+def _try_row(t: TaskTry, observed: int) -> dict[str, Any]:
+    return {"k": t.key, "run_k": t.run_key, "observed": observed, **row_values(task_try_t, t)}
+
+
+def _run_row(r: DagRun, observed: int) -> dict[str, Any]:
+    return {"k": r.key, "observed": observed, **row_values(dag_run_t, r)}
