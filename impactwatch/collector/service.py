@@ -348,11 +348,15 @@ class CollectorService:
 
     def _trace(self, runs: list[DagRun], now: float) -> None:
         """Traces of the runs the poller read as finished (the poller, not the listener: its
-        read of a finished run has every try). Never fails the cycle; retried next cycle."""
-        if self.tracer is None:
+        read of a finished run has every try), on the writer, which owns the store; spans only
+        go onto the SDK's queue there. Never fails the cycle; retried next cycle."""
+        tracer = self.tracer
+        if tracer is None:
             return
         try:
-            self.tracer.trace_finished(runs, self.store, self.state.catalog, now)
+            self._call(
+                lambda: tracer.trace_finished(runs, self.store, self.state.catalog, now)
+            ).result()
         except Exception as exc:
             if not self._trace_failures:
                 log.warning("traces: not sent, retrying next cycle: %s", describe_error(exc))
