@@ -94,7 +94,8 @@ def bench_pricing(verdicts: report.Verdicts) -> list[list[object]]:
     pricing = Pricing(CATALOG)
     runs = [
         [
-            TaskTry(f"dag_{d}", "r", f"t{k}", -1, 1, "success", 0.0, 870.0, duration=870.0,
+            TaskTry(dag_id=f"dag_{d}", run_id="r", task_id=f"t{k}", map_index=-1, try_number=1,
+                    state="success", start=0.0, end=870.0, duration=870.0,
                     pool="default_pool", cpu_seconds=12.5 if k % 2 else None, peak_rss_bytes=2**28)
             for k in range(TASKS)
         ]

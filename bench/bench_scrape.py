@@ -202,7 +202,9 @@ def synthetic_state(catalog: Catalog, dags: int, now: float) -> MetricsState:
             succeeded_tries=[t for _, tries in runs for t in tries if t.state == "success"],
         )
         if d % 13 == 0:
-            changes.assets.append(AssetUpdate(f"s3://lake/{dag_id(d)}/output", last_end))
+            changes.assets.append(
+                AssetUpdate(uri=f"s3://lake/{dag_id(d)}/output", timestamp=last_end)
+            )
         state.apply(changes, "poller", now)
         if d % 10 == 0:
             running[(dag_id(d), "scheduled__3")] = now - 600

@@ -55,12 +55,21 @@ def runs_with_tries(n: int, offset: int) -> tuple[list[DagRun], list[TaskTry]]:
     for i in range(offset, offset + n):
         dag, run_id = f"dag_{i % 100}", f"scheduled__{i}"
         start = NOW - 3000 + i % 600
-        runs.append(DagRun(dag, run_id, "success", "scheduled", start, start, start, start, NOW))
+        runs.append(
+            DagRun(
+                dag_id=dag, run_id=run_id, state="success", run_type="scheduled",
+                logical_date=start, run_after=start, queued_at=start, start=start, end=NOW,
+            )
+        )  # fmt: skip
         for k in range(TASKS):
             t0 = start + k * 10
             tries.append(
-                TaskTry(dag, run_id, f"task_{k}", -1, 1, "success", t0, t0 + 9, t0 - 1, 9.0,
-                        "heavy_etl" if k == 0 else "default_pool", "default", "PythonOperator")
+                TaskTry(
+                    dag_id=dag, run_id=run_id, task_id=f"task_{k}", map_index=-1, try_number=1,
+                    state="success", start=t0, end=t0 + 9, queued=t0 - 1, duration=9.0,
+                    pool="heavy_etl" if k == 0 else "default_pool", queue="default",
+                    operator="PythonOperator",
+                )
             )  # fmt: skip
     return runs, tries
 

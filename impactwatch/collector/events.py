@@ -17,7 +17,7 @@ SEP = "\x1f"  # joins key parts: cannot appear in Airflow ids
 ASSET_KEY_MAX = 1600  # iw_asset_update.k
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class TaskTry:
     dag_id: str
     run_id: str
@@ -52,7 +52,7 @@ class TaskTry:
         return self.state in TASK_TERMINAL
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class DagRun:
     dag_id: str
     run_id: str
@@ -74,7 +74,7 @@ class DagRun:
         return self.state in DAG_RUN_TERMINAL
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class AssetUpdate:
     uri: str
     timestamp: float

@@ -380,11 +380,13 @@ def test_what_waits_during_a_write_is_written_next_as_groups_of_bounded_size(
 ) -> None:
     monkeypatch.setattr(service_module, "GROUP_EVENTS", 3)
     gate = Gate(sqlite_service, monkeypatch)
-    first = sqlite_service.submit(Batch(assets=[AssetUpdate("s3://g/0", 1.0)]))
+    first = sqlite_service.submit(Batch(assets=[AssetUpdate(uri="s3://g/0", timestamp=1.0)]))
     assert gate.entered.wait(10)  # the writer holds the first one
     sizes = [1, 2, 1, 4, 2, 1]
     futures = [
-        sqlite_service.submit(Batch(assets=[AssetUpdate(f"s3://g/{n}/{i}", 1.0) for i in range(k)]))
+        sqlite_service.submit(
+            Batch(assets=[AssetUpdate(uri=f"s3://g/{n}/{i}", timestamp=1.0) for i in range(k)])
+        )
         for n, k in enumerate(sizes)
     ]
     gate.open()
@@ -399,10 +401,12 @@ def test_a_batch_its_sender_gave_up_on_before_the_writer_took_it_is_not_written(
     sqlite_service: CollectorService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = Gate(sqlite_service, monkeypatch)
-    first = sqlite_service.submit(Batch(assets=[AssetUpdate("s3://k/first", 1.0)]))
+    first = sqlite_service.submit(Batch(assets=[AssetUpdate(uri="s3://k/first", timestamp=1.0)]))
     assert gate.entered.wait(10)
-    dropped = sqlite_service.submit(Batch(assets=[AssetUpdate("s3://k/dropped", 1.0)]))
-    kept = sqlite_service.submit(Batch(assets=[AssetUpdate("s3://k/kept", 1.0)]))
+    dropped = sqlite_service.submit(
+        Batch(assets=[AssetUpdate(uri="s3://k/dropped", timestamp=1.0)])
+    )
+    kept = sqlite_service.submit(Batch(assets=[AssetUpdate(uri="s3://k/kept", timestamp=1.0)]))
     assert dropped.cancel()  # queued: the sender's wait timed out
     gate.open()
     assert first.result(10).outcomes == kept.result(10).outcomes == {"new": 1}
@@ -573,6 +577,6 @@ def test_shutdown_drops_idle_connections_and_a_closed_service_refuses_writes(
     with pytest.raises(OSError):
         connect(port, timeout=2)
     sqlite_service.close()
-    refused = sqlite_service.submit(Batch(assets=[AssetUpdate("s3://late", 1.0)]))
+    refused = sqlite_service.submit(Batch(assets=[AssetUpdate(uri="s3://late", timestamp=1.0)]))
     assert isinstance(refused.exception(1), RuntimeError)
     assert not sqlite_service._writer.is_alive()

@@ -90,17 +90,41 @@ def state_db(tmp_path: Path, day: date) -> Store:
     midnight before `day` at the default 1 CPU, 2 GiB ($0.05/h: $0.05 on `day`)."""
     store = Store(make_engine(f"sqlite:///{tmp_path / 'state.db'}"))
     heavy = TaskTry(
-        "nightly_heavy_etl", "r1", "transform", -1, 1, "success",
-        at(day, 1), at(day, 6), duration=5 * 3600.0, pool="heavy_etl",
-    )  # fmt: skip
+        dag_id="nightly_heavy_etl",
+        run_id="r1",
+        task_id="transform",
+        map_index=-1,
+        try_number=1,
+        state="success",
+        start=at(day, 1),
+        end=at(day, 6),
+        duration=5 * 3600.0,
+        pool="heavy_etl",
+    )
     risk = TaskTry(
-        "risk_scoring", "r1", "score", -1, 1, "success",
-        at(day, -1), at(day, 1), duration=2 * 3600.0, pool="default_pool",
-    )  # fmt: skip
+        dag_id="risk_scoring",
+        run_id="r1",
+        task_id="score",
+        map_index=-1,
+        try_number=1,
+        state="success",
+        start=at(day, -1),
+        end=at(day, 1),
+        duration=2 * 3600.0,
+        pool="default_pool",
+    )
     elsewhere = TaskTry(  # the day before: outside the window
-        "nightly_heavy_etl", "r0", "transform", -1, 1, "success",
-        at(day, -20), at(day, -15), duration=5 * 3600.0, pool="heavy_etl",
-    )  # fmt: skip
+        dag_id="nightly_heavy_etl",
+        run_id="r0",
+        task_id="transform",
+        map_index=-1,
+        try_number=1,
+        state="success",
+        start=at(day, -20),
+        end=at(day, -15),
+        duration=5 * 3600.0,
+        pool="heavy_etl",
+    )
     store.ingest(Batch(task_tries=[heavy, risk, elsewhere]))
     return store
 

@@ -39,19 +39,70 @@ def count(store: Store, table: object) -> int:
 def test_listener_and_poller_events_merge_once_on_postgres(pg_store: tuple[Store, str]) -> None:
     store, _ = pg_store
     long_uri = "s3://lake/" + "p" * 1490  # the longest URI, with the longest ids: a hashed key
-    tries = [TaskTry("etl", "r1", "load", -1, 1, "running", 1.0)]
+    tries = [
+        TaskTry(
+            dag_id="etl",
+            run_id="r1",
+            task_id="load",
+            map_index=-1,
+            try_number=1,
+            state="running",
+            start=1.0,
+        )
+    ]
     produced = [
-        AssetUpdate(long_uri, 5.0, "d" * 250, "t" * 250, "r" * 250, 7),
-        AssetUpdate("s3://lake/prices", 5.0, "etl", "load", "r1", -1),
+        AssetUpdate(
+            uri=long_uri,
+            timestamp=5.0,
+            dag_id="d" * 250,
+            task_id="t" * 250,
+            run_id="r" * 250,
+            map_index=7,
+        ),
+        AssetUpdate(
+            uri="s3://lake/prices",
+            timestamp=5.0,
+            dag_id="etl",
+            task_id="load",
+            run_id="r1",
+            map_index=-1,
+        ),
     ]
     first = store.ingest(Batch(task_tries=tries, assets=produced), {"dag_run": "1"})
     assert first.outcomes == {"new": 3}
     later = [
-        AssetUpdate(a.uri, a.timestamp + 0.008, a.dag_id, a.task_id, a.run_id, a.map_index)
+        AssetUpdate(
+            uri=a.uri,
+            timestamp=a.timestamp + 0.008,
+            dag_id=a.dag_id,
+            task_id=a.task_id,
+            run_id=a.run_id,
+            map_index=a.map_index,
+        )
         for a in produced
     ]
-    run = DagRun("etl", "r1", "success", "manual", None, 0.5, 0.6, 1.0, 9.0)
-    done = TaskTry("etl", "r1", "load", -1, 1, "success", 1.0, 8.0, cpu_seconds=2.0)
+    run = DagRun(
+        dag_id="etl",
+        run_id="r1",
+        state="success",
+        run_type="manual",
+        logical_date=None,
+        run_after=0.5,
+        queued_at=0.6,
+        start=1.0,
+        end=9.0,
+    )
+    done = TaskTry(
+        dag_id="etl",
+        run_id="r1",
+        task_id="load",
+        map_index=-1,
+        try_number=1,
+        state="success",
+        start=1.0,
+        end=8.0,
+        cpu_seconds=2.0,
+    )
     second = store.ingest(Batch([done], [run], later), {"dag_run": "2"})
     assert second.outcomes == {"updated": 1, "new": 1, "duplicate": 2}
     ((finished, its_tries),) = second.finished_runs
@@ -69,7 +120,16 @@ def test_concurrent_ingests_on_postgres_each_count_once(pg_store: tuple[Store, s
 
     def client(n: int) -> None:
         for i in range(25):
-            t = TaskTry("etl", f"r{n}", f"t{i}", -1, 1, "success", 1.0, 2.0)
+            t = TaskTry(
+                dag_id="etl",
+                run_id=f"r{n}",
+                task_id=f"t{i}",
+                map_index=-1,
+                try_number=1,
+                state="success",
+                start=1.0,
+                end=2.0,
+            )
             for _ in range(2):
                 outcomes = store.ingest(Batch(task_tries=[t])).outcomes
                 with lock:
@@ -89,13 +149,39 @@ def test_a_dropped_session_costs_no_ingest(pg_base_url: str, pg_store: tuple[Sto
     """Pooled connections are not pinged on checkout: a dead one is replaced and the group
     written again."""
     store, name = pg_store
-    store.ingest(Batch(task_tries=[TaskTry("etl", "r1", "a", -1, 1, "success")]))
+    store.ingest(
+        Batch(
+            task_tries=[
+                TaskTry(
+                    dag_id="etl",
+                    run_id="r1",
+                    task_id="a",
+                    map_index=-1,
+                    try_number=1,
+                    state="success",
+                )
+            ]
+        )
+    )
     with psycopg.connect(f"{pg_base_url}/postgres", autocommit=True) as admin:
         ended = admin.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
             (name,),
         ).fetchone()
     assert ended and ended[0] >= 1  # the store's pooled session is gone
-    changes = store.ingest(Batch(task_tries=[TaskTry("etl", "r1", "b", -1, 1, "success")]))
+    changes = store.ingest(
+        Batch(
+            task_tries=[
+                TaskTry(
+                    dag_id="etl",
+                    run_id="r1",
+                    task_id="b",
+                    map_index=-1,
+                    try_number=1,
+                    state="success",
+                )
+            ]
+        )
+    )
     assert changes.outcomes == {"new": 1}
     assert count(store, task_try_t) == 2

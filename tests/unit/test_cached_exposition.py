@@ -33,8 +33,31 @@ def full(state: MetricsState, now: float) -> bytes:
 
 
 def finished(dag_id: str, run_id: str, start: float, took: float, state: str) -> Changes:
-    run = DagRun(dag_id, run_id, state, "scheduled", None, start, start, start + 1, start + took)
-    tries = [TaskTry(dag_id, run_id, "t", -1, 1, state, start, start + took, start - 2, took)]
+    run = DagRun(
+        dag_id=dag_id,
+        run_id=run_id,
+        state=state,
+        run_type="scheduled",
+        logical_date=None,
+        run_after=start,
+        queued_at=start,
+        start=start + 1,
+        end=start + took,
+    )
+    tries = [
+        TaskTry(
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id="t",
+            map_index=-1,
+            try_number=1,
+            state=state,
+            start=start,
+            end=start + took,
+            queued=start - 2,
+            duration=took,
+        )
+    ]
     return Changes(
         finished_runs=[(run, tries)], terminal_runs=[run], started_runs=[run], queued_tries=tries
     )
@@ -51,7 +74,7 @@ def test_cached_and_full_renders_agree_through_every_kind_of_change(
     state.set_dags({"a": DagInfo(), "b": DagInfo(), "c": DagInfo()})
     state.apply(finished("a", "r1", T0 - 900, 700, "success"), "poller", T0)
     state.apply(finished("b", "r1", T0 - 900, 60, "failed"), "poller", T0)
-    state.apply(Changes(assets=[AssetUpdate("s3://b/s", T0 - 4000)]), "listener", T0)
+    state.apply(Changes(assets=[AssetUpdate(uri="s3://b/s", timestamp=T0 - 4000)]), "listener", T0)
     state.set_running({("c", "r9"): T0 - 30})
     state.record_xcom([("c", T0 - 10, 2048)], T0)
     state.evaluate(T0)

@@ -55,7 +55,15 @@ def attempt(dag_id: str = "reserved_dag", task_id: str = "t", **kw: object) -> T
     map_index = kw.pop("map_index", -1)
     try_number = kw.pop("try_number")
     state = kw.pop("state", "success")
-    return TaskTry(dag_id, "r1", task_id, map_index, try_number, state, **kw)  # type: ignore[arg-type]
+    return TaskTry(
+        dag_id=dag_id,
+        run_id="r1",
+        task_id=task_id,
+        map_index=map_index,
+        try_number=try_number,
+        state=state,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def close(a: Decimal, b: Decimal) -> bool:

@@ -39,16 +39,23 @@ def random_tries(rng: random.Random, dag_id: str, run_id: str, end: float) -> li
         measured = rng.random() < 0.5
         tries.append(
             TaskTry(
-                dag_id, run_id, task, rng.choice([-1, 0, 1]), rng.randint(1, 3), "success",
-                start=end - seconds if rng.random() < 0.9 else None, end=end,
+                dag_id=dag_id,
+                run_id=run_id,
+                task_id=task,
+                map_index=rng.choice([-1, 0, 1]),
+                try_number=rng.randint(1, 3),
+                state="success",
+                start=end - seconds if rng.random() < 0.9 else None,
+                end=end,
                 duration=seconds if rng.random() < 0.8 else None,
-                pool=rng.choice(["big", "default_pool", None]), queue=rng.choice(["q", None]),
+                pool=rng.choice(["big", "default_pool", None]),
+                queue=rng.choice(["q", None]),
                 cpu_seconds=rng.uniform(0, seconds) if measured else None,
                 peak_rss_bytes=rng.randint(2**20, 2**33) if measured else None,
                 requested_cpu=rng.choice([None, 0.5, 2.0]),
                 requested_memory_bytes=rng.choice([None, 2**30]),
             )
-        )  # fmt: skip
+        )
     # keys must be unique in a run
     return list({t.key: t for t in tries}.values())
 
@@ -67,7 +74,17 @@ def filled(tmp_path: Path) -> tuple[Store, dict[str, list[tuple[float, list[Task
             runs[dag_id].append((end, tries))
             batch.task_tries += tries
             batch.dag_runs.append(
-                DagRun(dag_id, run_id, "success", "manual", None, end, end, end - 10, end)
+                DagRun(
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    state="success",
+                    run_type="manual",
+                    logical_date=None,
+                    run_after=end,
+                    queued_at=end,
+                    start=end - 10,
+                    end=end,
+                )
             )
     store.ingest(batch)
     return store, runs

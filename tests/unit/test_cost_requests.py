@@ -164,9 +164,26 @@ def stored(store: Store) -> list:
 def test_requests_are_stored_merged_and_read_back(tmp_path: Path) -> None:
     store = Store(make_engine(f"sqlite:///{tmp_path / 'state.db'}"))
     listener = TaskTry(
-        "d", "r", "t", -1, 1, "running", requested_cpu=0.5, requested_memory_bytes=GI
+        dag_id="d",
+        run_id="r",
+        task_id="t",
+        map_index=-1,
+        try_number=1,
+        state="running",
+        requested_cpu=0.5,
+        requested_memory_bytes=GI,
     )
-    poller = TaskTry("d", "r", "t", -1, 1, "success", 10.0, 20.0, duration=10.0)
+    poller = TaskTry(
+        dag_id="d",
+        run_id="r",
+        task_id="t",
+        map_index=-1,
+        try_number=1,
+        state="success",
+        start=10.0,
+        end=20.0,
+        duration=10.0,
+    )
     store.ingest(Batch(task_tries=[listener]))
     store.ingest(Batch(task_tries=[poller]))  # the poller knows no requests: they stay
     (row,) = stored(store)
@@ -182,6 +199,14 @@ def test_a_state_db_from_before_requests_gets_the_columns(tmp_path: Path) -> Non
         conn.execute("ALTER TABLE iw_task_try DROP COLUMN requested_memory_bytes")
         conn.execute("DROP TABLE impactwatch_collector_alembic_version")  # made before Alembic
     store = Store(make_engine(f"sqlite:///{path}"))
-    t = TaskTry("d", "r", "t", -1, 1, "success", requested_cpu=2.0)
+    t = TaskTry(
+        dag_id="d",
+        run_id="r",
+        task_id="t",
+        map_index=-1,
+        try_number=1,
+        state="success",
+        requested_cpu=2.0,
+    )
     store.ingest(Batch(task_tries=[t]))
     assert [row.requested_cpu for row in stored(store)] == [2.0]

@@ -90,9 +90,29 @@ def test_seeded_history_ranks_tasks_but_adds_no_spend() -> None:
 
 def run_changes(run_id: str, end: float, tasks: dict[str, float]) -> Changes:
     """A finished run of `wide` whose tasks ran `tasks` seconds (1 CPU: $0.001 a second)."""
-    run = DagRun("wide", run_id, "success", "manual", None, end - 60, end - 60, end - 60, end)
+    run = DagRun(
+        dag_id="wide",
+        run_id=run_id,
+        state="success",
+        run_type="manual",
+        logical_date=None,
+        run_after=end - 60,
+        queued_at=end - 60,
+        start=end - 60,
+        end=end,
+    )
     tries = [
-        TaskTry("wide", run_id, task, -1, 1, "success", end - 60, end, duration=seconds)
+        TaskTry(
+            dag_id="wide",
+            run_id=run_id,
+            task_id=task,
+            map_index=-1,
+            try_number=1,
+            state="success",
+            start=end - 60,
+            end=end,
+            duration=seconds,
+        )
         for task, seconds in tasks.items()
     ]
     return Changes(finished_runs=[(run, tries)], terminal_runs=[run])

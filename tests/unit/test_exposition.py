@@ -79,7 +79,7 @@ def test_exposition_is_byte_exact() -> None:
         }
     )
     state = MetricsState(catalog)
-    changes = Changes(assets=[AssetUpdate("s3://b/s", T0)], outcomes={"new": 1})
+    changes = Changes(assets=[AssetUpdate(uri="s3://b/s", timestamp=T0)], outcomes={"new": 1})
     state.apply(changes, "poller", T0)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ImpactwatchCollector(state, clock=lambda: T0))

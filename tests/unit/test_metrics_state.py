@@ -44,14 +44,45 @@ def breaches(reg: CollectorRegistry, **labels: str) -> float | None:
 
 
 def finished(dag_id: str, run_id: str, start: float, end: float, state: str = "success") -> Changes:
-    run = DagRun(dag_id, run_id, state, "scheduled", None, start, start, start, end)
-    tries = [TaskTry(dag_id, run_id, "t", -1, 1, state, start, end, duration=end - start)]
+    run = DagRun(
+        dag_id=dag_id,
+        run_id=run_id,
+        state=state,
+        run_type="scheduled",
+        logical_date=None,
+        run_after=start,
+        queued_at=start,
+        start=start,
+        end=end,
+    )
+    tries = [
+        TaskTry(
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id="t",
+            map_index=-1,
+            try_number=1,
+            state=state,
+            start=start,
+            end=end,
+            duration=end - start,
+        )
+    ]
     return Changes(finished_runs=[(run, tries)], terminal_runs=[run])
 
 
 def test_freshness_on_a_critical_data_product_is_critical_at_once_and_counted_once() -> None:
     state = MetricsState(CATALOG)
-    done = TaskTry("risk_scoring", "r1", "publish", -1, 1, "success", T0 - 60, T0)
+    done = TaskTry(
+        dag_id="risk_scoring",
+        run_id="r1",
+        task_id="publish",
+        map_index=-1,
+        try_number=1,
+        state="success",
+        start=T0 - 60,
+        end=T0,
+    )
     state.apply(Changes(succeeded_tries=[done]), "poller", T0)
     assert state.evaluate(T0 + 29 * MIN) == {}
     pending = state.evaluate(T0 + 31 * MIN)
@@ -80,7 +111,7 @@ def test_freshness_on_a_critical_data_product_is_critical_at_once_and_counted_on
 
 def test_the_severity_ladder_counts_warning_then_critical_past_twice_the_limit() -> None:
     state = MetricsState(CATALOG)
-    state.apply(Changes(assets=[AssetUpdate("s3://b/kpis", T0)]), "listener", T0)
+    state.apply(Changes(assets=[AssetUpdate(uri="s3://b/kpis", timestamp=T0)]), "listener", T0)
     assert [k.rsplit("|", 1)[1] for k in state.evaluate(T0 + 61 * MIN)] == ["warning"]
     assert [k.rsplit("|", 1)[1] for k in state.evaluate(T0 + 121 * MIN)] == ["critical"]
     reg = scrape(state, T0 + 121 * MIN)
@@ -169,7 +200,9 @@ def test_deleted_dags_lose_their_series() -> None:
 
 def test_clock_skewed_future_timestamps_are_clamped() -> None:
     state = MetricsState(CATALOG)
-    state.apply(Changes(assets=[AssetUpdate("s3://b/kpis", T0 + 86400)]), "poller", T0)
+    state.apply(
+        Changes(assets=[AssetUpdate(uri="s3://b/kpis", timestamp=T0 + 86400)]), "poller", T0
+    )
     reg = scrape(state, T0)
     assert (
         reg.get_sample_value(
@@ -183,7 +216,7 @@ def test_clock_skewed_future_timestamps_are_clamped() -> None:
 def test_an_asset_product_is_paused_when_every_writer_of_the_asset_is() -> None:
     state = MetricsState(CATALOG)
     labels = {"dataset": "kpis", "team": "risk", "tier": "standard"}
-    state.apply(Changes(assets=[AssetUpdate("s3://b/kpis", T0)]), "poller", T0)
+    state.apply(Changes(assets=[AssetUpdate(uri="s3://b/kpis", timestamp=T0)]), "poller", T0)
     state.set_dags({"a": DagInfo(paused=True), "b": DagInfo()}, {"s3://b/kpis": ["a", "b"]})
     assert scrape(state, T0).get_sample_value("impactwatch_dataset_producer_paused", labels) == 0
     state.set_dags({"a": DagInfo(paused=True), "b": DagInfo(paused=True)})

@@ -18,11 +18,30 @@ def store_at(tmp_path: Path) -> Store:
 
 
 def run(state: str, end: float | None = None, clear: int = 0) -> DagRun:
-    return DagRun("etl", "r1", state, "scheduled", 100.0, 100.0, 101.0, 105.0, end, clear)
+    return DagRun(
+        dag_id="etl",
+        run_id="r1",
+        state=state,
+        run_type="scheduled",
+        logical_date=100.0,
+        run_after=100.0,
+        queued_at=101.0,
+        start=105.0,
+        end=end,
+        clear_number=clear,
+    )
 
 
 def task(state: str, try_number: int = 1, **kw: object) -> TaskTry:
-    return TaskTry("etl", "r1", "load", -1, try_number, state, **kw)  # type: ignore[arg-type]
+    return TaskTry(
+        dag_id="etl",
+        run_id="r1",
+        task_id="load",
+        map_index=-1,
+        try_number=try_number,
+        state=state,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_a_finished_run_is_observed_once_across_sources_and_restarts(tmp_path: Path) -> None:
@@ -77,7 +96,10 @@ def test_a_cleared_run_is_a_new_execution(tmp_path: Path) -> None:
 
 def test_watermarks_breaches_and_assets_persist(tmp_path: Path) -> None:
     store = store_at(tmp_path)
-    assets = [AssetUpdate("s3://b/k", 50.0), AssetUpdate("s3://b/k", 60.0)]
+    assets = [
+        AssetUpdate(uri="s3://b/k", timestamp=50.0),
+        AssetUpdate(uri="s3://b/k", timestamp=60.0),
+    ]
     changes = store.ingest(Batch(assets=assets), {"dag_run": "7"})
     store.save_breaches({"freshness|x|1|warning": 1.0})
     store.save_breaches({"freshness|x|1|warning": 2.0})  # stored already: kept as it was
@@ -92,9 +114,13 @@ def test_watermarks_breaches_and_assets_persist(tmp_path: Path) -> None:
 
 def test_open_runs_are_remembered_for_the_poller(tmp_path: Path) -> None:
     store = store_at(tmp_path)
-    store.ingest(Batch(dag_runs=[run("running"), DagRun("etl", "r2", "success", end=5.0)]))
+    store.ingest(
+        Batch(
+            dag_runs=[run("running"), DagRun(dag_id="etl", run_id="r2", state="success", end=5.0)]
+        )
+    )
     assert store.open_run_keys() == {("etl", "r1")}
-    store.ingest(Batch(dag_runs=[DagRun("etl", "r1", "deleted")]))
+    store.ingest(Batch(dag_runs=[DagRun(dag_id="etl", run_id="r1", state="deleted")]))
     assert store.open_run_keys() == set()
 
 
@@ -108,7 +134,9 @@ PRICES = "s3://lake/prices"
 
 
 def produced(at: float, map_index: int = -1) -> AssetUpdate:
-    return AssetUpdate(PRICES, at, "ingest", "load", "r1", map_index)
+    return AssetUpdate(
+        uri=PRICES, timestamp=at, dag_id="ingest", task_id="load", run_id="r1", map_index=map_index
+    )
 
 
 @pytest.mark.parametrize("listener_first", [True, False])
@@ -141,18 +169,32 @@ def test_a_rerun_task_updates_its_asset_again_and_map_indexes_are_apart(tmp_path
 
 def test_asset_events_from_outside_a_task_keep_their_timestamp_key(tmp_path: Path) -> None:
     store = store_at(tmp_path)
-    api = [AssetUpdate(PRICES, 1000.0), AssetUpdate(PRICES, 1000.008)]
+    api = [AssetUpdate(uri=PRICES, timestamp=1000.0), AssetUpdate(uri=PRICES, timestamp=1000.008)]
     assert store.ingest(Batch(assets=api)).outcomes == {"new": 2}
     assert store.ingest(Batch(assets=api[:1])).outcomes == {"duplicate": 1}
     assert len(asset_rows(store)) == 2
 
 
 def test_the_longest_ids_make_a_key_that_fits_the_column() -> None:
-    longest = AssetUpdate("s3://" + "u" * 1495, 1.0, "d" * 250, "t" * 250, "r" * 250, 12345)
-    shorter = AssetUpdate("s3://" + "u" * 1495, 2.0, "d" * 250, "t" * 250, "r" * 250, 12346)
+    longest = AssetUpdate(
+        uri="s3://" + "u" * 1495,
+        timestamp=1.0,
+        dag_id="d" * 250,
+        task_id="t" * 250,
+        run_id="r" * 250,
+        map_index=12345,
+    )
+    shorter = AssetUpdate(
+        uri="s3://" + "u" * 1495,
+        timestamp=2.0,
+        dag_id="d" * 250,
+        task_id="t" * 250,
+        run_id="r" * 250,
+        map_index=12346,
+    )
     assert len(longest.key) <= ASSET_KEY_MAX
     assert longest.key != shorter.key
-    assert longest.key == AssetUpdate(*[getattr(longest, f) for f in FIELDS]).key
+    assert longest.key == AssetUpdate(**{f: getattr(longest, f) for f in FIELDS}).key
 
 
 FIELDS = ("uri", "timestamp", "dag_id", "task_id", "run_id", "map_index")
@@ -160,7 +202,7 @@ FIELDS = ("uri", "timestamp", "dag_id", "task_id", "run_id", "map_index")
 
 # --- write: the writer's groups, one transaction, a bad batch failing alone ---------------------
 def assets(*uris: str) -> Batch:
-    return Batch(assets=[AssetUpdate(uri, 1000.0) for uri in uris])
+    return Batch(assets=[AssetUpdate(uri=uri, timestamp=1000.0) for uri in uris])
 
 
 def changes_of(got: list[Changes | Exception]) -> list[Changes]:
@@ -197,7 +239,7 @@ def test_a_bad_batch_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         return commit(writes)
 
     monkeypatch.setattr(store, "_commit", counting)
-    no_time = Batch(assets=[AssetUpdate("s3://bad", None)])  # type: ignore[arg-type]
+    no_time = Batch(assets=[AssetUpdate(uri="s3://bad", timestamp=None)])  # type: ignore[arg-type]
     got = store.write(
         [(assets("s3://a"), None), (no_time, None), (assets("s3://b", "s3://c"), None)]
     )

@@ -65,12 +65,22 @@ def finished_run(state: str = "failed", run_id: str = "scheduled__2025-06-02", *
         "end": ts(6, 9, 59, 999_999),
     }
     fields.update(kw)
-    return DagRun("risk_scoring", run_id, state, **fields)  # type: ignore[arg-type]
+    return DagRun(dag_id="risk_scoring", run_id=run_id, state=state, **fields)  # type: ignore[arg-type]
 
 
 def tries(run_id: str = "scheduled__2025-06-02") -> list[TaskTry]:
     def t(task: str, mi: int, n: int, state: str, start: float | None, end: float | None, **kw):  # type: ignore[no-untyped-def]
-        return TaskTry("risk_scoring", run_id, task, mi, n, state, start, end, **kw)
+        return TaskTry(
+            dag_id="risk_scoring",
+            run_id=run_id,
+            task_id=task,
+            map_index=mi,
+            try_number=n,
+            state=state,
+            start=start,
+            end=end,
+            **kw,
+        )
 
     return [
         t("extract", -1, 1, "failed", ts(6, 0, 5), ts(6, 1, 0), pool="heavy", queued=ts(6, 0, 3)),
@@ -191,7 +201,16 @@ def test_status_is_error_only_on_failure() -> None:
 
 def test_datasets_from_assets_the_task_writes_and_unfinished_tries() -> None:
     run = finished_run("success")
-    t = TaskTry("risk_scoring", run.run_id, "segment", -1, 1, "running", ts(6, 8, 0), None)
+    t = TaskTry(
+        dag_id="risk_scoring",
+        run_id=run.run_id,
+        task_id="segment",
+        map_index=-1,
+        try_number=1,
+        state="running",
+        start=ts(6, 8, 0),
+        end=None,
+    )
     specs = run_trace(
         run, [t], CATALOG, task_assets={("risk_scoring", "segment"): ["s3://lake/segments"]}
     )
@@ -202,7 +221,9 @@ def test_datasets_from_assets_the_task_writes_and_unfinished_tries() -> None:
     assert specs[0].attributes["impactwatch.dataset"] == ("segments", "whole_run")
     assert (
         "impactwatch.tier"
-        not in run_trace(DagRun("other", "r", "success", end=ts(7, 0)), [], CATALOG)[0].attributes
+        not in run_trace(
+            DagRun(dag_id="other", run_id="r", state="success", end=ts(7, 0)), [], CATALOG
+        )[0].attributes
     )
 
 
@@ -235,7 +256,9 @@ def test_a_cleared_run_traces_only_its_own_execution() -> None:
 
 def test_an_unfinished_run_is_refused() -> None:
     with pytest.raises(ValueError, match="has not finished"):
-        run_trace(DagRun("risk_scoring", "r", "running", start=ts(6, 0)), [], CATALOG)
+        run_trace(
+            DagRun(dag_id="risk_scoring", run_id="r", state="running", start=ts(6, 0)), [], CATALOG
+        )
 
 
 # --- on only when configured ------------------------------------------------------------------
@@ -405,7 +428,7 @@ def test_old_and_unfinished_runs_are_not_traced(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     tracer, exporter = in_memory(max_age=3600.0)
     old = finished_run()
-    running = DagRun("risk_scoring", "live", "running", start=ts(6, 0))
+    running = DagRun(dag_id="risk_scoring", run_id="live", state="running", start=ts(6, 0))
     now = old.end + 3601  # type: ignore[operator]
     assert tracer.trace_finished([old, running], store, CATALOG, now) == 0
     assert exporter.get_finished_spans() == ()
