@@ -43,6 +43,18 @@ def checkout(ref: str) -> Path:
     return folder
 
 
+def stop_process(proc: subprocess.Popen[bytes], folder: Path) -> None:
+    """SIGTERM (as an orchestrator would), SIGKILL after 20 s; then the process's folder goes."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 class RouterProcess:
     """`impactwatch router` in its own process (as deployed), Slack at `slack_url`; with `code`,
     the `impactwatch` package found there instead of the working tree (see `checkout`)."""
@@ -131,14 +143,7 @@ class RouterProcess:
         return float("inf")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        stop_process(self.proc, self.dir)
 
 
 def slack_calls(metrics: dict[str, float]) -> dict[tuple[str, str], float]:

@@ -6,8 +6,6 @@ RSS and CPU seconds from /proc. (A helper module; run the bench_*.py files.)"""
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench_router_common import ROOT, _free_port
+from bench_router_common import ROOT, _free_port, stop_process
 
 TOKEN = "bench-intake-token"  # the intake is closed without one
 
@@ -84,14 +82,7 @@ class CollectorProcess:
         return body, time.perf_counter() - began
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        stop_process(self.proc, self.dir)
 
 
 def rss_mb(pid: int) -> float:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from pydantic import BaseModel, Field, field_validator
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,45 @@ class ServerLimits:
     request_timeout: float = 30.0
     keepalive_timeout: float = 5.0
     max_head_bytes: int = 65_536
+
+
+class ServedSettings(BaseModel):
+    """The settings every served service has: where it listens and its `ServerLimits`. Mixed
+    into each service's settings model, so each reads them under its own environment prefix."""
+
+    listen: str = Field("127.0.0.1:9464", description="HOST:PORT to serve on")
+    max_connections: int = Field(
+        1000, gt=0, description="Open HTTP connections at most; more are closed at once"
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a request's head may take from its first byte"
+    )
+    request_timeout: float = Field(
+        30.0, gt=0, description="Seconds a whole request may take from its first byte"
+    )
+    keepalive_timeout: float = Field(
+        5.0, gt=0, description="Seconds an idle keep-alive connection stays open"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+        return value
+
+    def listen_address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+    def server_limits(self) -> ServerLimits:
+        return ServerLimits(
+            max_connections=self.max_connections,
+            header_timeout=self.header_timeout,
+            request_timeout=self.request_timeout,
+            keepalive_timeout=self.keepalive_timeout,
+        )
 
 
 class DeadlineProtocol(HttpToolsProtocol):

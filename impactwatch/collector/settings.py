@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from impactwatch.serving import ServerLimits
+from impactwatch.serving import ServedSettings
 
 
-class CollectorSettings(BaseSettings):
+class CollectorSettings(BaseSettings, ServedSettings):
     """`IMPACTWATCH_<NAME>` sets each option; CLI flags override the environment."""
 
     model_config = SettingsConfigDict(env_prefix="IMPACTWATCH_", extra="ignore")
@@ -45,16 +45,6 @@ class CollectorSettings(BaseSettings):
         description="Per-statement and lock-wait limit on a PostgreSQL state DB: a hung write "
         "fails (503) instead of holding the writer",
     )
-    max_connections: int = Field(1000, gt=0, description="Open HTTP connections at most")
-    header_timeout: float = Field(
-        10.0, gt=0, description="Seconds a request's head may take from its first byte"
-    )
-    request_timeout: float = Field(
-        30.0, gt=0, description="Seconds a whole request may take from its first byte"
-    )
-    keepalive_timeout: float = Field(
-        5.0, gt=0, description="Seconds an idle keep-alive connection stays open"
-    )
     trace_max_age: float = Field(
         3600.0,
         ge=0,
@@ -65,14 +55,6 @@ class CollectorSettings(BaseSettings):
         None, description="Airflow UI base URL, for links from traces to runs and task tries"
     )
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        _host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
-        return value
-
     def intake_token(self) -> str | None:
         """The token from the environment or its file; never logged."""
         if self.token is not None:
@@ -81,15 +63,3 @@ class CollectorSettings(BaseSettings):
             with open(self.token_file, encoding="utf-8") as fh:
                 return fh.read().strip() or None
         return None
-
-    def server_limits(self) -> ServerLimits:
-        return ServerLimits(
-            max_connections=self.max_connections,
-            header_timeout=self.header_timeout,
-            request_timeout=self.request_timeout,
-            keepalive_timeout=self.keepalive_timeout,
-        )
-
-    def listen_address(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host or "127.0.0.1", int(port)

@@ -41,25 +41,13 @@ def cmd_router(args: argparse.Namespace) -> int:
     return run(settings)
 
 
-def _catalog(path: str | None) -> Any:
-    from impactwatch.catalog.loader import CatalogError, load_catalog
-    from impactwatch.catalog.model import Catalog
-
-    if path is None:
-        return Catalog()
-    try:
-        return load_catalog(path)
-    except CatalogError as exc:
-        print(str(exc), file=sys.stderr)
-        raise SystemExit(1) from None
-
-
 def run(settings: Any, stop: threading.Event | None = None) -> int:
+    from impactwatch.catalog.cli import load_catalog_or_exit
     from impactwatch.router.http_app import create_app
     from impactwatch.router.service import RouterService
     from impactwatch.serving import Server
 
-    catalog = _catalog(settings.catalog)
+    catalog = load_catalog_or_exit(settings.catalog)
     try:
         token = settings.webhook_secret()
     except OSError as exc:

@@ -12,10 +12,10 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from impactwatch.catalog.model import Deadline
-from impactwatch.serving import ServerLimits
+from impactwatch.serving import ServedSettings
 
 
-class RouterSettings(BaseSettings):
+class RouterSettings(BaseSettings, ServedSettings):
     model_config = SettingsConfigDict(
         env_prefix="IMPACTWATCH_ROUTER_", extra="ignore", populate_by_name=True
     )
@@ -74,10 +74,6 @@ class RouterSettings(BaseSettings):
     )
     max_body_bytes: int = Field(4 * 1_048_576, gt=0, description="Largest webhook body accepted")
     interactions_max_body_bytes: int = Field(65536, gt=0, description="Largest Slack body (413)")
-    max_connections: int = Field(1000, gt=0, description="Open connections; more are closed")
-    header_timeout: float = Field(10.0, gt=0, description="Seconds to receive a request head")
-    request_timeout: float = Field(30.0, gt=0, description="Seconds to receive a whole request")
-    keepalive_timeout: float = Field(5.0, gt=0, description="Seconds an idle connection stays")
     settle_seconds: float = Field(
         3.0,
         ge=0,
@@ -101,14 +97,6 @@ class RouterSettings(BaseSettings):
         "09:00 UTC", description="Daily digest time for teams with `digest: true` (HH:MM zone)"
     )
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        _host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9465)")
-        return value
-
     @field_validator("digest_at")
     @classmethod
     def _digest_time(cls, value: str) -> str:
@@ -126,15 +114,3 @@ class RouterSettings(BaseSettings):
             with open(self.webhook_token_file, encoding="utf-8") as fh:
                 return fh.read().strip() or None
         return None
-
-    def listen_address(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host or "127.0.0.1", int(port)
-
-    def server_limits(self) -> ServerLimits:
-        return ServerLimits(
-            max_connections=self.max_connections,
-            header_timeout=self.header_timeout,
-            request_timeout=self.request_timeout,
-            keepalive_timeout=self.keepalive_timeout,
-        )
