@@ -59,6 +59,11 @@ async def read_body(request: Request, limit: int) -> bytes | JSONResponse:
     return body
 
 
+def refusal_outcome(refused: Response) -> str:
+    """How a body refused by `read_body` is counted: too large (413), else invalid (400, 411)."""
+    return "too_large" if refused.status_code == 413 else "invalid"
+
+
 def bearer_matches(header: str, token: str | None) -> bool:
     if not token:  # no token configured: the webhook is closed, never open
         return False
@@ -106,7 +111,7 @@ class RouterEndpoints:
         except ClientDisconnect:
             body = refuse(400, "the client left before its body ended")  # nobody hears it
         if isinstance(body, Response):
-            self.stats.count("notifications", "invalid" if body.status_code == 400 else "too_large")
+            self.stats.count("notifications", refusal_outcome(body))
             return body
         return await self.off_loop(self._decide, body, began)
 
@@ -139,8 +144,7 @@ class RouterEndpoints:
         except ClientDisconnect:
             body = refuse(400, "the client left before its body ended")
         if isinstance(body, Response):
-            outcome = "invalid" if body.status_code == 400 else "too_large"
-            self.stats.count("interactions", ("unknown", outcome))
+            self.stats.count("interactions", ("unknown", refusal_outcome(body)))
             return body
         if not self.verifier.is_valid_request(body, dict(request.headers)):
             self.stats.count("interactions", ("unknown", "unauthorized"))

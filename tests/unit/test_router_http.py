@@ -133,6 +133,8 @@ def test_the_token_and_the_length_are_checked_before_the_body_is_read(router: Ro
     answer = router.raw(chunked + f"Authorization: Bearer {TOKEN}\n")
     assert answer.startswith(b"HTTP/1.1 411 ")
     assert router.metric('impactwatch_router_notifications_total{outcome="unauthorized"}') == 1
+    assert router.metric('impactwatch_router_notifications_total{outcome="too_large"}') == 1
+    assert router.metric('impactwatch_router_notifications_total{outcome="invalid"}') == 1  # 411
 
 
 def test_a_body_shorter_than_its_length_is_never_processed(router: Router) -> None:
