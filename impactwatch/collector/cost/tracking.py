@@ -57,8 +57,7 @@ class CostTracker:
 
     def seed(self, dag_id: str, totals: Iterable[Decimal], ranking: Mapping[str, Decimal]) -> None:
         """The DAG's recent history: its runs' costs (oldest first) and each task's cost over
-        them. No spend: the spend series count only what this process sees, like every
-        counter."""
+        them. The spend series are left as they are (restored as counted, never re-priced)."""
         costs = self.dags.setdefault(dag_id, DagCosts())
         costs.recent.clear()
         costs.recent.extend(totals)
