@@ -11,20 +11,40 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from impactwatch.collector.cost.tracking import DagCosts
+from impactwatch.collector.cost.tracking import CostTracker, DagCosts
 from impactwatch.collector.metrics import persisted
 from impactwatch.collector.state.store import Breach, Counts
 
-if TYPE_CHECKING:
-    from impactwatch.collector.metrics.state import MetricsState
+
+class Row(Protocol):
+    """A histogram as `metrics.state.Histogram` keeps it."""
+
+    series: dict[tuple[str, ...], list[float]]
+
+    def empty_row(self) -> list[float]: ...
+    def add(self, row: list[float], value: float) -> None: ...
+    def put(self, labels: tuple[str, ...], row: list[float]) -> None: ...
+
+
+class Counters(Protocol):
+    """What staging reads and commits into: `metrics.state.MetricsState`."""
+
+    lock: Any
+    histograms: Mapping[str, Row]
+    costs: CostTracker
+    counted: set[str]
+    cost_model_id: str
+
+    def touch(self, dag_id: str) -> None: ...
+    def add_breach(self, key: str, labels: tuple[str, ...]) -> None: ...
 
 
 class Staged:
     """Copies of the series a group of changes touches, with the changes made to them."""
 
-    def __init__(self, state: MetricsState, now: float) -> None:
+    def __init__(self, state: Counters, now: float) -> None:
         self.state = state
         self.now = now
         self.rows: dict[tuple[str, tuple[str, ...]], list[float]] = {}
