@@ -209,11 +209,11 @@ class Gate:
         self.groups: list[list[int]] = []
         write = service.store.write
 
-        def gated(writes: list) -> list:
+        def gated(writes: list, stage: object = None) -> list:
             self.groups.append([len(batch) for batch, _ in writes])
             self.entered.set()
             assert self.opened.wait(30)
-            return write(writes)
+            return write(writes, stage)  # type: ignore[arg-type]
 
         monkeypatch.setattr(service.store, "write", gated)
 
