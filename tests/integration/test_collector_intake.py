@@ -51,7 +51,9 @@ def build_service(tmp_path: Path, state_db: str, **settings: Any) -> CollectorSe
         catalog=str(EXAMPLE_CATALOG),
         **settings,
     )
-    return CollectorService(config, load_catalog(EXAMPLE_CATALOG))
+    service = CollectorService(config, load_catalog(EXAMPLE_CATALOG))
+    assert service.wait_ready(60), "the collector did not restore its state"
+    return service
 
 
 @pytest.fixture
@@ -342,9 +344,9 @@ def test_64_concurrent_clients_are_all_accepted_and_each_event_stored_once(
     groups: list[int] = []
     write = any_service.store.write
 
-    def recording(writes: list) -> list:
+    def recording(writes: list, *args: Any) -> list:
         groups.append(len(writes))
-        return write(writes)
+        return write(writes, *args)
 
     monkeypatch.setattr(any_service.store, "write", recording)
     replies: dict[int, Reply | BaseException] = {}
