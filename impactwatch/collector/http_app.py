@@ -1,5 +1,10 @@
 """The collector's HTTP surface (ASGI, Starlette): GET /metrics, GET /healthz, POST /v1/events.
 
+The server answers within moments of launch, while the writer restores the state from the
+state DB: until then `/healthz` and `/metrics` answer 503 `{"status": "starting"}` (a
+Kubernetes readiness probe keeps the pod out of the Service; Prometheus records `up 0`, not
+counters at zero), and intake requests wait in the writer's queue.
+
 The intake is closed unless the collector has a token (`IMPACTWATCH_TOKEN` or
 `IMPACTWATCH_TOKEN_FILE`): writing to the state DB is never open to anyone on the network.
 Bad input gets a 4xx with a JSON reason, never a trace: 401 wrong or missing token and 411 no
@@ -94,9 +99,15 @@ def collector_app(
             return JSONResponse({"error": "state DB unavailable"}, 503, RETRY_AFTER)
         return JSONResponse({"accepted": len(batch), "outcomes": changes.outcomes}, 202)
 
+    def starting() -> Response:
+        return JSONResponse({"status": "starting"}, 503, RETRY_AFTER)
+
     async def metrics(request: Request) -> Response:
         """The cached exposition (see exposition.py), gzipped when the scraper asks for it;
-        rendered on a worker thread, so a large scrape never holds the event loop."""
+        rendered on a worker thread, so a large scrape never holds the event loop. A 503 until
+        the state is restored: a scrape of zeros would read as counter resets."""
+        if not service.ready.is_set():
+            return starting()
         exposition = service.exposition
         if "gzip" in request.headers.get("accept-encoding", ""):
             data = await run_in_threadpool(exposition.render_gzip)
@@ -104,6 +115,9 @@ def collector_app(
         return Response(await run_in_threadpool(exposition.render), media_type=METRICS_TYPE)
 
     async def health(request: Request) -> Response:
+        """200 once the state is restored (a readiness probe's "ready"); 503 before."""
+        if not service.ready.is_set():
+            return starting()
         body = {"status": "ok", "stale": stats.stale, "last_successful_poll": stats.last_poll}
         return JSONResponse(body)
 

@@ -36,12 +36,13 @@ from impactwatch.catalog.model import Catalog
 from impactwatch.collector.airflow.poller import Poller, PollResult, make_airflow_engine
 from impactwatch.collector.cost.history import load_cost_history
 from impactwatch.collector.cost.tracking import COST_HISTORY_RUNS
-from impactwatch.collector.events import Batch, DagRun
+from impactwatch.collector.events import SEP, Batch, DagRun
 from impactwatch.collector.metrics.exposition import CachedExposition
-from impactwatch.collector.metrics.state import DagInfo, MetricsState
+from impactwatch.collector.metrics.persisted import decode_series
+from impactwatch.collector.metrics.state import XCOM_WINDOW, DagInfo, MetricsState
 from impactwatch.collector.settings import CollectorSettings
 from impactwatch.collector.state.schema import MIGRATIONS
-from impactwatch.collector.state.store import Changes, Store, make_engine
+from impactwatch.collector.state.store import Changes, Counts, Store, make_engine
 from impactwatch.collector.tracing.spans import tracing_enabled
 
 if TYPE_CHECKING:
@@ -102,9 +103,10 @@ class CollectorService:
             load_cost_history, self.store.engine, per_dag=COST_HISTORY_RUNS
         )
         self.state = MetricsState(catalog)
-        self.state.restore(self.store.summary(), self._cost_history)
         self.exposition = CachedExposition(self.state, clock)
-        self.exposition.refresh()  # the whole render of the restored state, before serving
+        # Set once the writer has restored the state from the state DB (`_restore`); until
+        # then /healthz and /metrics answer 503 "starting", and queued work waits.
+        self.ready = threading.Event()
         self.airflow = make_airflow_engine(settings.airflow_db, settings.statement_timeout_ms)
         self.poller: Poller | None = None
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="impactwatch-poll")
@@ -147,7 +149,47 @@ class CollectorService:
     def _call(self, fn: Callable[[], Any]) -> Future[Any]:
         return self._on_writer(_Job("call", call=fn))
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Whether the state was restored (waiting up to `timeout` seconds for it)."""
+        return self.ready.wait(timeout)
+
+    def _restore(self) -> None:
+        """The state as the state DB holds it, before the writer takes any queued work: every
+        counter and histogram series where it was, breaches by label, the latest runs' gauges
+        (docs/design-notes.md, "Counters survive restarts"). Retried until it succeeds."""
+        failures = 0
+        while not self.stop_event.is_set():
+            started = time.perf_counter()
+            try:
+                now = self.clock()
+                restored = decode_series(self.store.series())
+                if restored.unreadable:
+                    log.warning("state DB: %d series unreadable, left out", restored.unreadable)
+                stale = self.state.restore_counters(
+                    restored,
+                    self.store.breach_counts(),
+                    self.store.xcom_sizes(now - XCOM_WINDOW),
+                    now,
+                )
+                summary = self.store.summary(self.state.producer_tasks)
+                self.state.restore(summary, self._cost_history if stale else None)
+                if stale:  # priced again: stored, so the next start need not
+                    self.store.save_counts(self.state.cost_counts())
+                self.exposition.refresh()  # the whole render of the restored state
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("state DB: cannot restore, retrying: %s", describe_error(exc))
+                with self.state.lock:
+                    self.state.self_stats.db_errors["state"] += 1
+                self.stop_event.wait(min(2.0**failures, MAX_BACKOFF))
+                continue
+            log.info("state restored in %.1f s", time.perf_counter() - started)
+            self.ready.set()
+            return
+
     def _write_forever(self) -> None:
+        self._restore()
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -186,8 +228,8 @@ class CollectorService:
     def _handle(self, group: list[_Job]) -> None:
         writes = [job for job in group if job.call is None]
         batches = [(job.batch, job.poll.watermarks if job.poll else None) for job in writes]
-        results = self.store.write(batches) if batches else []
         now = self.clock()
+        results = self.store.write(batches, partial(self._stage, now=now)) if batches else []
         failed: list[Exception] = []
         lost = 0
         for job, got in zip(writes, results, strict=True):
@@ -197,7 +239,7 @@ class CollectorService:
                     lost += len(job.batch)
                 job.future.set_exception(got)
                 continue
-            self.state.apply(got, job.source, now)
+            self.state.apply_facts(got, job.source, now)
             if job.poll is not None:
                 try:
                     self._observe_poll(job, now)
@@ -221,6 +263,12 @@ class CollectorService:
                 except Exception as exc:
                     job.future.set_exception(exc)
 
+    def _stage(self, changes: list[Changes], now: float) -> tuple[Counts, Callable[[], None]]:
+        """Inside the store's transaction: the counts to save with these changes, and the
+        metrics state's taking them once committed (metrics/staged.py)."""
+        staged = self.state.stage(changes, now)
+        return staged.counts(), staged.commit
+
     def _observe_poll(self, job: _Job, now: float) -> None:
         """A poll cycle's snapshots into the metrics state, once its events are stored."""
         result = job.poll
@@ -232,6 +280,11 @@ class CollectorService:
             heartbeat=result.heartbeat,
             missed_deadlines=result.missed_deadlines,
         )
+        if result.xcom_sizes:
+            self.store.save_xcom_sizes(
+                ((f"{d}{SEP}{at!r}", d, at, n) for d, at, n in result.xcom_sizes),
+                now - XCOM_WINDOW,
+            )
         self.state.record_xcom(result.xcom_sizes, now)
         self._evaluate()
         with self.state.lock:
@@ -243,19 +296,25 @@ class CollectorService:
             stats.stale = False
 
     def _evaluate(self) -> None:
-        self.store.save_breaches(self.state.evaluate(self.clock()))
+        """Breaches visible now: stored, then counted (so /metrics is never ahead of the DB)."""
+        staged = self.state.stage_breaches(self.clock())
+        self.store.save_breaches(staged.breaches)
+        staged.commit()
 
     def _set_declarations(
         self, catalog: Catalog, dags: list[DagDeclaration], assets: list[AssetDeclaration]
     ) -> None:
         changed = catalog != self.state.catalog
         self.state.set_catalog(catalog)
+        known = {d.dag_id for d in dags}
+        gone = set(self.state.dags) - known if self.state.dags else set()
+        self.store.forget_series(gone)  # first: a kill between the two leaves nothing extra
         self.state.set_dags(
             {d.dag_id: DagInfo(paused=d.is_paused) for d in dags},
             {a.uri: [dag_id for dag_id, _task in a.producers] for a in assets},
         )
         if changed:
-            self.state.restore(self.store.summary(), self._cost_history)
+            self.state.restore(self.store.summary(self.state.producer_tasks), self._cost_history)
 
     def _count_failure(self, db: str) -> None:
         with self.state.lock:

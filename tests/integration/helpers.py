@@ -36,7 +36,9 @@ def make_service(
         backfill_days=30,
         **settings,  # type: ignore[arg-type]
     )
-    return CollectorService(config, catalog or load_catalog(EXAMPLE_CATALOG))
+    service = CollectorService(config, catalog or load_catalog(EXAMPLE_CATALOG))
+    assert service.wait_ready(60), "the collector did not restore its state"
+    return service
 
 
 class Samples:

@@ -51,7 +51,9 @@ def build_service(tmp_path: Path, state_db: str, **settings: Any) -> CollectorSe
         catalog=str(EXAMPLE_CATALOG),
         **settings,
     )
-    return CollectorService(config, load_catalog(EXAMPLE_CATALOG))
+    service = CollectorService(config, load_catalog(EXAMPLE_CATALOG))
+    assert service.wait_ready(60), "the collector did not restore its state"
+    return service
 
 
 @pytest.fixture
@@ -209,11 +211,11 @@ class Gate:
         self.groups: list[list[int]] = []
         write = service.store.write
 
-        def gated(writes: list) -> list:
+        def gated(writes: list, stage: object = None) -> list:
             self.groups.append([len(batch) for batch, _ in writes])
             self.entered.set()
             assert self.opened.wait(30)
-            return write(writes)
+            return write(writes, stage)  # type: ignore[arg-type]
 
         monkeypatch.setattr(service.store, "write", gated)
 
@@ -342,9 +344,9 @@ def test_64_concurrent_clients_are_all_accepted_and_each_event_stored_once(
     groups: list[int] = []
     write = any_service.store.write
 
-    def recording(writes: list) -> list:
+    def recording(writes: list, *args: Any) -> list:
         groups.append(len(writes))
-        return write(writes)
+        return write(writes, *args)
 
     monkeypatch.setattr(any_service.store, "write", recording)
     replies: dict[int, Reply | BaseException] = {}

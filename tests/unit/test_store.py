@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from impactwatch.collector.events import ASSET_KEY_MAX, AssetUpdate, Batch, DagRun, TaskTry
 from impactwatch.collector.state.merge import Changes
 from impactwatch.collector.state.schema import asset_update_t
-from impactwatch.collector.state.store import Store, UnsupportedStateDB, make_engine
+from impactwatch.collector.state.store import Breach, Store, UnsupportedStateDB, make_engine
 
 
 def store_at(tmp_path: Path) -> Store:
@@ -101,8 +101,10 @@ def test_watermarks_breaches_and_assets_persist(tmp_path: Path) -> None:
         AssetUpdate(uri="s3://b/k", timestamp=60.0),
     ]
     changes = store.ingest(Batch(assets=assets), {"dag_run": "7"})
-    store.save_breaches({"freshness|x|1|warning": 1.0})
-    store.save_breaches({"freshness|x|1|warning": 2.0})  # stored already: kept as it was
+    first = Breach(1.0, "risk", "warning", "freshness", "etl", "x")
+    store.save_breaches({"freshness|x|1|warning": first})
+    again = Breach(2.0, "risk", "warning", "freshness", "etl", "x")
+    store.save_breaches({"freshness|x|1|warning": again})  # stored already: kept as it was
     assert len(changes.assets) == 2
     store.ingest(Batch(assets=assets[:1]), {"dag_run": "9"})
     reopened = store_at(tmp_path)
@@ -110,6 +112,7 @@ def test_watermarks_breaches_and_assets_persist(tmp_path: Path) -> None:
     summary = reopened.summary()
     assert summary.asset_updates == {"s3://b/k": 60.0}
     assert summary.breaches == {"freshness|x|1|warning"}
+    assert reopened.breach_counts() == [(("risk", "warning", "freshness", "etl", "x"), 1)]
 
 
 def test_open_runs_are_remembered_for_the_poller(tmp_path: Path) -> None:
@@ -234,9 +237,9 @@ def test_a_bad_batch_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     commits: list[int] = []
     commit = store._commit
 
-    def counting(writes: list) -> list:
+    def counting(writes: list, stage: object = None) -> list:
         commits.append(len(writes))
-        return commit(writes)
+        return commit(writes, stage)  # type: ignore[arg-type]
 
     monkeypatch.setattr(store, "_commit", counting)
     no_time = Batch(assets=[AssetUpdate(uri="s3://bad", timestamp=None)])  # type: ignore[arg-type]

@@ -57,8 +57,7 @@ class CostTracker:
 
     def seed(self, dag_id: str, totals: Iterable[Decimal], ranking: Mapping[str, Decimal]) -> None:
         """The DAG's recent history: its runs' costs (oldest first) and each task's cost over
-        them. No spend: the spend series count only what this process sees, like every
-        counter."""
+        them. The spend series are left as they are (restored as counted, never re-priced)."""
         costs = self.dags.setdefault(dag_id, DagCosts())
         costs.recent.clear()
         costs.recent.extend(totals)
@@ -67,7 +66,24 @@ class CostTracker:
 
     def record(self, dag_id: str, total: Decimal, tasks: Mapping[str, Decimal]) -> None:
         """A run finished: its cost, and each task's (all its tries and map indexes)."""
-        costs = self.dags.setdefault(dag_id, DagCosts())
+        self.record_into(self.dags.setdefault(dag_id, DagCosts()), dag_id, total, tasks)
+
+    def copy_of(self, dag_id: str) -> DagCosts:
+        """A copy of the DAG's costs to record into before they are taken (`record_into`)."""
+        costs = self.dags.get(dag_id)
+        if costs is None:
+            return DagCosts()
+        return DagCosts(
+            deque(costs.recent, maxlen=COST_HISTORY_RUNS),
+            dict(costs.ranking),
+            dict(costs.series),
+            costs.shown,
+        )
+
+    def record_into(
+        self, costs: DagCosts, dag_id: str, total: Decimal, tasks: Mapping[str, Decimal]
+    ) -> None:
+        """`record` into `costs` (the DAG's, or a copy of them)."""
         costs.recent.append(total)
         for task, amount in tasks.items():
             costs.ranking[task] = costs.ranking.get(task, ZERO) + amount
@@ -75,6 +91,11 @@ class CostTracker:
         for task, amount in tasks.items():
             label = task if task in costs.shown else OTHER
             costs.series[label] = costs.series.get(label, ZERO) + amount
+
+    def put(self, dag_id: str, costs: DagCosts) -> None:
+        """The DAG's costs, as recorded into a copy or restored; shown tasks by today's limits."""
+        costs.shown = self._shown(dag_id, costs)
+        self.dags[dag_id] = costs
 
     def last(self, dag_id: str) -> Decimal | None:
         costs = self.dags.get(dag_id)

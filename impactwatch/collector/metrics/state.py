@@ -19,7 +19,9 @@ from impactwatch.catalog.model import Catalog, CostModel, Dataset
 from impactwatch.collector.cost.history import DagHistory
 from impactwatch.collector.cost.pricing import ZERO, Pricing
 from impactwatch.collector.cost.tracking import CostTracker
-from impactwatch.collector.state.store import Changes, Summary
+from impactwatch.collector.metrics import persisted
+from impactwatch.collector.metrics.staged import Staged
+from impactwatch.collector.state.store import Changes, Counts, Summary
 from impactwatch.contract import metrics as c
 
 log = logging.getLogger(__name__)
@@ -40,15 +42,27 @@ class Histogram:
     def observe(self, labels: tuple[str, ...], value: float) -> None:
         row = self.series.get(labels)
         if row is None:
-            row = self.series[labels] = [0.0] * (len(self.buckets) + 2)
-            if labels:
-                self.by_dag.setdefault(labels[0], []).append(labels)
+            row = self.empty_row()
+            self.put(labels, row)
+        self.add(row, value)
+
+    def empty_row(self) -> list[float]:
+        return [0.0] * (len(self.buckets) + 2)
+
+    def add(self, row: list[float], value: float) -> None:
+        """One observation into `row` (this histogram's, or a copy of one)."""
         for i, bound in enumerate(self.buckets):
             if value <= bound:
                 row[i] += 1
                 break
         row[-2] += value
         row[-1] += 1
+
+    def put(self, labels: tuple[str, ...], row: list[float]) -> None:
+        """A series' row as a whole (staged, or restored)."""
+        if labels not in self.series and labels:
+            self.by_dag.setdefault(labels[0], []).append(labels)
+        self.series[labels] = row
 
     def items(
         self, dags: Collection[str] | None = None
@@ -113,6 +127,13 @@ class MetricsState:
         self.delay = Histogram(c.DAG_RUN_SCHEDULE_DELAY.buckets)
         self.queued = Histogram(c.TASK_QUEUED.buckets)
         self.cost = Histogram(c.DAG_RUN_COST.buckets)
+        self.histograms = {
+            c.DAG_RUN_DURATION.name: self.duration,
+            c.DAG_RUN_SCHEDULE_DELAY.name: self.delay,
+            c.TASK_QUEUED.name: self.queued,
+            c.DAG_RUN_COST.name: self.cost,
+        }
+        self.cost_model_id = persisted.model_fingerprint(self.pricing.model)
         self.breaches: dict[tuple[str, ...], int] = defaultdict(int)
         self._breaches_by_dag: dict[str, list[tuple[str, ...]]] = {}
         self._dirty: set[str] | None = None  # DAGs whose series changed; None: all of them
@@ -125,12 +146,13 @@ class MetricsState:
         self.asset_producers: dict[str, set[str]] = {}
         self._paused: frozenset[str] = frozenset()
         self.self_stats = SelfStats()
-        self._pending_breaches: dict[str, float] = {}
 
     # --- what changed since the exposition was last rendered ---------------------------------
-    def _touch(self, dag_id: str) -> None:
+    def touch(self, dag_id: str) -> None:
         if self._dirty is not None:
             self._dirty.add(dag_id)
+
+    _touch = touch
 
     def take_dirty(self) -> set[str] | None:
         """DAGs whose DAG-keyed series changed since the last call (None: all)."""
@@ -160,6 +182,7 @@ class MetricsState:
                 self._dirty = None  # teams and limits may have changed anywhere
                 if catalog.cost != self.catalog.cost:
                     self.pricing = Pricing(catalog)
+                    self.cost_model_id = persisted.model_fingerprint(self.pricing.model)
                 self.costs.configure(catalog.cost.top_tasks, _named_tasks(catalog))
             self.catalog = catalog
             self._producer_tasks = _producer_tasks(catalog)
@@ -168,9 +191,9 @@ class MetricsState:
         self,
         dags: Mapping[str, DagInfo],
         asset_producers: Mapping[str, Iterable[str]] | None = None,
-    ) -> None:
+    ) -> set[str]:
         """The DAGs Airflow knows now (and which write each Asset URI); deleted DAGs' series
-        go away."""
+        go away (returned: the store forgets them too)."""
         with self.lock:
             if asset_producers is not None:
                 self.asset_producers = {uri: set(d) for uri, d in asset_producers.items()}
@@ -190,6 +213,7 @@ class MetricsState:
                     hist.drop_dags(gone)
                 self.costs.drop(gone)
                 self.running = {k: v for k, v in self.running.items() if k[0] not in gone}
+            return gone
 
     def restore(
         self,
@@ -215,19 +239,103 @@ class MetricsState:
                 self.costs.seed(dag_id, dag.totals, dag.ranking)
             self._history_priced_with = pricing.model
 
+    @property
+    def producer_tasks(self) -> frozenset[tuple[str, str]]:
+        """(dag_id, task_id) of tasks whose success refreshes a data product."""
+        return self._producer_tasks
+
+    def restore_counters(
+        self,
+        restored: persisted.Restored,
+        breaches: Iterable[tuple[tuple[str | None, ...], int]],
+        xcom_sizes: Iterable[tuple[str, float, int]],
+        now: float,
+    ) -> bool:
+        """Every counter and histogram series as the state DB holds it (as the last committed
+        write left it), breaches by their labels, the last day's XCom sizes. True when the
+        DAGs' recent costs must be priced again: none stored, or priced with another model."""
+        with self.lock:
+            self._dirty = None
+            for name, series in restored.histograms.items():
+                hist = self.histograms[name]
+                for labels, row in series.items():
+                    hist.put(labels, row)
+            for dag_id, stored in restored.costs.items():
+                self.costs.put(dag_id, stored.costs)
+            for labels, n in breaches:
+                self.add_breaches(self._breach_labels(labels), n)
+        self.record_xcom(xcom_sizes, now)
+        models = {stored.model for stored in restored.costs.values()}
+        if models != {self.cost_model_id}:
+            return True
+        self._history_priced_with = self.pricing.model
+        return False
+
+    def _breach_labels(self, labels: tuple[str | None, ...]) -> tuple[str, ...]:
+        """A stored breach's labels; those a row from before they were kept lacks (its team,
+        a freshness breach's DAG) as the catalog says now."""
+        team, severity, kind, dag_id, dataset = labels
+        if dag_id is None:
+            ds = self.catalog.datasets.get(dataset or "")
+            dag_id = self.producer_dag(ds) if ds is not None else ""
+        if team is None:
+            if kind == "freshness":
+                team = self.catalog.team_of_dataset(dataset or "")
+            else:
+                team = self.team(dag_id)
+        return (team, severity or "", kind or "", dag_id, dataset or "")
+
+    def cost_counts(self) -> Counts:
+        """Every DAG's costs as rows to store (after they were priced again on start)."""
+        out = Counts()
+        with self.lock:
+            for dag_id, costs in self.costs.dags.items():
+                key = persisted.series_key(persisted.DAG_COSTS, (dag_id,))
+                out.series[key] = (dag_id, persisted.encode_costs(costs, self.cost_model_id))
+        return out
+
     # --- facts ------------------------------------------------------------------------------
     def team(self, dag_id: str) -> str:
         return self.catalog.team_of_pipeline(dag_id)
 
     def apply(self, changes: Changes, source: str, now: float) -> None:
-        """Observe what the store saw for the first time."""
+        """Observe what the store saw for the first time (counters and the rest at once; the
+        collector's writer stages the counters inside the store's transaction instead)."""
+        self.stage([changes], now).commit()
+        self.apply_facts(changes, source, now)
+
+    def stage(self, changes: list[Changes], now: float) -> Staged:
+        """What these changes add to the counters and histograms, on copies (staged.py): the
+        writer saves them with the facts, then commits them here. Changes nothing."""
+        staged = Staged(self, now)
+        for seen in changes:
+            for t in seen.queued_tries:
+                wait = max((t.start or 0.0) - (t.queued or 0.0), 0.0)
+                labels = (t.dag_id, self.team(t.dag_id), t.pool or "default_pool")
+                staged.observe(c.TASK_QUEUED.name, labels, wait)
+            for r in seen.started_runs:
+                delay = max((r.start or 0.0) - (r.run_after or 0.0), 0.0)
+                labels = (r.dag_id, self.team(r.dag_id))
+                staged.observe(c.DAG_RUN_SCHEDULE_DELAY.name, labels, delay)
+            for r, tries in seen.finished_runs:
+                team = self.team(r.dag_id)
+                start = r.start if r.start is not None else r.queued_at
+                took = max((r.end or 0.0) - start, 0.0) if start is not None else 0.0
+                labels = (r.dag_id, team, r.state or "unknown")
+                staged.observe(c.DAG_RUN_DURATION.name, labels, took)
+                tasks = self.pricing.task_costs(tries)  # every try: retries, map indexes
+                total = sum(tasks.values(), ZERO)
+                staged.observe(c.DAG_RUN_COST.name, (r.dag_id, team), float(total))
+                staged.record_cost(r.dag_id, total, tasks)
+                self._check_duration(staged, r.dag_id, r.run_id, took)
+        return staged
+
+    def apply_facts(self, changes: Changes, source: str, now: float) -> None:
+        """What the changes tell beyond the counters: last successes and failures, data
+        products' updates, runs no longer in flight, events by outcome."""
         with self.lock:
             for outcome, n in changes.outcomes.items():
                 self.self_stats.count(source, outcome, n)
-            for t in changes.queued_tries:
-                self._touch(t.dag_id)
-                wait = max((t.start or 0.0) - (t.queued or 0.0), 0.0)
-                self.queued.observe((t.dag_id, self.team(t.dag_id), t.pool or "default_pool"), wait)
             for t in changes.succeeded_tries:
                 key = (t.dag_id, t.task_id)
                 if t.end is not None and key in self._producer_tasks:
@@ -244,21 +352,7 @@ class MetricsState:
                     continue
                 target = self.last_success if r.state == "success" else self.last_failure
                 target[r.dag_id] = max(target.get(r.dag_id, 0.0), _clamp(r.end, now))
-            for r in changes.started_runs:
-                self._touch(r.dag_id)
-                delay = max((r.start or 0.0) - (r.run_after or 0.0), 0.0)
-                self.delay.observe((r.dag_id, self.team(r.dag_id)), delay)
-            for r, tries in changes.finished_runs:
-                self._touch(r.dag_id)
-                team = self.team(r.dag_id)
-                start = r.start if r.start is not None else r.queued_at
-                took = max((r.end or 0.0) - start, 0.0) if start is not None else 0.0
-                self.duration.observe((r.dag_id, team, r.state or "unknown"), took)
-                tasks = self.pricing.task_costs(tries)  # every try: retries, map indexes
-                total = sum(tasks.values(), ZERO)
-                self.cost.observe((r.dag_id, team), float(total))
-                self.costs.record(r.dag_id, total, tasks)
-                self._check_duration(r.dag_id, r.run_id, took, now)
+            for r, _tries in changes.finished_runs:
                 self.running.pop((r.dag_id, r.run_id), None)
 
     def set_running(self, running: Mapping[tuple[str, str], float]) -> None:
@@ -347,20 +441,22 @@ class MetricsState:
 
     # --- breaches ---------------------------------------------------------------------------
     def _count(
-        self, base: str, severities: Iterable[str], labels: tuple[str, ...], now: float
+        self, staged: Staged, base: str, severities: Iterable[str], labels: tuple[str, ...]
     ) -> None:
         team, kind, dag_id, dataset = labels
         for severity in severities:
-            key = f"{base}|{severity}"
-            if key in self.counted:
-                continue
-            self.counted.add(key)
-            labels = (team, severity, kind, dag_id, dataset)
-            if labels not in self.breaches:
-                self._breaches_by_dag.setdefault(dag_id, []).append(labels)
-            self.breaches[labels] += 1
-            self._touch(dag_id)
-            self._pending_breaches[key] = now
+            staged.count(f"{base}|{severity}", (team, severity, kind, dag_id, dataset))
+
+    def add_breach(self, key: str, labels: tuple[str, ...]) -> None:
+        """A breach counted (staged and committed, or restored)."""
+        self.add_breaches(labels, 1)
+        self.counted.add(key)
+
+    def add_breaches(self, labels: tuple[str, ...], n: int) -> None:
+        if labels not in self.breaches:
+            self._breaches_by_dag.setdefault(labels[3], []).append(labels)
+        self.breaches[labels] += n
+        self._touch(labels[3])
 
     @staticmethod
     def _ladder(ratio: float, critical_tier: bool) -> tuple[str, ...]:
@@ -368,16 +464,24 @@ class MetricsState:
             return ("critical",)
         return ("warning", "critical") if ratio > 2 else ("warning",)
 
-    def _check_duration(self, dag_id: str, run_id: str, took: float, now: float) -> None:
+    def _check_duration(self, staged: Staged, dag_id: str, run_id: str, took: float) -> None:
         pipeline = self.catalog.pipelines.get(dag_id)
         if pipeline is None or not pipeline.max_duration or took <= pipeline.max_duration:
             return
         ladder = self._ladder(took / pipeline.max_duration, pipeline.tier == "critical")
         labels = (self.team(dag_id), "duration", dag_id, "")
-        self._count(f"duration|{dag_id}|{run_id}", ladder, labels, now)
+        self._count(staged, f"duration|{dag_id}|{run_id}", ladder, labels)
 
     def evaluate(self, now: float) -> dict[str, float]:
-        """Count breaches visible at `now`; returns the newly counted keys to persist."""
+        """Count breaches visible at `now`; returns the newly counted keys (and when)."""
+        staged = self.stage_breaches(now)
+        staged.commit()
+        return {k: b.at for k, b in staged.breaches.items()}
+
+    def stage_breaches(self, now: float) -> Staged:
+        """The breaches visible at `now` not counted yet, staged: the writer saves them, then
+        commits them here."""
+        staged = Staged(self, now)
         with self.lock:
             for name, ds in self.catalog.datasets.items():
                 last = self.dataset_last_updated(ds)
@@ -392,9 +496,9 @@ class MetricsState:
                         self.producer_dag(ds),
                         name,
                     )
-                    self._count(f"freshness|{name}|{last:.3f}", ladder, labels, now)
+                    self._count(staged, f"freshness|{name}|{last:.3f}", ladder, labels)
             for (dag_id, run_id), started in self.running.items():
-                self._check_duration(dag_id, run_id, now - started, now)
+                self._check_duration(staged, dag_id, run_id, now - started)
             for dag_id, pipeline in self.catalog.pipelines.items():
                 if self.dag_paused(dag_id):
                     continue
@@ -402,16 +506,15 @@ class MetricsState:
                 if due is not None and due <= now:
                     severity = ("critical",) if pipeline.tier == "critical" else ("warning",)
                     labels = (self.team(dag_id), "deadline", dag_id, "")
-                    self._count(f"deadline|{dag_id}|{due:.0f}", severity, labels, now)
+                    self._count(staged, f"deadline|{dag_id}|{due:.0f}", severity, labels)
             for dag_id, missed in self.missed_airflow_deadlines.items():
                 pipeline = self.catalog.pipelines.get(dag_id)
                 critical = pipeline is not None and pipeline.tier == "critical"
                 severity = ("critical",) if critical else ("warning",)
                 for deadline_id, _at in missed:
                     labels = (self.team(dag_id), "deadline", dag_id, "")
-                    self._count(f"deadline|{dag_id}|af:{deadline_id}", severity, labels, now)
-            pending, self._pending_breaches = self._pending_breaches, {}
-            return pending
+                    self._count(staged, f"deadline|{dag_id}|af:{deadline_id}", severity, labels)
+        return staged
 
 
 def _producer_tasks(catalog: Catalog) -> frozenset[tuple[str, str]]:

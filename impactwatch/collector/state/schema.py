@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Engine,
     Float,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
     event,
     make_url,
@@ -85,11 +87,34 @@ asset_update_t = Table(
     Column("run_id", String(250)),
     Index("iw_asset_update_uri", "uri", "timestamp"),
 )
-breach_t = Table(
+breach_t = Table(  # one row per breach counted: impactwatch_sla_breaches_total by its labels
     "iw_breach",
     metadata,
     Column("k", String(1200), primary_key=True),
     Column("at", Float, nullable=False),
+    # the counter's labels; NULL team (rows from before they were kept): the catalog's, on start
+    Column("team", String(250)),
+    Column("severity", String(30)),
+    Column("kind", String(30)),
+    Column("dag_id", String(250)),
+    Column("dataset", String(250)),
+)
+series_t = Table(  # counters and histograms as they stand, written with the facts they count
+    "iw_series",
+    metadata,
+    Column("k", String(1400), primary_key=True),  # what the series is: metrics/persisted.py
+    Column("dag_id", String(250), nullable=False),
+    Column("value", Text, nullable=False),
+    Index("iw_series_dag", "dag_id"),
+)
+xcom_size_t = Table(  # largest XCom of each finished run, for the last 24 hours' gauge
+    "iw_xcom_size",
+    metadata,
+    Column("k", String(520), primary_key=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Index("iw_xcom_size_at", "at"),
 )
 traced_run_t = Table(  # runs whose trace was sent (OpenTelemetry), per execution
     "iw_traced_run",

@@ -15,8 +15,9 @@ each batch alone again if a row of one is refused.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -26,8 +27,10 @@ from sqlalchemy import (
     Table,
     any_,
     bindparam,
+    delete,
     func,
     select,
+    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
@@ -44,19 +47,58 @@ from impactwatch.collector.state.schema import (
     dag_run_t,
     make_engine,
     row_values,
+    series_t,
     task_try,
     task_try_t,
     traced_run_t,
     watermark_t,
+    xcom_size_t,
 )
 
-__all__ = ["Changes", "Store", "Summary", "UnsupportedStateDB", "make_engine", "task_try_t"]
+__all__ = [
+    "Breach",
+    "Changes",
+    "Counts",
+    "Stage",
+    "Store",
+    "Summary",
+    "UnsupportedStateDB",
+    "make_engine",
+    "task_try_t",
+]
 
+log = logging.getLogger(__name__)
 OPEN_STATES = ("queued", "running")  # what the poller tracks until it ends (or is deleted)
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 # One write of the group: a batch, and the watermarks saved with it (the poller's).
 Write = tuple[Batch, Mapping[str, str] | None]
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A breach counted once: when, and the labels of impactwatch_sla_breaches_total."""
+
+    at: float
+    team: str
+    severity: str
+    kind: str
+    dag_id: str
+    dataset: str
+
+
+@dataclass
+class Counts:
+    """Counters as they stand after a write, saved in the transaction of the facts they count:
+    series (key -> (dag_id, value), `metrics/persisted.py`) and the breaches newly counted."""
+
+    series: dict[str, tuple[str, str]] = field(default_factory=dict)
+    breaches: dict[str, Breach] = field(default_factory=dict)
+
+
+# Called inside a write's transaction with what it saw for the first time: the counts to save
+# with it, and what to run once it is committed (the metrics state takes them then).
+Stage = Callable[[list[Changes]], tuple[Counts, Callable[[], None]]]
 
 
 class UnsupportedStateDB(ValueError):
@@ -93,6 +135,8 @@ class Store:
         self._upsert_assets = self._upsert(asset_update_t)
         self._upsert_watermarks = self._upsert(watermark_t)
         self._upsert_traced = self._upsert(traced_run_t)
+        self._upsert_series = self._upsert(series_t)
+        self._upsert_xcom = self._upsert(xcom_size_t)
         self._add_breaches = insert(breach_t).on_conflict_do_nothing(index_elements=[breach_t.c.k])
         self._tries_by_key = select(*TRY_RECORD, task_try_t.c.observed).where(
             self._among(task_try_t.c.k)
@@ -141,12 +185,13 @@ class Store:
             return {r.name: r.value for r in conn.execute(select(watermark_t))}
 
     # --- writes -----------------------------------------------------------------------------
-    def write(self, writes: list[Write]) -> list[Changes | Exception]:
+    def write(self, writes: list[Write], stage: Stage | None = None) -> list[Changes | Exception]:
         """Merge the batches and save their watermarks in one transaction; each one's changes,
-        or its error. A row the DB refuses fails only its own batch: then each batch is
-        written again in a transaction of its own."""
+        or its error. With `stage`, the counts it makes of the changes are saved in the same
+        transaction, and its follow-up runs once that is committed. A row the DB refuses fails
+        only its own batch: then each batch is written again in a transaction of its own."""
         try:
-            return list(self._commit(writes))
+            return list(self._commit(writes, stage))
         except (IntegrityError, DataError) as exc:
             if len(writes) == 1:
                 return [exc]
@@ -155,7 +200,7 @@ class Store:
         out: list[Changes | Exception] = []
         for one in writes:
             try:
-                out += self._commit([one])
+                out += self._commit([one], stage)
             except Exception as exc:
                 out.append(exc)
         return out
@@ -167,16 +212,47 @@ class Store:
             raise got
         return got
 
-    def save_breaches(self, breaches: Mapping[str, float]) -> None:
+    def save_breaches(self, breaches: Mapping[str, Breach]) -> None:
         """Breaches not yet stored; one already stored keeps its first time."""
         if breaches:
             with self.engine.begin() as conn:
-                conn.execute(self._add_breaches, [{"k": k, "at": at} for k, at in breaches.items()])
+                self._save_breaches(conn, breaches)
+
+    def _save_breaches(self, conn: Connection, breaches: Mapping[str, Breach]) -> None:
+        if breaches:
+            rows = [{"k": k, **asdict(b)} for k, b in breaches.items()]
+            conn.execute(self._add_breaches, rows)
+
+    def _save_counts(self, conn: Connection, counts: Counts) -> None:
+        if counts.series:
+            rows = [{"k": k, "dag_id": d, "value": v} for k, (d, v) in counts.series.items()]
+            self._upsert_series(conn, rows)
+        self._save_breaches(conn, counts.breaches)
+
+    def save_counts(self, counts: Counts) -> None:
+        """Counts made outside a write (e.g. costs priced again on start)."""
+        with self.engine.begin() as conn:
+            self._save_counts(conn, counts)
+
+    def forget_series(self, dag_ids: Collection[str]) -> None:
+        """The series of DAGs Airflow no longer has (the metrics state drops them too)."""
+        if dag_ids:
+            with self.engine.begin() as conn:
+                conn.execute(delete(series_t).where(series_t.c.dag_id.in_(sorted(dag_ids))))
+
+    def save_xcom_sizes(self, sizes: Iterable[tuple[str, str, float, int]], since: float) -> None:
+        """(run key, dag_id, written at, largest XCom) of finished runs; older than `since`
+        are deleted."""
+        rows = {k: {"k": k, "dag_id": d, "at": at, "size": n} for k, d, at, n in sizes}
+        with self.engine.begin() as conn:
+            if rows:
+                self._upsert_xcom(conn, list(rows.values()))
+            conn.execute(delete(xcom_size_t).where(xcom_size_t.c.at < since))
 
     def _rows(self, conn: Connection, query: Any, keys: Collection[str]) -> list[Any]:
         return list(conn.execute(query, {"keys": sorted(keys)})) if keys else []
 
-    def _commit(self, writes: list[Write]) -> list[Changes]:
+    def _commit(self, writes: list[Write], stage: Stage | None = None) -> list[Changes]:
         changes = [Changes() for _ in writes]
         batches = [batch for batch, _ in writes]
         with self.engine.begin() as conn:
@@ -189,6 +265,15 @@ class Store:
             if watermarks:
                 rows = [{"name": n, "value": v} for n, v in watermarks.items()]
                 self._upsert_watermarks(conn, rows)
+            committed: Callable[[], None] | None = None
+            if stage is not None:
+                counts, committed = stage(changes)
+                self._save_counts(conn, counts)
+        if committed is not None:
+            try:
+                committed()
+            except Exception:  # a bug: what is committed stays so (a restart restores it)
+                log.exception("the metrics state could not take a committed write")
         return changes
 
     def _merge_tries(
@@ -238,8 +323,10 @@ class Store:
             self._upsert_assets(conn, rows)
 
     # --- restart ----------------------------------------------------------------------------
-    def summary(self) -> Summary:
-        """Last successes, dataset updates, counted breaches and open runs, for a restart."""
+    def summary(self, tasks: Collection[tuple[str, str]] | None = None) -> Summary:
+        """Last successes, dataset updates, counted breaches and open runs, for a restart; the
+        last success of the (dag_id, task_id) in `tasks` only, when given (those producing a
+        data product: a read of a few index entries instead of every try)."""
         last_success: dict[str, float] = {}
         last_failure: dict[str, float] = {}
         with self.engine.connect() as conn:
@@ -256,7 +343,15 @@ class Store:
                 .where(task_try_t.c.state == "success")
                 .group_by(task_try_t.c.dag_id, task_try_t.c.task_id)
             )
-            task_success = {(d, t): e for d, t, e in conn.execute(q) if e is not None}
+            task_success: dict[tuple[str, str], float] = {}
+            if tasks is None:
+                task_success = {(d, t): e for d, t, e in conn.execute(q) if e is not None}
+            wanted = sorted(tasks or ())
+            for i in range(0, len(wanted), 500):
+                pairs = tuple_(task_try_t.c.dag_id, task_try_t.c.task_id).in_(wanted[i : i + 500])
+                for d, t, e in conn.execute(q.where(pairs)):
+                    if e is not None:
+                        task_success[(d, t)] = e
             q = select(asset_update_t.c.uri, func.max(asset_update_t.c.timestamp)).group_by(
                 asset_update_t.c.uri
             )
@@ -265,6 +360,27 @@ class Store:
             q = select(*RUN_RECORD).where(dag_run_t.c.state.in_(OPEN_STATES))
             open_runs = [DagRun(**r._mapping) for r in conn.execute(q)]
         return Summary(last_success, last_failure, task_success, asset_updates, breaches, open_runs)
+
+    def series(self) -> list[tuple[str, str]]:
+        """Every stored counter and histogram series: (key, value)."""
+        with self.engine.connect() as conn:
+            return [(k, v) for k, v in conn.execute(select(series_t.c.k, series_t.c.value))]
+
+    def breach_counts(self) -> list[tuple[tuple[str | None, ...], int]]:
+        """Breaches counted, by (team, severity, kind, dag_id, dataset); None where a row from
+        before the labels were kept does not say (team; dag_id of a freshness breach)."""
+        b = breach_t.c
+        labels = (b.team, b.severity, b.kind, b.dag_id, b.dataset)
+        q = select(*labels, func.count()).where(b.kind.is_not(None)).group_by(*labels)
+        with self.engine.connect() as conn:
+            return [(tuple(row[:5]), int(row[5])) for row in conn.execute(q)]
+
+    def xcom_sizes(self, since: float) -> list[tuple[str, float, int]]:
+        """(dag_id, written at, largest XCom) of runs written from `since` on, oldest first."""
+        x = xcom_size_t.c
+        q = select(x.dag_id, x.at, x.size).where(x.at >= since).order_by(x.at)
+        with self.engine.connect() as conn:
+            return [(d, at, int(n)) for d, at, n in conn.execute(q)]
 
     def open_run_keys(self) -> set[tuple[str, str]]:
         with self.engine.connect() as conn:
