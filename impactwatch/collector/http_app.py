@@ -104,7 +104,12 @@ def collector_app(
         return Response(await run_in_threadpool(exposition.render), media_type=METRICS_TYPE)
 
     async def health(request: Request) -> Response:
+        """503 while a failed or late poll cycle leaves the last state served (the reason
+        says why); "ok" otherwise, before the first poll included."""
         body = {"status": "ok", "stale": stats.stale, "last_successful_poll": stats.last_poll}
+        reason = stats.stale_reason
+        if reason is not None:
+            return JSONResponse({**body, "status": "stale", "reason": reason}, 503)
         return JSONResponse(body)
 
     return Starlette(
