@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -68,6 +69,8 @@ class CollectorProcess:
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
                     return
+            except urllib.error.HTTPError:
+                return  # listening; 503 = stale (e.g. an Airflow DB without tables)
             except OSError:
                 time.sleep(0.05)
         self.stop()

@@ -118,7 +118,10 @@ def probe_loop(
             with urllib.request.urlopen(f"{base_url}{path}", timeout=timeout) as resp:
                 resp.read()
             out.latencies.append(time.perf_counter() - began)
-        except (OSError, urllib.error.HTTPError) as exc:
+        except urllib.error.HTTPError as exc:  # an answer (/healthz: 503 while stale)
+            exc.read()
+            out.latencies.append(time.perf_counter() - began)
+        except OSError as exc:
             name = type(exc).__name__
             out.failures[name] = out.failures.get(name, 0) + 1
         stop.wait(max(every - (time.perf_counter() - began), 0.0))

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from impactwatch.catalog.durations import DurationError, format_duration, parse_duration
+from impactwatch.catalog.durations import DurationError, format_duration, parse_limit
 from impactwatch.catalog.model import TIERS, Catalog, Dataset, Pipeline, Producer
 
 ASSET_KEYS = ("title", "team", "tier", "freshness", "dataset")
@@ -141,7 +141,7 @@ class _Merge:
                 self.notes.append(f"{source}: tier {extra['tier']!r} ignored (use {tiers})")
         if "freshness" in extra:
             try:
-                values["freshness"] = parse_duration(extra["freshness"])
+                values["freshness"] = parse_limit(extra["freshness"])
             except (DurationError, TypeError) as exc:
                 self.notes.append(f"{source}: freshness ignored: {exc}")
         self.fill(name, values, source)

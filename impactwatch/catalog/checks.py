@@ -96,18 +96,22 @@ def _team_references(catalog: Catalog) -> Iterator[Finding]:
                 fix(pipeline.team),
             )
     default = catalog.defaults.team
-    if default not in catalog.teams:
-        written = "defaults" in catalog.model_fields_set and (
-            "team" in catalog.defaults.model_fields_set
-        )
-        if written:
-            yield _finding(("defaults", "team"), f"unknown team {default!r}", fix(default))
-        else:
-            yield _finding(
-                ("defaults", "team"),
-                f"the default team {default!r} (owner of anything unassigned) is not a team",
-                f"add `defaults: {{team: <one of {', '.join(teams)}>}}` or a team named {default}",
-            )
+    written = "team" in catalog.defaults.model_fields_set
+    if written and default not in catalog.teams:
+        yield _finding(("defaults", "team"), f"unknown team {default!r}", fix(default))
+
+
+def unowned_note(catalog: Catalog) -> str | None:
+    """What happens to things the catalog leaves without a team, when it names no default team
+    that exists (not a problem: such alerts still reach someone; see README "The catalog")."""
+    default = catalog.defaults.team
+    if not catalog.teams or default in catalog.teams:
+        return None  # (no teams: every alert goes to the fallback channel anyway)
+    return (
+        f"no defaults.team: DAGs and data products without a team alert as team {default!r}, "
+        "which the router posts to its fallback channel (IMPACTWATCH_ROUTER_FALLBACK_CHANNEL); "
+        "add `defaults: {team: <team>}` to choose who owns them"
+    )
 
 
 def _upstream_references(catalog: Catalog) -> Iterator[Finding]:

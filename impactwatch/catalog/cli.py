@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from impactwatch.catalog.checks import unowned_note
 from impactwatch.catalog.loader import CatalogError, check_catalog, load_catalog
 from impactwatch.catalog.model import Catalog
 
@@ -58,6 +59,9 @@ def _run_check(path: str, airflow_db: str | None) -> int:
         f"{_count(len(catalog.datasets), 'data product')}, "
         f"{_count(len(catalog.pipelines), 'pipeline')}"
     )
+    note = unowned_note(catalog)
+    if note is not None:
+        print(f"{path}: note: {note}")
     return 0
 
 

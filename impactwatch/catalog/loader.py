@@ -1,12 +1,14 @@
 """Read a catalog YAML file into a `Catalog`, reporting every problem with file:line and a fix.
 
-The YAML is composed into nodes first (so every value keeps its line), turned into plain data
-while catching what PyYAML lets through (duplicate keys), validated by the pydantic model, and
-then checked for cross-references (`catalog_checks`). Errors never surface as tracebacks.
+The YAML is composed into nodes first (so every value keeps its line; `yaml_limits` bounds the
+file's size, nesting and alias expansion), turned into plain data while catching what PyYAML lets
+through (duplicate keys), validated by the pydantic model, and then checked for cross-references
+(`checks`), on every entry, even one with a bad field. Errors never surface as tracebacks.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,13 @@ from pydantic import ValidationError
 from impactwatch.catalog.checks import Finding, Loc, semantic_findings, subject
 from impactwatch.catalog.errors import finding_from_error
 from impactwatch.catalog.model import Catalog
+from impactwatch.catalog.yaml_limits import (
+    MAX_FILE_BYTES,
+    LimitedLoader,
+    LimitError,
+    TooLarge,
+    read_capped,
+)
 
 _SEXAGESIMAL_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -60,7 +69,16 @@ def check_catalog(
     """Read and check the catalog in `path`; see `parse_catalog`."""
     filename = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_capped(path)
+    except TooLarge:
+        return None, [
+            Problem(
+                filename,
+                None,
+                f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB",
+                "point at the catalog YAML file (a catalog of 10,000 DAGs takes about 2 MiB)",
+            )
+        ]
     except FileNotFoundError:
         return None, [Problem(filename, None, "no such file", "check the path to the catalog")]
     except IsADirectoryError:
@@ -85,8 +103,12 @@ def parse_catalog(
     a sound catalog must treat as fatal (`load_catalog` does).
     """
     try:
-        loader = yaml.SafeLoader(text)
+        loader = LimitedLoader(text)
         root = loader.get_single_node()
+    except LimitError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        return None, [Problem(filename, line, str(exc.problem), exc.fix)]
     except yaml.MarkedYAMLError as exc:
         return None, [_syntax_problem(filename, exc)]
     except yaml.reader.ReaderError as exc:
@@ -125,7 +147,7 @@ def parse_catalog(
         for error in errors:
             finding = finding_from_error(error, _matched_depth(root, error["loc"]))
             findings.append((_locate(root, error["loc"]), finding))
-        checked, broken = _salvage(data, [tuple(e["loc"]) for e in errors])
+        checked, broken = _salvage(data, errors)
     if checked is not None:
         findings.extend(
             (_locate(root, f.loc), f)
@@ -142,31 +164,66 @@ _PLACEHOLDERS: dict[str, dict[str, Any]] = {
     "teams": {"slack_channel": "#placeholder"},
     "datasets": {},
 }
+_SALVAGE_ROUNDS = 8  # deeper than the schema: each round takes out one level more
 
 
-def _salvage(data: dict[str, Any], locs: list[Loc]) -> tuple[Catalog | None, list[Loc]]:
-    """A catalog without the broken entries, to cross-check the rest in the same pass.
+def _salvage(data: dict[str, Any], errors: list[Any]) -> tuple[Catalog | None, list[Loc]]:
+    """The catalog with each bad value taken out, to cross-check everything else in one pass.
 
-    Broken teams and data products stay as bare placeholders so references to them are not
-    reported twice; findings at or under a returned location are already covered.
+    A bad value is dropped (its default applies) or, when required, given a placeholder, else
+    its parent goes; a bad list item takes its list along (later items keep their index, so
+    their lines stay right). A broken team or data product stays as a bare placeholder so
+    references to it are not reported twice. Findings at or under a returned location are
+    already covered.
     """
+    pruned = copy.deepcopy(data)
     broken: list[Loc] = []
-    for loc in locs:
-        entry = loc[:2] if len(loc) >= 2 and loc[0] in _ENTRY_SECTIONS else loc[:1]
-        if entry not in broken:
-            broken.append(entry)
-    pruned = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
-    for entry in broken:
-        if len(entry) == 1 or not isinstance(pruned.get(entry[0]), dict):
-            pruned.pop(str(entry[0]), None)
-        elif str(entry[0]) in _PLACEHOLDERS:
-            pruned[str(entry[0])][str(entry[1])] = _PLACEHOLDERS[str(entry[0])]
+    for _ in range(_SALVAGE_ROUNDS):
+        for error in errors:
+            unit = _unit(pruned, tuple(error["loc"]))
+            if not unit:
+                return None, broken
+            if unit not in broken:
+                broken.append(unit)
+            _take_out(pruned, unit)
+        try:
+            return Catalog.model_validate(pruned), broken
+        except ValidationError as exc:
+            errors = exc.errors()
+    return None, broken
+
+
+def _unit(data: Any, loc: Loc) -> Loc:
+    """What to take out for an error at `loc`: the deepest part of it present in `data` (the
+    parent, for a missing key), never a list item."""
+    unit: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and str(part) in node:
+            unit.append(str(part))
+            node = node[str(part)]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            unit.append(part)
+            node = node[part]
         else:
-            pruned[str(entry[0])].pop(str(entry[1]), None)
-    try:
-        return Catalog.model_validate(pruned), broken
-    except ValidationError:
-        return None, broken
+            break
+    while unit and isinstance(unit[-1], int):
+        unit.pop()
+    return tuple(unit)
+
+
+def _take_out(data: dict[str, Any], unit: Loc) -> None:
+    parent: Any = data
+    for part in unit[:-1]:
+        parent = parent[part]
+    key = unit[-1]
+    section = str(unit[0])
+    if len(unit) == 2 and section in _PLACEHOLDERS:
+        parent[key] = dict(_PLACEHOLDERS[section])
+    elif len(unit) == 3 and key in _PLACEHOLDERS.get(section, {}):
+        parent[key] = _PLACEHOLDERS[section][str(key)]
+    elif isinstance(parent, dict):
+        parent.pop(key, None)
 
 
 def _syntax_problem(filename: str, exc: yaml.MarkedYAMLError) -> Problem:
@@ -194,24 +251,13 @@ class _Builder:
     def __init__(self, loader: yaml.SafeLoader, findings: list[tuple[int | None, Finding]]):
         self.loader = loader
         self.findings = findings
-        self.active: set[int] = set()
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
-        if id(node) in self.active:
-            self._note(node, loc, "an alias refers to itself", "remove the recursive alias")
-            return None
+        # Finite: LimitedLoader refused recursive aliases, deep nesting and large expansions.
         if isinstance(node, yaml.MappingNode):
-            self.active.add(id(node))
-            try:
-                return self._mapping(node, loc)
-            finally:
-                self.active.discard(id(node))
+            return self._mapping(node, loc)
         if isinstance(node, yaml.SequenceNode):
-            self.active.add(id(node))
-            try:
-                return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
-            finally:
-                self.active.discard(id(node))
+            return [self.build(item, (*loc, i)) for i, item in enumerate(node.value)]
         if node.tag in _SEXAGESIMAL_TAGS and node.style is None and ":" in node.value:
             return node.value
         try:
@@ -219,6 +265,8 @@ class _Builder:
         except yaml.YAMLError as exc:
             self._note(node, loc, f"unreadable value: {exc}", "quote the value")
             return None
+        except (ValueError, OverflowError):  # a date like 2024-13-45, an int of 5,000 digits
+            return node.value  # as text: the model says whether text fits here
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
         first_line: dict[str, int] = {}

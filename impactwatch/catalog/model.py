@@ -24,12 +24,12 @@ from pydantic import (
     model_validator,
 )
 
-from impactwatch.catalog.durations import parse_duration
+from impactwatch.catalog.durations import parse_limit
 
 Tier = Literal["critical", "high", "standard"]
 TIERS: tuple[str, ...] = get_args(Tier)
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-"""Seconds; written as "30m", "1h30m" or a number of seconds."""
+Duration = Annotated[float, BeforeValidator(parse_limit)]
+"""Seconds, 1 s to 366 days; written as "30m", "1h30m" or a number of seconds."""
 
 # Airflow's rule for DAG and task ids (airflow.utils.helpers.KEY_REGEX).
 _AIRFLOW_KEY = re.compile(r"[\w.-]+")

@@ -115,10 +115,15 @@ def collector_app(
         return Response(await run_in_threadpool(exposition.render), media_type=METRICS_TYPE)
 
     async def health(request: Request) -> Response:
-        """200 once the state is restored (a readiness probe's "ready"); 503 before."""
+        """503 "starting" until the state is restored; 503 "stale" while a failed or late poll
+        cycle leaves the last state served (the reason says why); 200 "ok" otherwise, before the
+        first poll included."""
         if not service.ready.is_set():
             return starting()
         body = {"status": "ok", "stale": stats.stale, "last_successful_poll": stats.last_poll}
+        reason = stats.stale_reason
+        if reason is not None:
+            return JSONResponse({**body, "status": "stale", "reason": reason}, 503)
         return JSONResponse(body)
 
     return Starlette(

@@ -46,6 +46,8 @@ from impactwatch.collector.state.store import Changes, Counts, Store, make_engin
 from impactwatch.collector.tracing.spans import tracing_enabled
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from impactwatch.collector.tracing.export import RunTracer
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ class CollectorService:
         # Set once the writer has restored the state from the state DB (`_restore`); until
         # then /healthz and /metrics answer 503 "starting", and queued work waits.
         self.ready = threading.Event()
-        self.airflow = make_airflow_engine(settings.airflow_db, settings.statement_timeout_ms)
+        self.airflow = self._airflow_engine()
         self.poller: Poller | None = None
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="impactwatch-poll")
         self.stop_event = threading.Event()
@@ -294,6 +296,7 @@ class CollectorService:
             stats.poll_duration.observe((), time.perf_counter() - job.started)
             stats.last_poll = self.clock()
             stats.stale = False
+            stats.stale_reason = None
 
     def _evaluate(self) -> None:
         """Breaches visible now: stored, then counted (so /metrics is never ahead of the DB)."""
@@ -316,10 +319,15 @@ class CollectorService:
         if changed:
             self.state.restore(self.store.summary(self.state.producer_tasks), self._cost_history)
 
-    def _count_failure(self, db: str) -> None:
+    def _count_failure(self, db: str, reason: str) -> None:
         with self.state.lock:
             self.state.self_stats.db_errors[db] += 1
+            self._set_stale(reason)
+
+    def _set_stale(self, reason: str) -> None:
+        with self.state.lock:
             self.state.self_stats.stale = True
+            self.state.self_stats.stale_reason = reason
 
     # --- one cycle (the poll thread) --------------------------------------------------------
     def _poller(self) -> Poller:
@@ -374,8 +382,11 @@ class CollectorService:
         """The Airflow-DB part of a cycle, bounded in time even if a connection hangs.
 
         Server-side statement timeouts do not help when the network black-holes a connection
-        mid-query; the cycle then runs in a worker we abandon, with a fresh connection pool.
-        The worker touches only the poller it was handed, never the service.
+        mid-query: TCP keepalives end such a connection (`tcp_liveness`), a cycle still running
+        after `poll_interval` marks the state stale (so within two poll intervals of Airflow's
+        DB going silent), and one past `cycle_timeout` runs on in a worker we abandon, with a
+        fresh connection pool. The worker touches only the poller it was handed, never the
+        service.
         """
         poller = self._poller()
         due = self.clock() - self._declarations_at >= self.settings.declarations_interval
@@ -384,19 +395,27 @@ class CollectorService:
             return (poller.declarations() if due else None), poller.poll()
 
         future = self._reader.submit(read)
+        late = min(self.settings.poll_interval, self.settings.cycle_timeout)
         try:
-            return future.result(timeout=self.settings.cycle_timeout)
+            return future.result(timeout=late)
+        except CycleTimeout:
+            if late < self.settings.cycle_timeout:
+                reason = f"Airflow's DB: a poll cycle running for over {late:.0f}s"
+                self._call(partial(self._set_stale, reason))
+        try:
+            return future.result(timeout=self.settings.cycle_timeout - late)
         except CycleTimeout:
             self._reader.shutdown(wait=False)
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="impactwatch-poll")
-            hung, self.airflow = (
-                self.airflow,
-                make_airflow_engine(self.settings.airflow_db, self.settings.statement_timeout_ms),
-            )
+            hung, self.airflow = self.airflow, self._airflow_engine()
             threading.Thread(target=hung.dispose, daemon=True).start()
             raise CycleTimeoutError(
                 f"no answer from Airflow's DB within {self.settings.cycle_timeout:.0f}s"
             ) from None
+
+    def _airflow_engine(self) -> Engine:
+        s = self.settings
+        return make_airflow_engine(s.airflow_db, s.statement_timeout_ms, s.airflow_dead_after)
 
     def evaluate(self) -> None:
         """Count the breaches visible now (on the writer) and store them."""
@@ -427,7 +446,7 @@ class CollectorService:
         self.poller = None  # restart from the persisted watermarks: nothing half-read is lost
         self._declarations_at = 0.0
         with contextlib.suppress(Exception):  # (stopping: nothing to count in any more)
-            self._call(partial(self._count_failure, db)).result()
+            self._call(partial(self._count_failure, db, f"{db} DB: {describe_error(exc)}")).result()
         if self._failures == 0:
             log.warning("%s DB error, serving last state and retrying: %s", db, describe_error(exc))
         self._failures += 1

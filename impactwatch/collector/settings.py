@@ -31,6 +31,13 @@ class CollectorSettings(BaseSettings, ServedSettings):
     cycle_timeout: float = Field(
         60.0, gt=0, description="A poll cycle that takes longer is abandoned and counted failed"
     )
+    airflow_dead_after: float = Field(
+        10.0,
+        ge=2,
+        description="Seconds a PostgreSQL connection to Airflow's DB may go silent (no TCP "
+        "acknowledgement, no keepalive answer) before it fails; a cycle still running after "
+        "poll_interval marks the collector stale meanwhile",
+    )
     token: SecretStr | None = Field(
         None, description="Bearer token /v1/events requires (IMPACTWATCH_TOKEN); none = open"
     )

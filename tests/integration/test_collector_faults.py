@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
 
+from impactwatch.collector.airflow.db import make_airflow_engine
 from impactwatch.collector.intake.parse import SCHEMA
 from tests.integration.helpers import catch_up, copy_of, make_service, registry, serving, sql
 from tests.support.prometheus import Prometheus
@@ -178,3 +184,121 @@ def test_a_black_holed_connection_does_not_hang_the_collector(
     finally:
         proxy.down()
         service.close()
+
+
+def _health_and_stale(base: str) -> tuple[int, dict[str, Any], str | None]:
+    """(/healthz status, its body, the `impactwatch_collector_stale` line of /metrics)."""
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as resp:
+            status, body = resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, json.load(exc)
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    stale = next(
+        (ln for ln in text.splitlines() if ln.startswith("impactwatch_collector_stale ")), None
+    )
+    return status, body, stale
+
+
+def _until(check: Any, limit: float) -> float:
+    """Seconds until `check()` is true, polled every 0.1 s; fails after `limit`."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < limit, f"not within {limit:.0f}s"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_a_silent_airflow_db_is_stale_within_two_poll_intervals_and_recovers(
+    pg_base_url: str, airflow_pg_url: str, tmp_path: Path
+) -> None:
+    """The running collector (its own loop, default cycle_timeout of 60 s) behind a proxy that
+    keeps the connections open and forwards nothing: /metrics and /healthz say so in time."""
+    interval = 2.0
+    real = make_url(airflow_pg_url)
+    proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432).up()
+    proxied = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    service = make_service(proxied, tmp_path, poll_interval=interval)
+    assert service.settings.cycle_timeout == 60
+    loop = threading.Thread(target=service.run, daemon=True)
+    try:
+        catch_up(service)
+        with serving(service, TOKEN) as base:
+            loop.start()
+            _until(lambda: _health_and_stale(base)[0] == 200, 10)
+            assert _health_and_stale(base)[2] == "impactwatch_collector_stale 0.0"
+            proxy.stalled.set()
+            took = _until(lambda: _health_and_stale(base)[0] == 503, 3 * interval)
+            assert took <= 2 * interval + 0.5, f"stale after {took:.1f}s"
+            _, body, stale = _health_and_stale(base)
+            assert stale == "impactwatch_collector_stale 1.0"
+            assert body["status"] == "stale" and body["stale"] is True
+            assert body["reason"] == "Airflow's DB: a poll cycle running for over 2s"
+            proxy.stalled.clear()  # it answers again: the same cycle ends, the next ones run
+            _until(lambda: _health_and_stale(base)[0] == 200, 3 * interval)
+            _, body, stale = _health_and_stale(base)
+            assert stale == "impactwatch_collector_stale 0.0"
+            assert (body["status"], body["stale"], "reason" in body) == ("ok", False, False)
+    finally:
+        service.stop()
+        loop.join(10)
+        proxy.down()
+        service.close()
+
+
+def test_a_failed_cycle_makes_healthz_unhealthy_with_the_error(
+    pg_base_url: str, airflow_pg_url: str, tmp_path: Path
+) -> None:
+    real = make_url(airflow_pg_url)
+    proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432)  # down: connections refused
+    proxied = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    service = make_service(proxied, tmp_path)
+    try:
+        with serving(service, TOKEN) as base:
+            assert _health_and_stale(base)[0] == 200  # not polled yet: nothing known wrong
+            assert service.poll_once() is None
+            status, body, stale = _health_and_stale(base)
+            assert (status, body["status"], stale) == (
+                503,
+                "stale",
+                "impactwatch_collector_stale 1.0",
+            )
+            assert body["reason"].startswith("airflow DB: OperationalError: ")
+            assert "@" not in body["reason"]  # no URL, no password
+            proxy.up()
+            catch_up(service)
+            assert _health_and_stale(base)[0] == 200
+    finally:
+        proxy.down()
+        service.close()
+
+
+def test_airflow_db_connections_fail_when_the_peer_goes_silent(pg_base_url: str) -> None:
+    """libpq applied the keepalive and user-timeout options to the real socket."""
+    engine = make_airflow_engine(f"{pg_base_url}/postgres", dead_after=10.0)
+    try:
+        with engine.connect() as conn:
+            fd = conn.connection.dbapi_connection.pgconn.socket  # type: ignore[union-attr]
+            sock = socket.socket(fileno=os.dup(fd))
+            try:
+                options = {
+                    "SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                    "TCP_KEEPIDLE": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                    "TCP_KEEPINTVL": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                    "TCP_KEEPCNT": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                    "TCP_USER_TIMEOUT": sock.getsockopt(
+                        socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT
+                    ),
+                }
+            finally:
+                sock.close()
+    finally:
+        engine.dispose()
+    assert options == {
+        "SO_KEEPALIVE": 1,
+        "TCP_KEEPIDLE": 5,
+        "TCP_KEEPINTVL": 1,
+        "TCP_KEEPCNT": 3,
+        "TCP_USER_TIMEOUT": 10_000,
+    }

@@ -269,11 +269,22 @@ def test_unknown_team_in_datasets_pipelines_and_defaults():
     assert found[1].fix == "use one of: risk, markets (or add it under teams:)"
 
 
-def test_implicit_default_team_must_exist_when_teams_are_declared():
-    problem = only('teams:\n  risk: {slack_channel: "#risk"}\n')
-    assert problem.line is None
-    assert "default team 'platform'" in problem.message
-    assert "defaults: {team: <one of risk>}" in problem.fix
+def test_without_defaults_unowned_things_alert_as_platform(tmp_path, capsys):
+    text = 'teams:\n  risk: {slack_channel: "#risk"}\npipelines:\n  loose: {}\n'
+    catalog, found = parse_catalog(text)
+    assert found == []
+    assert catalog is not None
+    assert catalog.team_of_pipeline("loose") == "platform"
+    assert catalog.team_of_pipeline("not_in_the_catalog") == "platform"
+    path = tmp_path / "cat.yaml"
+    path.write_text(text)
+    assert run_check(str(path)) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out
+    assert "note: no defaults.team" in out and "IMPACTWATCH_ROUTER_FALLBACK_CHANNEL" in out
+    path.write_text(text + "defaults: {team: risk}\n")
+    assert run_check(str(path)) == 0
+    assert "note" not in capsys.readouterr().out
 
 
 def test_without_teams_any_team_name_is_a_label():
@@ -419,6 +430,7 @@ def test_every_problem_at_once_including_cross_references():
     assert [(p.line, p.message) for p in found] == [
         (3, "team 'broken': slack_channel: expected text, got 42"),
         (5, "dataset 'a': freshness: 'never' is not a duration"),
+        (5, "dataset 'a': unknown team 'rsk'"),
         (6, "dataset 'b': unknown team 'rsk'"),
         (6, "dataset 'b': unknown upstream data product 'missing'"),
     ]

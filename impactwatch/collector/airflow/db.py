@@ -50,8 +50,29 @@ class IdCursor:
         return cls(int(raw["high"]), gaps, int(raw.get("floor", 0)))
 
 
-def make_airflow_engine(url: str, statement_timeout_ms: int = 5000) -> Engine:
-    """A small, read-only pool on Airflow's DB with a statement timeout."""
+def tcp_liveness(dead_after: float) -> dict[str, int]:
+    """libpq options that make a connection whose peer went silent (a black-holed network, a
+    host gone) fail within about `dead_after` seconds instead of waiting for the kernel's
+    default of some 15 minutes: `tcp_user_timeout` for data sent and never acknowledged,
+    keepalive probes while waiting for an answer. A slow query is not cut: its server still
+    acknowledges and answers probes (the statement timeout bounds it)."""
+    idle = max(1, int(dead_after // 2))
+    count = 3
+    interval = max(1, int((dead_after - idle) // count))
+    return {
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": count,
+        "tcp_user_timeout": int(dead_after * 1000),
+    }
+
+
+def make_airflow_engine(
+    url: str, statement_timeout_ms: int = 5000, dead_after: float = 10.0
+) -> Engine:
+    """A small, read-only pool on Airflow's DB with a statement timeout; on PostgreSQL a
+    connection that stops answering fails after `dead_after` seconds (`tcp_liveness`)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database or ""
@@ -75,6 +96,7 @@ def make_airflow_engine(url: str, statement_timeout_ms: int = 5000) -> Engine:
                 "options": options,
                 "connect_timeout": 5,
                 "application_name": "impactwatch",
+                **tcp_liveness(dead_after),
             },
         )
     return create_engine(parsed, pool_size=2, max_overflow=1, pool_pre_ping=True)

@@ -95,6 +95,7 @@ class SelfStats:
     db_errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     last_poll: float | None = None
     stale: bool = True
+    stale_reason: str | None = None  # set while a failed or late cycle leaves the state stale
     _counting: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, source: str, outcome: str, n: int = 1) -> None:
