@@ -37,6 +37,7 @@ from impactwatch.router.store import RouterStore
 log = logging.getLogger(__name__)
 SHORT_WAIT = 0.3  # wait this long in the thread for a channel slot; longer: back to the outbox
 UNSURE_LOOKBACK = 120.0
+HOLD_RENDER = 300.0  # a message that cannot be rendered is tried again this much later
 WAKE_DEBOUNCE = 0.2  # a burst of webhooks rings hundreds of times a second: look 5 times
 
 
@@ -224,7 +225,12 @@ class DeliveryWorker:
     # -- one row ------------------------------------------------------------------------------
     def deliver(self, row: MessageRow) -> None:
         now = self.clock()
-        job = self._job(row)
+        try:
+            job = self._job(row)
+        except Exception as exc:  # a bug or a value nobody foresaw: this row waits, not all
+            self.stats.count("delivery_held", "render_failed")
+            log.warning("cannot render %s: %s", row.key, type(exc).__name__)
+            self._defer(row, HOLD_RENDER, f"render: {type(exc).__name__}")
         if job.rendered is None:
             self.outbox.cancel(row)
             return

@@ -125,13 +125,15 @@ class RouterEndpoints:
             result = self.service.handle(notification)
         except Exception as exc:
             self.stats.count("notifications", "failed")
-            log.warning("could not store a notification: %s", type(exc).__name__)
+            reason = self.stats.store_failed("notification", exc)
+            log.warning("could not store a notification (%s): %s", reason, type(exc).__name__)
             return JSONResponse(
                 {"error": "state DB unavailable; Alertmanager will retry"},
                 503,
                 {"Retry-After": "5"},
             )
         self.stats.count("notifications", "accepted")
+        self.stats.add("values_adjusted", notification.adjusted)
         self.stats.webhook_took(time.perf_counter() - began)
         return JSONResponse(result)
 
@@ -163,7 +165,8 @@ class RouterEndpoints:
         try:
             outcome = self.service.act(action)
         except Exception as exc:
-            log.warning("could not store a button press: %s", type(exc).__name__)
+            reason = self.stats.store_failed("interaction", exc)
+            log.warning("could not store a button press (%s): %s", reason, type(exc).__name__)
             self.stats.count("interactions", (action.kind, "failed"))
             return JSONResponse({"error": "state DB unavailable"}, 503)
         self.stats.count("interactions", (action.kind, outcome))

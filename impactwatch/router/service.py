@@ -240,7 +240,8 @@ class RouterService:
             try:
                 self.tick()
             except Exception as exc:  # the DB went away: the next tick tries again
-                log.warning("timers: %s", type(exc).__name__)
+                reason = self.stats.store_failed("timers", exc)
+                log.warning("timers (%s): %s", reason, type(exc).__name__)
 
     def stop(self) -> None:
         self._stop.set()
