@@ -86,6 +86,7 @@ class RouterService:
             lease=settings.lease_seconds,
             channel_interval=settings.channel_interval,
             threads=settings.delivery_workers,
+            hold=settings.slack_hold_seconds,
             clock=clock,
         )
         self._stop = threading.Event()

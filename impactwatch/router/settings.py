@@ -85,6 +85,12 @@ class RouterSettings(BaseSettings, ServedSettings):
         1.0, ge=0, description="Seconds between two messages to one channel (Slack: 1/s)"
     )
     slack_timeout: int = Field(10, gt=0, description="Seconds per Slack API call")
+    slack_hold_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Slack refuses the bot token (invalid_auth, token_revoked...): delivery "
+        "pauses this long; a message it refuses for good (missing_scope...) waits this long",
+    )
     lease_seconds: float = Field(
         10.0,
         gt=0,

@@ -65,9 +65,10 @@ def test_a_notification_is_never_refused_for_its_labels() -> None:
     raw["fingerprint"] = "f" * 500
     parsed = parse_notification(body([raw]), T0)
     (got,) = parsed.alerts
-    assert len(got.labels["alertname"]) == bounds.MAX_LABEL and "(401 chars, #" in got.labels[
-        "alertname"
-    ]
+    assert (
+        len(got.labels["alertname"]) == bounds.MAX_LABEL
+        and "(401 chars, #" in got.labels["alertname"]
+    )
     assert "\x00" not in got.labels["alertname"]
     assert len(got.labels["kind"]) == bounds.MAX_KIND
     assert len(got.labels["extra"]) == bounds.MAX_LABEL
