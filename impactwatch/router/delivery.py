@@ -168,7 +168,8 @@ class DeliveryWorker:
             try:
                 self.outbox.renew(held, self.clock())
             except Exception as exc:  # the DB went away: the leases may lapse, then re-claimed
-                log.warning("lease renewal: %s", type(exc).__name__)
+                reason = self.stats.store_failed("delivery", exc)
+                log.warning("lease renewal (%s): %s", reason, type(exc).__name__)
 
     def stop(self, timeout: float = 15.0) -> None:
         self._stop.set()
@@ -182,7 +183,8 @@ class DeliveryWorker:
             try:
                 worked = self.run_once()
             except Exception as exc:  # the DB went away: try again shortly, never die
-                log.warning("delivery: %s", type(exc).__name__)
+                reason = self.stats.store_failed("delivery", exc)
+                log.warning("delivery (%s): %s", reason, type(exc).__name__)
                 worked = False
                 self._stop.wait(1.0)
             if not worked and self.wake.wait(self._idle_wait()):

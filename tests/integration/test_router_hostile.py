@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -28,6 +29,7 @@ from impactwatch.router.sinks import ConsoleSink
 from impactwatch.router.tables import alert_t
 from impactwatch.serving import Server
 from tests.support.postgres import create_database, drop_database
+from tests.support.tcpproxy import TcpProxy
 from tests.unit.test_router_http import SECRET, TOKEN, press, signed
 from tests.unit.test_router_support import alert, body, catalog
 
@@ -245,3 +247,34 @@ def test_no_notification_is_lost_for_what_its_labels_hold(pg_router: Router) -> 
     assert m[f'{adjusted}{{field="label",reason="control_character"}}'] == 1
     assert m[f'{adjusted}{{field="time",reason="out_of_range"}}'] == 1
     assert m["impactwatch_router_outbox_depth"] == 0  # every message went out
+
+
+def test_a_state_db_that_goes_away_is_a_503_counted_with_its_reason(
+    pg_base_url: str, tmp_path: Path
+) -> None:
+    """The webhook's write fails (the DB's connections cut): 503 so Alertmanager retries, and
+    the failure is in /metrics with its reason; once the DB is back, the same body is taken."""
+    name = f"impactwatch_router_down_{uuid.uuid4().hex[:8]}"
+    url = create_database(pg_base_url, name).replace("postgresql://", "postgresql+psycopg://")
+    parts = urlsplit(url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432).up()
+    via_proxy = url.replace(f"{parts.hostname}:{parts.port or 5432}", f"127.0.0.1:{proxy.port}")
+    try:
+        for router in serve(via_proxy, tmp_path):
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            data = body([alert(dataset="market_data", team="markets")])
+            proxy.down()
+            status, reply = router.post("/alertmanager", data, **auth)
+            assert status == 503 and "Alertmanager will retry" in reply["error"]
+            m = router.metrics()
+            failures = "impactwatch_router_store_failures_total"
+            assert m[f'{failures}{{operation="notification",reason="unavailable"}}'] == 1
+            proxy.up()
+            for _ in range(3):  # the first statement after the cut may find a dead connection
+                status, _reply = router.post("/alertmanager", data, **auth)
+                if status == 200:
+                    break
+            assert status == 200
+    finally:
+        proxy.down()
+        drop_database(pg_base_url, name)
