@@ -10,6 +10,9 @@ process (`impactwatch collector`, `impactwatch router`), reached over loopback o
     4 MiB body (bad Slack signature) and sending all but its last byte as fast as the router
     reads, then holding the connection open for the rest of 8 s. Figure: the router's RSS
     growth, peak VmRSS (/proc/<pid>/status every 0.1 s) minus VmRSS before (target < 20 MB).
+(c) The same with 900 connections each announcing a body just under the router's limit
+    (64 KiB), which the router must read before it can check the signature: they share one
+    byte budget (`interactions_inflight_bytes`), so RSS growth stays under 20 MB too.
 
 With `--baseline <commit>` everything runs against that commit's `impactwatch` package too
 (`git archive`, see bench_router_common.checkout), printed beside today's tree and the target.
@@ -91,6 +94,24 @@ def measure(code: Path | None, args: argparse.Namespace) -> dict[str, Any]:
             lambda: peak.append(rss_mb(pid)),
         )
         out["rss"] = {"before": before, "peak": max(peak), "bodies": bodies}
+        time.sleep(1.0)
+        before = rss_mb(pid)
+        peak = [before]
+        print("  router: 64 KiB bodies on /slack/interactions", file=sys.stderr, flush=True)
+        bodies = big_bodies(
+            router.port,
+            "/slack/interactions",
+            {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Slack-Request-Timestamp": str(int(time.time())),
+                "X-Slack-Signature": "v0=" + "0" * 64,
+            },
+            args.small_bodies,
+            65536,
+            args.hold,
+            lambda: peak.append(rss_mb(pid)),
+        )
+        out["rss_small"] = {"before": before, "peak": max(peak), "bodies": bodies}
     finally:
         router.stop()
         slack.stop()
@@ -156,9 +177,30 @@ def render(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
             and deadline - 1 <= min(slow.cut_after)
             and max(slow.cut_after) <= deadline + 2,
         )
+    for key, what in (
+        ("rss", f"{args.bodies} x 4 MiB"),
+        ("rss_small", f"{args.small_bodies} x 64 KiB"),
+    ):
+        rss_row(results, variants, key, what, rows, verdicts)
+    table = report.table(
+        f"Slow clients, loopback, {os.cpu_count()} cores (same run, same machine)",
+        ("figure", *variants, "target"),
+        rows,
+    )
+    return "\n\n".join([table, verdicts.render()])
+
+
+def rss_row(
+    results: dict[str, dict[str, Any]],
+    variants: list[str],
+    key: str,
+    what: str,
+    rows: list[list[object]],
+    verdicts: report.Verdicts,
+) -> None:
     rss_cells = []
     for v in variants:
-        r = results[v]["rss"]
+        r = results[v][key]
         answers = ", ".join(f"{n} {s}" for s, n in sorted(r["bodies"].statuses.items()))
         rss_cells.append(
             f"+{r['peak'] - r['before']:.1f} MB ({r['before']:.0f} -> {r['peak']:.0f} MB;"
@@ -166,24 +208,18 @@ def render(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         )
     rows.append(
         [
-            f"router: RSS growth, {args.bodies} x 4 MiB unauthenticated /slack/interactions",
+            f"router: RSS growth, {what} unauthenticated /slack/interactions",
             *rss_cells,
             f"< {RSS_LIMIT_MB:.0f} MB",
         ]
     )
-    r = results["current"]["rss"]
+    r = results["current"][key]
     verdicts.add(
-        "router: RSS growth under 4 MiB bodies",
+        f"router: RSS growth under {what} bodies",
         f"{r['peak'] - r['before']:.1f} MB",
         f"< {RSS_LIMIT_MB:.0f} MB",
         r["peak"] - r["before"] < RSS_LIMIT_MB,
     )
-    table = report.table(
-        f"Slow clients, loopback, {os.cpu_count()} cores (same run, same machine)",
-        ("figure", *variants, "target"),
-        rows,
-    )
-    return "\n\n".join([table, verdicts.render()])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         "--deadline", type=float, default=10.0, help="the documented header_timeout (s)"
     )
     parser.add_argument("--bodies", type=int, default=40, help="4 MiB bodies held open")
+    parser.add_argument(
+        "--small-bodies", type=int, default=900, help="64 KiB bodies held open (phase c)"
+    )
     parser.add_argument("--hold", type=float, default=8.0, help="seconds the bodies are held")
     args = parser.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}

@@ -1,4 +1,5 @@
-"""alertmanager.yml from the catalog: one receiver (the router), a route per team, inhibition.
+"""alertmanager.yml from the catalog: the router as the receiver, a route per team, inhibition,
+and an out-of-band receiver (email, webhook) for alerts about the router's own delivery.
 
 Written as commented text (the comments are the documentation of each timing choice);
 `amtool check-config` validates it in the tests.
@@ -16,6 +17,7 @@ from impactwatch.contract.alerts import (
     ALERTNAME,
     CRITICAL,
     INCIDENT_LABELS,
+    OUT_OF_BAND,
     SEVERITY,
     SUBJECT_LABELS,
     TEAM,
@@ -23,6 +25,7 @@ from impactwatch.contract.alerts import (
 )
 
 RECEIVER = "impactwatch-router"
+OUT_OF_BAND_RECEIVER = "impactwatch-out-of-band"
 GROUP_BY = (TEAM, *SUBJECT_LABELS)
 INHIBIT_EQUAL = (ALERTNAME, TEAM, *INCIDENT_LABELS)
 
@@ -80,15 +83,22 @@ def render_alertmanager(catalog: Catalog, settings: RuleSettings) -> str:
             f"    - receiver: {RECEIVER}\n"
             f"      matchers: [{_sq(f'{TEAM}={_q(team)}')}]\n"
         )
+    out_of_band = _sq(f"{ALERTNAME}=~{_q('|'.join(OUT_OF_BAND))}")
     body = f"""route:
   receiver: {RECEIVER}
   group_by: {_list(GROUP_BY)}
   group_wait: {wait}
   group_interval: {interval}
   repeat_interval: {repeat}
-  # One child route per team of the catalog, all to the router: a place to tune a team's
-  # timing without touching the others. Alerts of teams not listed fall back to the root.
   routes:
+    # Alerts about the router's own delivery (Slack refusing it, messages stuck in its outbox)
+    # cannot count on the router and Slack: they also go out of band, then on (continue) to
+    # the platform team's route, so a channel that still works hears of them too.
+    - receiver: {OUT_OF_BAND_RECEIVER}
+      matchers: [{out_of_band}]
+      continue: true
+    # One child route per team of the catalog, all to the router: a place to tune a team's
+    # timing without touching the others. Alerts of teams not listed fall back to the root.
 {"".join(routes)}
 receivers:
   - name: {RECEIVER}
@@ -102,7 +112,7 @@ receivers:
           authorization:
             type: Bearer
             credentials_file: {_q(s.router_token_file)}
-
+{_out_of_band_receiver(s)}
 inhibit_rules:
   # A critical silences the warning of the same incident: same alert name, team, data
   # product or pipeline, component and pool (a label missing on both counts as equal).
@@ -111,3 +121,24 @@ inhibit_rules:
     equal: {_list(INHIBIT_EQUAL)}
 """
     return head + body
+
+
+def _out_of_band_receiver(s: RuleSettings) -> str:
+    """Email (a local MTA by default) and/or a webhook: paths that do not go through Slack."""
+    text = f"  - name: {OUT_OF_BAND_RECEIVER}\n"
+    if s.out_of_band_email:
+        text += (
+            "    email_configs:\n"
+            f"      - to: {_q(s.out_of_band_email)}\n"
+            f"        from: {_q(s.smtp_from)}\n"
+            f"        smarthost: {_q(s.smtp_smarthost)}\n"
+            f"        require_tls: {'true' if s.smtp_require_tls else 'false'}\n"
+            "        send_resolved: true\n"
+        )
+    if s.out_of_band_webhook_url:
+        text += (
+            "    webhook_configs:\n"
+            f"      - url: {_q(s.out_of_band_webhook_url)}\n"
+            "        send_resolved: true\n"
+        )
+    return text

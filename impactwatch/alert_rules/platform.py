@@ -37,6 +37,7 @@ from impactwatch.contract.alerts import (
     PLATFORM,
     POOL_STARVING,
     ROUTER_FAILING,
+    ROUTER_OUTBOX_STUCK,
     SCHEDULER_DOWN,
     SCHEDULER_LAGGING,
     TEAM,
@@ -257,4 +258,27 @@ def _router(s: RuleSettings, window: str) -> list[Alert]:
         labels={COMPONENT: "router"},
     )
     critical_expr = failing.expr.replace(f"> {number(ratio)}", f"> {number(min(2 * ratio, 0.99))}")
-    return _ladder(failing, critical_expr)
+    oldest, limit = current(c.ROUTER_OUTBOX_OLDEST, ()), s.router_outbox_age
+    stuck = Alert(
+        name=ROUTER_OUTBOX_STUCK,
+        expr=f"{oldest}\n  > {number(limit)}",
+        severity=WARNING,
+        kind=PLATFORM,
+        summary=(
+            f"A Slack message has waited {VALUE_AGE} for delivery "
+            f"(limit {human_duration(limit)}): owners are not being told"
+        ),
+        description=(
+            "Slack refuses the router (a revoked token, a missing scope, every fallback "
+            "channel refused) or delivery is stuck: incidents are not reaching their owners. "
+            "This alert is also sent outside Slack. The router's log and "
+            "impactwatch_router_slack_errors_total name Slack's error."
+        ),
+        runbook=runbook_path(ROUTER_OUTBOX_STUCK),
+        for_seconds=0.0,  # the age grows monotonically: no flapping to wait out
+        labels={COMPONENT: "router"},
+    )
+    return [
+        *_ladder(failing, critical_expr),
+        *_ladder(stuck, f"{oldest}\n  > {number(2 * limit)}"),
+    ]

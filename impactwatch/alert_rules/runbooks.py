@@ -160,6 +160,28 @@ def _runbooks(s: RuleSettings) -> dict[str, Runbook]:
             ),
             f"{human_duration(s.noisy_keep_firing_for)} after failures drop below the limit.",
         ),
+        alerts.ROUTER_OUTBOX_STUCK: Runbook(
+            "Slack messages are not being delivered",
+            f"A message in the router's outbox has waited over "
+            f"{human_duration(s.router_outbox_age)} for Slack: owners are not hearing about "
+            "their incidents. The router moves a message whose channel Slack refuses "
+            "(channel_not_found, not_in_channel, is_archived) to the team's fallback channel by "
+            "itself; this alert means that did not help: the bot token is refused "
+            "(invalid_auth, token_revoked, account_inactive: delivery pauses), a message is "
+            "refused (missing_scope), or every fallback channel is refused. Alertmanager sends "
+            "this alert outside Slack too (out_of_band_email / out_of_band_webhook_url).",
+            (
+                "`impactwatch_router_slack_errors_total` and the router's log name Slack's error.",
+                "`impactwatch_router_delivery_held_total{reason}`: token, permanent or "
+                "no_fallback.",
+                "Token refused: reinstall the Slack app or rotate SLACK_BOT_TOKEN, then restart "
+                "the router (held messages go out at once).",
+                "Channels refused: invite the bot, or set `fallback_channel` for the team (or "
+                "in `defaults`) in the catalog.",
+                "Meanwhile, watch Alertmanager's UI for open incidents.",
+            ),
+            "when the oldest undelivered message has gone out.",
+        ),
         alerts.PIPELINE_COST_ANOMALY: Runbook(
             "A pipeline run cost far more than usual",
             f"The latest finished run of a pipeline cost over {s.cost_anomaly_factor:g} times "

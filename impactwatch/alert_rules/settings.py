@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from impactwatch.catalog.durations import parse_duration
 from impactwatch.contract.thresholds import PlatformThresholds
@@ -56,6 +56,25 @@ class RuleSettings(BaseModel):
     )
     collector_targets: list[str] = Field(
         ["127.0.0.1:9464"], description="HOST:PORT of each collector (prometheus.yml)"
+    )
+    out_of_band_email: str = Field(
+        "root@localhost",
+        description="Who is emailed the alerts about the router's own delivery (Slack "
+        "refusing it, messages stuck), a path that does not depend on Slack; empty: no email",
+    )
+    out_of_band_webhook_url: str | None = Field(
+        None,
+        description="Also POST those alerts (Alertmanager's webhook format) here: a pager "
+        "gateway, an Opsgenie or PagerDuty webhook integration",
+    )
+    smtp_smarthost: str = Field(
+        "localhost:25", description="SMTP server HOST:PORT for the out-of-band email"
+    )
+    smtp_from: str = Field(
+        "alertmanager@localhost", description="Sender address of the out-of-band email"
+    )
+    smtp_require_tls: bool = Field(
+        False, description="STARTTLS to smtp_smarthost (off: a local MTA on port 25)"
     )
     router_job: str = Field("impactwatch-router", description="Prometheus job scraping the router")
     router_targets: list[str] = Field(
@@ -143,6 +162,12 @@ class RuleSettings(BaseModel):
     router_failure_window: Seconds = Field(
         600.0, gt=0, description="Window the Slack failure share is taken over"
     )
+    router_outbox_age: Seconds = Field(
+        600.0,
+        gt=0,
+        description="A Slack message undelivered this long alerts (critical at twice): Slack "
+        "refuses the router, or messages are stuck; sent out of band too",
+    )
     cost_anomaly_factor: float = Field(
         3.0,
         gt=1,
@@ -173,6 +198,15 @@ class RuleSettings(BaseModel):
         description="Hysteresis: lag, pool and router alerts keep firing this long after "
         "their condition clears, so a value hovering at its limit is one incident, not ten",
     )
+
+    @model_validator(mode="after")
+    def _someone_outside_slack(self) -> RuleSettings:
+        if not self.out_of_band_email and not self.out_of_band_webhook_url:
+            raise ValueError(
+                "set out_of_band_email or out_of_band_webhook_url: alerts about the router's "
+                "own delivery must reach someone by a path that does not depend on Slack"
+            )
+        return self
 
 
 def _text(value: object) -> str:

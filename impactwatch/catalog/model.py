@@ -69,6 +69,13 @@ class Team(_Model):
     slack_channel: str = Field(min_length=1)
     escalation: list[EscalationStep] = Field(default_factory=list)
     digest: bool = False
+    fallback_channel: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Where the router posts this team's messages when Slack refuses "
+        "`slack_channel` for good (channel_not_found, not_in_channel, is_archived...); "
+        "default: `defaults.fallback_channel`, else the defaults team's channel",
+    )
 
 
 class Producer(_Model):
@@ -354,6 +361,12 @@ class CostModel(_Model):
 
 class Defaults(_Model):
     team: str = "platform"
+    fallback_channel: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Fallback channel of every team without its own `fallback_channel`; "
+        "default: the defaults team's `slack_channel` (the platform team's channel)",
+    )
 
 
 class Catalog(_Model):

@@ -42,6 +42,7 @@ DAG_IMPORT_ERRORS = "AirflowDagImportErrors"
 COLLECTOR_DOWN = "ImpactwatchCollectorDown"
 COLLECTOR_STALE = "ImpactwatchCollectorStale"
 ROUTER_FAILING = "ImpactwatchRouterFailing"
+ROUTER_OUTBOX_STUCK = "ImpactwatchRouterOutboxStuck"
 PIPELINE_COST_ANOMALY = "PipelineCostAnomaly"
 COST_MODEL_OFF = "CostModelOff"
 
@@ -58,9 +59,14 @@ ALERT_NAMES = (
     COLLECTOR_DOWN,
     COLLECTOR_STALE,
     ROUTER_FAILING,
+    ROUTER_OUTBOX_STUCK,
     PIPELINE_COST_ANOMALY,
     COST_MODEL_OFF,
 )
+
+OUT_OF_BAND = (ROUTER_FAILING, ROUTER_OUTBOX_STUCK)
+"""Alerts about the router's own delivery: Alertmanager sends them by a path that does not go
+through the router and Slack too (alert_rules/alertmanager_config.py)."""
 
 # -- labels ----------------------------------------------------------------------------------------
 ALERTNAME = "alertname"  # set by Prometheus from the rule's name

@@ -388,7 +388,8 @@ ROUTER_OUTBOX_OLDEST = MetricSpec(
     "impactwatch_router_outbox_oldest_seconds",
     "gauge",
     (),
-    "How long the oldest due message has waited for delivery.",
+    "Age of the oldest undelivered Slack message, since it first wanted delivery (held back "
+    "by retries, backoffs and holds included): grows while Slack refuses the router.",
 )
 ROUTER_ESCALATIONS = MetricSpec(
     "impactwatch_router_escalations_total",
@@ -414,6 +415,42 @@ ROUTER_DIGESTS = MetricSpec(
     ("team",),
     "Daily digests queued, by team.",
 )
+ROUTER_VALUES_ADJUSTED = MetricSpec(
+    "impactwatch_router_values_adjusted_total",
+    "counter",
+    ("field", "reason"),
+    "Values of accepted notifications stored changed, by field (label, annotation, time, ...) "
+    "and reason (too_long: shortened with its length noted; control_character: replaced; "
+    "out_of_range: a time clamped and shown as out of range).",
+)
+ROUTER_STORE_FAILURES = MetricSpec(
+    "impactwatch_router_store_failures_total",
+    "counter",
+    ("operation", "reason"),
+    "Failed state-DB writes by operation (notification, interaction, timers, delivery) and "
+    "reason (unavailable, rejected, conflict, other).",
+)
+ROUTER_SLACK_ERRORS = MetricSpec(
+    "impactwatch_router_slack_errors_total",
+    "counter",
+    ("method", "code"),
+    "Slack calls that failed, by method and Slack's error code (code: channel_not_found, "
+    "invalid_auth, ...; other codes as `other`, HTTP failures as http_error, unreachable).",
+)
+ROUTER_MESSAGES_MOVED = MetricSpec(
+    "impactwatch_router_messages_moved_total",
+    "counter",
+    ("team", "code"),
+    "Messages moved to the team's fallback channel because Slack refused theirs for good.",
+)
+ROUTER_DELIVERY_HELD = MetricSpec(
+    "impactwatch_router_delivery_held_total",
+    "counter",
+    ("reason",),
+    "Deliveries put off for long: token (the bot token is refused: all delivery paused), "
+    "permanent (Slack refuses this message), no_fallback (no channel left to move it to), "
+    "render_failed (the message could not be built).",
+)
 
 # The full set: replaces the one-family tuple of the block above.
 ROUTER_METRICS: tuple[MetricSpec, ...] = (
@@ -428,4 +465,9 @@ ROUTER_METRICS: tuple[MetricSpec, ...] = (
     ROUTER_INTERACTIONS,
     ROUTER_NOT_ACTIONABLE,
     ROUTER_DIGESTS,
+    ROUTER_VALUES_ADJUSTED,
+    ROUTER_STORE_FAILURES,
+    ROUTER_SLACK_ERRORS,
+    ROUTER_MESSAGES_MOVED,
+    ROUTER_DELIVERY_HELD,
 )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, urlsplit
 
+from impactwatch.router.bounds import OUT_OF_RANGE, printable
+
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
 _GROUP_ID = re.compile(r"S[A-Z0-9]{2,20}")
@@ -76,8 +78,11 @@ def safe_url(value: str | None) -> str | None:
 
 
 def date(epoch: float, fmt: str = "{date_short_pretty} {time}") -> str:
-    """A time every reader sees in their own time zone, with a UTC fallback."""
+    """A time every reader sees in their own time zone, with a UTC fallback; a time the
+    calendar cannot print (clamped where it entered, `bounds`) says so instead."""
     from datetime import UTC, datetime
 
+    if not printable(epoch):
+        return OUT_OF_RANGE
     fallback = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"<!date^{int(epoch)}^{fmt}|{fallback}>"

@@ -1,7 +1,9 @@
 """The router's HTTP surface (Starlette): POST /alertmanager, POST /slack/interactions, GET
 /metrics, GET /healthz. What can be refused from the request head (bearer token, Slack's headers
 and five-minute window, Content-Length and the route's limit) is refused before a body byte is
-read; a body ending short of its Content-Length is never processed. Decisions and scrapes run on
+read; Slack bodies, which can only be authenticated once read, share one byte budget
+(`interactions_inflight_bytes`: beyond it, 503); a body ending short of its Content-Length is
+never processed. Decisions and scrapes run on
 anyio's bounded thread pool. A state DB failure is a 503, so Alertmanager retries; nothing is
 half-stored (one transaction per webhook).
 """
@@ -44,19 +46,50 @@ def refuse(status: int, error: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": error}, status, {**headers, "Connection": "close"})
 
 
-async def read_body(request: Request, limit: int) -> bytes | JSONResponse:
-    """The whole body, or the refusal: 411 without a Content-Length, 413 when it is over `limit`
-    (both before the first byte is read), 400 when the body ends short of it (`ClientDisconnect`
-    when the client went away)."""
+def declared_length(request: Request, limit: int) -> int | JSONResponse:
+    """The body's Content-Length, or the refusal (before a body byte is read): 411 without
+    one, 413 when it is over `limit`."""
     declared = request.headers.get("content-length", "")
     if not declared.isdigit():
         return refuse(411, "send a Content-Length")
     if int(declared) > limit:
         return refuse(413, f"body over {limit} bytes")
+    return int(declared)
+
+
+async def read_declared(request: Request, declared: int) -> bytes | JSONResponse:
+    """The whole body, or 400 when it ends short of `declared` (`ClientDisconnect` when the
+    client went away)."""
     body = b"".join([chunk async for chunk in request.stream()])
-    if len(body) != int(declared):
+    if len(body) != declared:
         return refuse(400, "body shorter than its Content-Length")
     return body
+
+
+async def read_body(request: Request, limit: int) -> bytes | JSONResponse:
+    """The whole body, or the refusal (`declared_length`, `read_declared`)."""
+    declared = declared_length(request, limit)
+    if isinstance(declared, Response):
+        return declared
+    return await read_declared(request, declared)
+
+
+class BodyBudget:
+    """Bytes of bodies being received before they can be authenticated (a Slack signature
+    covers the body), across all requests: an unsigned sender cannot hold more than this in
+    memory, however many connections it opens. Event-loop only: no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def take(self, size: int) -> bool:
+        if size > self.left:
+            return False
+        self.left -= size
+        return True
+
+    def give(self, size: int) -> None:
+        self.left += size
 
 
 def refusal_outcome(refused: Response) -> str:
@@ -89,6 +122,7 @@ class RouterEndpoints:
         self.token = webhook_token
         self.max_body = settings.max_body_bytes
         self.interactions_max_body = settings.interactions_max_body_bytes
+        self.unsigned = BodyBudget(settings.interactions_inflight_bytes)
         secret = settings.slack_signing_secret
         secret_value = secret.get_secret_value() if secret is not None else ""
         self.verifier = SignatureVerifier(secret_value) if secret_value else None
@@ -125,13 +159,15 @@ class RouterEndpoints:
             result = self.service.handle(notification)
         except Exception as exc:
             self.stats.count("notifications", "failed")
-            log.warning("could not store a notification: %s", type(exc).__name__)
+            reason = self.stats.store_failed("notification", exc)
+            log.warning("could not store a notification (%s): %s", reason, type(exc).__name__)
             return JSONResponse(
                 {"error": "state DB unavailable; Alertmanager will retry"},
                 503,
                 {"Retry-After": "5"},
             )
         self.stats.count("notifications", "accepted")
+        self.stats.add("values_adjusted", notification.adjusted)
         self.stats.webhook_took(time.perf_counter() - began)
         return JSONResponse(result)
 
@@ -139,10 +175,21 @@ class RouterEndpoints:
         if self.verifier is None or not slack_headers_fresh(request.headers, time.time()):
             self.stats.count("interactions", ("unknown", "unauthorized"))
             return refuse(401, "bad or missing Slack signature")
+        declared = declared_length(request, self.interactions_max_body)
+        if isinstance(declared, Response):
+            self.stats.count("interactions", ("unknown", refusal_outcome(declared)))
+            return declared
+        if not self.unsigned.take(declared):
+            self.stats.count("interactions", ("unknown", "busy"))
+            return refuse(
+                503, "too many Slack requests being received; retry", **{"Retry-After": "1"}
+            )
         try:
-            body = await read_body(request, self.interactions_max_body)
+            body = await read_declared(request, declared)
         except ClientDisconnect:
             body = refuse(400, "the client left before its body ended")
+        finally:
+            self.unsigned.give(declared)
         if isinstance(body, Response):
             self.stats.count("interactions", ("unknown", refusal_outcome(body)))
             return body
@@ -163,7 +210,8 @@ class RouterEndpoints:
         try:
             outcome = self.service.act(action)
         except Exception as exc:
-            log.warning("could not store a button press: %s", type(exc).__name__)
+            reason = self.stats.store_failed("interaction", exc)
+            log.warning("could not store a button press (%s): %s", reason, type(exc).__name__)
             self.stats.count("interactions", (action.kind, "failed"))
             return JSONResponse({"error": "state DB unavailable"}, 503)
         self.stats.count("interactions", (action.kind, outcome))

@@ -11,8 +11,8 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -40,12 +40,27 @@ class RouterStats:
         self.interactions: Counter[tuple[str, str]] = Counter()
         self.not_actionable: Counter[tuple[str, str]] = Counter()
         self.digests: Counter[str] = Counter()
+        self.values_adjusted: Counter[tuple[str, str]] = Counter()
+        self.store_failures: Counter[tuple[str, str]] = Counter()
+        self.slack_errors: Counter[tuple[str, str]] = Counter()
+        self.messages_moved: Counter[tuple[str, str]] = Counter()
+        self.delivery_held: Counter[str] = Counter()
         self.webhook_buckets = [0] * (len(c.WEBHOOK_BUCKETS) + 1)
         self.webhook_sum = 0.0
 
     def count(self, counter: str, key: object, n: int = 1) -> None:
         with self.lock:
             getattr(self, counter)[key] += n
+
+    def add(self, counter: str, counts: Mapping[Any, int]) -> None:
+        with self.lock:
+            getattr(self, counter).update(counts)
+
+    def store_failed(self, operation: str, exc: BaseException) -> str:
+        """Count a failed state-DB write by its reason (`store_failure_reason`); returns it."""
+        reason = store_failure_reason(exc)
+        self.count("store_failures", (operation, reason))
+        return reason
 
     def webhook_took(self, seconds: float) -> None:
         with self.lock:
@@ -77,6 +92,11 @@ class RouterCollector(Collector):
             yield _counter(c.ROUTER_INTERACTIONS, dict(s.interactions))
             yield _counter(c.ROUTER_NOT_ACTIONABLE, dict(s.not_actionable))
             yield _counter(c.ROUTER_DIGESTS, {(k,): v for k, v in s.digests.items()})
+            yield _counter(c.ROUTER_VALUES_ADJUSTED, dict(s.values_adjusted))
+            yield _counter(c.ROUTER_STORE_FAILURES, dict(s.store_failures))
+            yield _counter(c.ROUTER_SLACK_ERRORS, dict(s.slack_errors))
+            yield _counter(c.ROUTER_MESSAGES_MOVED, dict(s.messages_moved))
+            yield _counter(c.ROUTER_DELIVERY_HELD, {(k,): v for k, v in s.delivery_held.items()})
             yield self._webhook()
         if self.store is None:
             return
@@ -107,6 +127,20 @@ class RouterCollector(Collector):
         buckets.append(("+Inf", total))
         family.add_metric([], buckets, self.stats.webhook_sum)
         return family
+
+
+def store_failure_reason(exc: BaseException) -> str:
+    """Why a state-DB write failed, in a word: unavailable (connection, timeout, lock),
+    rejected (a value the DB refuses), conflict (a constraint), other."""
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.TimeoutError)):
+        return "unavailable"
+    if isinstance(exc, (sa.DataError, UnicodeError, ValueError)):
+        return "rejected"
+    if isinstance(exc, sa.IntegrityError):
+        return "conflict"
+    return "other"
 
 
 def _counter(spec: c.MetricSpec, values: dict[tuple[str, ...], int]) -> CounterMetricFamily:

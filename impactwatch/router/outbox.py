@@ -30,7 +30,11 @@ _BUMP = (
         message_t.c.updatable.is_(True),
         message_t.c.cancelled.is_(False),
     )
-    .values(wanted_rev=bindparam("rev"), due_at=func.coalesce(message_t.c.due_at, bindparam("now")))
+    .values(
+        wanted_rev=bindparam("rev"),
+        due_at=func.coalesce(message_t.c.due_at, bindparam("now")),
+        pending_since=func.coalesce(message_t.c.pending_since, bindparam("now")),
+    )
 )
 _KEYS = select(message_t.c.key).where(message_t.c.key.in_(bindparam("keys", expanding=True)))
 _NOT_BUSY = message_t.c.channel.not_in(bindparam("busy", expanding=True))
@@ -88,6 +92,8 @@ class MessageRow:
     reply_told: str | None
     reply_text: str | None
     tries: int
+    moved_from: str | None = None  # the channel Slack refused for good
+    moved_code: str | None = None  # and its error code
 
     @classmethod
     def of(cls, row: Any) -> MessageRow:
@@ -179,6 +185,7 @@ def adopt(
                 wanted_rev=root.rev,
                 done_rev=-1,
                 due_at=func.coalesce(message_t.c.due_at, now),
+                pending_since=func.coalesce(message_t.c.pending_since, now),
             )
         )
         if known is not None:
@@ -201,7 +208,14 @@ def add(
         else {r.key for r in conn.execute(_KEYS, {"keys": list(wanted)})}
     )
     rows = [
-        {"key": key, "created_at": now, "updatable": True, "done_rev": -1, **values}
+        {
+            "key": key,
+            "created_at": now,
+            "updatable": True,
+            "done_rev": -1,
+            "pending_since": now if values.get("due_at") is not None else None,
+            **values,
+        }
         for key, values in wanted.items()
         if key not in existing
     ]
@@ -243,11 +257,13 @@ class Outbox:
         with self.store.read() as conn:
             return conn.execute(_NEXT_DUE, {"busy": sorted(busy)}).scalar_one()
 
-    def parent_ts(self, key: str) -> str | None:
+    def parent(self, key: str) -> tuple[str, str | None] | None:
+        """(ts, channel id) of the posted message `key`, or None while it is not posted."""
         with self.store.read() as conn:
-            return conn.execute(
-                select(message_t.c.ts).where(message_t.c.key == key)
-            ).scalar_one_or_none()
+            row = conn.execute(
+                select(message_t.c.ts, message_t.c.channel_id).where(message_t.c.key == key)
+            ).first()
+        return (row.ts, row.channel_id) if row is not None and row.ts is not None else None
 
     def set(self, row: MessageRow, **values: Any) -> bool:
         """Update our leased row; False when the lease was lost to another replica."""
@@ -261,10 +277,12 @@ class Outbox:
 
     def finish(self, row: MessageRow, rev: int, now: float, **values: Any) -> None:
         """Delivered up to `rev`: nothing left to do unless a newer revision came meanwhile."""
+        newer = message_t.c.wanted_rev > rev
         self.set(
             row,
             done_rev=rev,
-            due_at=case((message_t.c.wanted_rev > rev, message_t.c.due_at), else_=None),
+            due_at=case((newer, message_t.c.due_at), else_=None),
+            pending_since=case((newer, message_t.c.pending_since), else_=None),
             lease_until=None,
             lease_owner=None,
             tries=0,
@@ -280,4 +298,6 @@ class Outbox:
 
     def cancel(self, row: MessageRow) -> None:
         """Never to be posted (its incident was folded into another before it went out)."""
-        self.set(row, cancelled=True, due_at=None, lease_until=None, lease_owner=None)
+        self.set(
+            row, cancelled=True, due_at=None, pending_since=None, lease_until=None, lease_owner=None
+        )

@@ -10,7 +10,9 @@ Wire format (Alertmanager `webhook_configs`):
                  "generatorURL": "http://prometheus/graph?...", "fingerprint": "c0ffee..."}]}
 
 A bad body raises `PayloadError` whose message says what and where; it is safe to return to
-the sender. Pure: no I/O.
+the sender. What is inside labels and annotations never makes a body bad: long values are
+shortened, control characters replaced and unprintable times clamped (`bounds`), and the
+notification says how many were (`Notification.adjusted`). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+
+from impactwatch.contract.alerts import KIND
+from impactwatch.router import bounds
 
 VERSION = "4"
 MAX_ALERTS = 10_000
@@ -50,8 +55,8 @@ def _to_epoch(value: Any) -> float | None:
 
 
 Time = Annotated[float | None, BeforeValidator(_to_epoch)]
-Text = Annotated[str, Field(max_length=10_000)]
-Labels = dict[Annotated[str, Field(max_length=200)], Text]
+Text = str  # any length: the body's size is capped; `bounds` shortens what is stored
+Labels = dict[str, str]
 
 
 class _Wire(BaseModel):
@@ -65,7 +70,7 @@ class _WireAlert(_Wire):
     startsAt: Time = None
     endsAt: Time = None
     generatorURL: Text = ""
-    fingerprint: Annotated[str, Field(max_length=100)] = ""
+    fingerprint: str = ""
 
 
 class _WireNotification(_Wire):
@@ -104,6 +109,7 @@ class Notification:
     external_url: str
     alerts: tuple[Alert, ...]
     truncated: int
+    adjusted: bounds.Adjusted = field(default_factory=bounds.Adjusted)  # (field, reason) -> n
 
 
 def fingerprint_of(labels: Mapping[str, str]) -> str:
@@ -139,23 +145,54 @@ def parse_notification(body: bytes, now: float) -> Notification:
         wire = _ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise PayloadError(_describe(exc)) from None
-    alerts = tuple(
-        Alert(
-            fingerprint=a.fingerprint or fingerprint_of(a.labels),
-            status=a.status,
-            labels=dict(a.labels),
-            annotations=dict(a.annotations),
-            starts_at=a.startsAt if a.startsAt is not None else now,
-            ends_at=a.endsAt if a.status == "resolved" else None,
-            generator_url=a.generatorURL,
-        )
-        for a in wire.alerts
-    )
+    adjusted = bounds.Adjusted()
+    alerts = tuple(_alert(a, now, adjusted) for a in wire.alerts)
     return Notification(
-        group_key=wire.groupKey,
+        group_key=bounds.clean(wire.groupKey, bounds.MAX_TEXT, "group_key", adjusted),
         status=wire.status,
-        receiver=wire.receiver,
-        external_url=wire.externalURL,
+        receiver=bounds.clean(wire.receiver, bounds.MAX_LABEL, "receiver", adjusted),
+        external_url=bounds.clean(wire.externalURL, bounds.MAX_TEXT, "url", adjusted),
         alerts=alerts,
         truncated=wire.truncatedAlerts,
+        adjusted=adjusted,
+    )
+
+
+def _labels(raw: Mapping[str, str], adjusted: bounds.Adjusted) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in raw.items():
+        key = bounds.clean(name, bounds.MAX_LABEL, "label_name", adjusted)
+        limit = bounds.MAX_KIND if key == KIND else bounds.MAX_LABEL
+        out[key] = bounds.clean(value, limit, "label", adjusted)
+    return out
+
+
+def _annotations(raw: Mapping[str, str], adjusted: bounds.Adjusted) -> dict[str, str]:
+    return {
+        bounds.clean(name, bounds.MAX_LABEL, "annotation_name", adjusted): bounds.clean(
+            value, bounds.MAX_TEXT, "annotation", adjusted, free_text=True
+        )
+        for name, value in raw.items()
+    }
+
+
+def _alert(wire: _WireAlert, now: float, adjusted: bounds.Adjusted) -> Alert:
+    labels = _labels(wire.labels, adjusted)
+    fingerprint = wire.fingerprint
+    if fingerprint and not fingerprint.isprintable():
+        adjusted[("fingerprint", bounds.CONTROL)] += 1
+        fingerprint = fingerprint_of({"fingerprint": fingerprint})
+    elif len(fingerprint) > bounds.MAX_FINGERPRINT:
+        adjusted[("fingerprint", bounds.TOO_LONG)] += 1
+        fingerprint = fingerprint_of({"fingerprint": fingerprint})
+    starts = wire.startsAt if wire.startsAt is not None else now
+    ends = wire.endsAt if wire.status == "resolved" else None
+    return Alert(
+        fingerprint=fingerprint or fingerprint_of(labels),
+        status=wire.status,
+        labels=labels,
+        annotations=_annotations(wire.annotations, adjusted),
+        starts_at=bounds.clamp_time(starts, "time", adjusted),
+        ends_at=bounds.clamp_time(ends, "time", adjusted) if ends is not None else None,
+        generator_url=bounds.clean(wire.generatorURL, bounds.MAX_TEXT, "url", adjusted),
     )

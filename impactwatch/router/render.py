@@ -304,3 +304,15 @@ def render_merged(ctx: RenderContext, incident: Incident, target: Incident | Non
 
 def subject_title(ctx: RenderContext, key: str) -> str:
     return w.title(ctx.lineage, Subject.from_key(key))
+
+
+def moved_note(refused: str, code: str) -> str:
+    """The line a message moved to a fallback channel carries: where it could not go, why."""
+    return (
+        f":warning: Could not post in {esc.text(refused)}: {esc.text(code)}; posted here instead."
+    )
+
+
+def with_note(rendered: Rendered, line: str) -> Rendered:
+    """`rendered` with a context line on top (Block Kit allows 50 blocks; ours stay far below)."""
+    return Rendered(rendered.text, [context(line), *rendered.blocks])

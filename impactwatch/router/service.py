@@ -86,6 +86,7 @@ class RouterService:
             lease=settings.lease_seconds,
             channel_interval=settings.channel_interval,
             threads=settings.delivery_workers,
+            hold=settings.slack_hold_seconds,
             clock=clock,
         )
         self._stop = threading.Event()
@@ -240,7 +241,8 @@ class RouterService:
             try:
                 self.tick()
             except Exception as exc:  # the DB went away: the next tick tries again
-                log.warning("timers: %s", type(exc).__name__)
+                reason = self.stats.store_failed("timers", exc)
+                log.warning("timers (%s): %s", reason, type(exc).__name__)
 
     def stop(self) -> None:
         self._stop.set()

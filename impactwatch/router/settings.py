@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from impactwatch.catalog.model import Deadline
@@ -74,6 +74,12 @@ class RouterSettings(BaseSettings, ServedSettings):
     )
     max_body_bytes: int = Field(4 * 1_048_576, gt=0, description="Largest webhook body accepted")
     interactions_max_body_bytes: int = Field(65536, gt=0, description="Largest Slack body (413)")
+    interactions_inflight_bytes: int = Field(
+        1_048_576,
+        gt=0,
+        description="Slack bodies being received at once, in bytes (their signature can only be "
+        "checked once read): more are refused (503), so unsigned senders cannot fill memory",
+    )
     settle_seconds: float = Field(
         3.0,
         ge=0,
@@ -85,6 +91,12 @@ class RouterSettings(BaseSettings, ServedSettings):
         1.0, ge=0, description="Seconds between two messages to one channel (Slack: 1/s)"
     )
     slack_timeout: int = Field(10, gt=0, description="Seconds per Slack API call")
+    slack_hold_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Slack refuses the bot token (invalid_auth, token_revoked...): delivery "
+        "pauses this long; a message it refuses for good (missing_scope...) waits this long",
+    )
     lease_seconds: float = Field(
         10.0,
         gt=0,
@@ -102,6 +114,15 @@ class RouterSettings(BaseSettings, ServedSettings):
     def _digest_time(cls, value: str) -> str:
         Deadline.model_validate(value)
         return value
+
+    @model_validator(mode="after")
+    def _budget_fits_a_body(self) -> RouterSettings:
+        if self.interactions_inflight_bytes < self.interactions_max_body_bytes:
+            raise ValueError(
+                "interactions_inflight_bytes must be at least interactions_max_body_bytes "
+                f"({self.interactions_max_body_bytes}), or the largest Slack body never fits"
+            )
+        return self
 
     def digest_time(self) -> Deadline:
         return Deadline.model_validate(self.digest_at)

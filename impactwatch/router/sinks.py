@@ -26,10 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryError(Exception):
-    def __init__(self, outcome: str, detail: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, outcome: str, detail: str, retry_after: float | None = None, code: str = ""
+    ) -> None:
         super().__init__(detail)
         self.outcome = outcome  # rate_limited or failed (contract.SLACK_CALL_OUTCOMES)
         self.retry_after = retry_after
+        # Slack's error code (channel_not_found, invalid_auth, ...; `refusals` says what it
+        # means), or http_error / unreachable when Slack gave none.
+        self.code = code or ("ratelimited" if outcome == "rate_limited" else "http_error")
 
 
 class NotSent(DeliveryError):
@@ -160,7 +165,11 @@ class SlackSink:
                 if name in self._ids or not cursor:
                     break
             if name not in self._ids:
-                raise NotSent("failed", f"channel {channel!r} not found in this workspace")
+                raise NotSent(
+                    "failed",
+                    f"channel {channel!r} not found in this workspace",
+                    code="channel_not_found",
+                )
             return self._ids[name]
 
     def post(
@@ -239,10 +248,12 @@ class SlackSink:
             if status >= 500 or status == 0:
                 cls = MaybeSent if post else NotSent
                 raise cls("failed", f"Slack answered HTTP {status}") from None
-            raise NotSent("failed", error) from None
+            code = str(exc.response.get("error") or "http_error")
+            raise NotSent("failed", error, code=code) from None
         except (OSError, TimeoutError) as exc:  # URLError, resets, timeouts
             cls = MaybeSent if post else NotSent
-            raise cls("failed", f"Slack unreachable: {type(exc).__name__}") from None
+            detail = f"Slack unreachable: {type(exc).__name__}"
+            raise cls("failed", detail, code="unreachable") from None
 
 
 def _retry_after(headers: Any) -> float:

@@ -345,11 +345,10 @@ class RouterStore:
             return {(r[0], r[1]): int(r[2]) for r in rows}
 
     def outbox_depth(self, now: float) -> tuple[int, float]:
-        """(messages waiting to be delivered, age in seconds of the oldest due one)."""
+        """(messages waiting to be delivered, age in seconds of the oldest of them since it
+        first wanted delivery: backoffs and holds that move its due time do not hide it)."""
         with self.read() as conn:
             pending = and_(message_t.c.due_at.is_not(None), message_t.c.cancelled.is_(False))
-            count = conn.execute(select(func.count()).where(pending)).scalar_one()
-            oldest = conn.execute(
-                select(func.min(message_t.c.due_at)).where(pending, message_t.c.due_at <= now)
-            ).scalar_one()
+            since = func.coalesce(message_t.c.pending_since, message_t.c.due_at)
+            count, oldest = conn.execute(select(func.count(), func.min(since)).where(pending)).one()
             return int(count), max(now - oldest, 0.0) if oldest is not None else 0.0

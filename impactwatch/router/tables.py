@@ -106,6 +106,9 @@ message_t = Table(
     Column("cancelled", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
     Column("delivered_at", Float),
+    Column("pending_since", Float),  # when it first wanted delivery since last delivered
+    Column("moved_from", String(200)),  # the channel Slack refused for good (then a fallback)
+    Column("moved_code", String(100)),  # Slack's error code for it
     Index("rt_message_due", "due_at"),
     Index("rt_message_incident", "incident_id"),
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract import alerts
 from impactwatch.router import escape as esc
+from impactwatch.router.bounds import printable
 from impactwatch.router.model import AlertState, Incident
 from impactwatch.router.routing import Lineage, Subject
 
@@ -92,6 +93,10 @@ def problem(catalog: Catalog, alert: AlertState, now: float) -> str:
     if alert.status == "resolved":
         took = human((alert.ends_at or now) - alert.starts_at)
         return f"recovered after {took} (from {since})"
+    if not printable(alert.starts_at):  # clamped where it entered: no age to compute from it
+        summary = alert.annotations.get("summary")
+        text = esc.text(esc.clip(summary, 300)) if summary else esc.text(alert.alertname)
+        return f"{text}, started {since}"
     open_for = now - alert.starts_at
     if alert.kind == alerts.FRESHNESS and subject.kind == "dataset":
         dataset = catalog.datasets.get(subject.name)

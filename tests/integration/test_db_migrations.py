@@ -43,6 +43,26 @@ ADDED = {
     "router": {"rt_alert": ("group_key",)},
 }
 ADDED_INDEX = {"router": ("rt_alert", "rt_alert_group")}
+# Columns later revisions add (router 5b7e1c9d2a40): new in every upgraded row.
+LATER: dict[str, dict[str, tuple[str, ...]]] = {
+    "router": {"rt_message": ("pending_since", "moved_from", "moved_code")}
+}
+
+
+def without_later(found: dict[str, list[dict[str, Any]]], db: str) -> dict[str, list[dict]]:
+    """`found` without the columns later revisions added, after checking their values: a
+    message waiting for delivery has waited since it was due; none has moved."""
+    for table, columns in LATER.get(db, {}).items():
+        for row in found.get(table, []):
+            if "pending_since" in columns:
+                assert row["pending_since"] == row["due_at"]
+            assert all(row[c] is None for c in columns if c != "pending_since")
+    return {
+        table: [
+            {k: v for k, v in r.items() if k not in LATER.get(db, {}).get(table, ())} for r in rows
+        ]
+        for table, rows in found.items()
+    }
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -155,11 +175,11 @@ def test_a_db_made_before_alembic_keeps_its_rows_and_records_the_revision(
         assert all(before.values()), "the fixture has rows in every table"
         assert module.MIGRATIONS.current(engine) is None
         module.create_or_upgrade(engine)
-        assert kept(contents(engine), before) == before
+        assert kept(without_later(contents(engine), db), before) == before
         assert version_rows(module, engine) == [module.MIGRATIONS.head()]
         assert differences(module, engine) == []
         module.create_or_upgrade(engine)
-        assert kept(contents(engine), before) == before
+        assert kept(without_later(contents(engine), db), before) == before
     finally:
         engine.dispose()
 
@@ -186,7 +206,7 @@ def test_an_older_db_lacking_added_columns_gets_them(url: str, db: str) -> None:
         if db in ADDED_INDEX:
             table, index = ADDED_INDEX[db]
             assert index in {i["name"] for i in inspect(engine).get_indexes(table)}
-        after = contents(engine)
+        after = without_later(contents(engine), db)
         for table, rows in before.items():  # every row, every value it had; new columns NULL
             added = ADDED[db].get(table, ())
             assert all(r[k] is None for r in after[table] for k in added)

@@ -115,17 +115,17 @@ def test_user_group_handles_in_the_catalog_resolve_to_ids(
     assert service.ctx.groups == {"data-platform-oncall": "S0PLATFORM"}
 
 
-def test_error_codes_are_retried_later_and_counted_failed(
+def test_passing_error_codes_are_retried_later_and_counted_failed(
     slack: SlackStandIn, service: RouterService
 ) -> None:
-    slack.fail("chat.postMessage", error="channel_not_found")
+    slack.fail("chat.postMessage", error="fatal_error")  # refusals for good: test_router_refusals
     service.handle(notification(alert(**MARKET)))
     service.worker.run_once()
     assert slack.top_level() == []
     assert calls(service, "chat.postMessage", "failed") == 1
     service.worker.clock = lambda: time.time() + 5  # the backoff has passed
     assert service.worker.drain(20)
-    assert len(slack.top_level()) == 1
+    assert [m.channel for m in slack.top_level()] == [slack.channel_id("#markets-data")]
 
 
 @pytest.mark.parametrize(

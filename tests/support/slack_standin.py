@@ -4,7 +4,8 @@ It speaks the wire format (`POST /api/<method>` with JSON or form bodies, `GET` 
 parameters, bearer token, `{"ok": ..., "error": ...}` answers, HTTP 429 with `Retry-After`),
 keeps channels, messages, threads and message metadata, and records every call. Tests script
 faults: `fail("chat.postMessage", status=429, retry_after=1)`, a 5xx, an error code, a fault
-*after* the effect (posted, then the answer is lost), or a slow answer (`delay=3`). It can
+*after* the effect (posted, then the answer is lost), or a slow answer (`delay=3`); a channel
+refused for good (`refuse_channel("#x", "not_in_channel")`); a revoked token (set `token`). It can
 rate-limit each channel like Slack (one message per second) and takes Alertmanager's
 `slack_configs` posts on an incoming-webhook path, so both can be counted on the same alerts.
 """
@@ -72,6 +73,7 @@ class _State:
     faults: deque[Fault] = field(default_factory=deque)
     webhook_posts: list[dict[str, Any]] = field(default_factory=list)
     last_send: dict[str, float] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # channel id -> error, for good
 
 
 class SlackStandIn(BackgroundHTTPServer):
@@ -110,6 +112,12 @@ class SlackStandIn(BackgroundHTTPServer):
     def fail(self, method: str, **fault: Any) -> None:
         with self.lock:
             self.state.faults.append(Fault(method, **fault))
+
+    def refuse_channel(self, name: str, error: str = "channel_not_found") -> None:
+        """Every call about channel `name` fails with `error` from now on (deleted, archived,
+        the bot removed from it: `not_in_channel`, `is_archived`...)."""
+        with self.lock:
+            self.state.refused[self._channel(name)] = error
 
     def calls(self, method: str | None = None) -> list[Call]:
         with self.lock:
@@ -177,6 +185,8 @@ class SlackStandIn(BackgroundHTTPServer):
         with self.lock:
             if auth != f"Bearer {self.token}":
                 status, answer = 200, {"ok": False, "error": "invalid_auth"}
+            elif refused := self._refused(args):
+                status, answer = 200, {"ok": False, "error": refused}
             elif fault is not None and not fault.after_effect:
                 status, answer = self._fault_answer(fault)
             else:
@@ -192,6 +202,10 @@ class SlackStandIn(BackgroundHTTPServer):
         if status == 429:
             headers["Retry-After"] = str(answer.pop("retry_after"))
         _send(handler, status, json.dumps(answer).encode(), "application/json", headers)
+
+    def _refused(self, args: dict[str, Any]) -> str | None:
+        channel = str(args.get("channel") or "")
+        return self.state.refused.get(self._channel(channel)) if channel else None
 
     def _fault(self, method: str) -> Fault | None:
         for fault in self.state.faults:

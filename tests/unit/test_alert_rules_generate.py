@@ -15,7 +15,7 @@ from impactwatch.alert_rules.generate import generate
 from impactwatch.alert_rules.promql import human_duration, prom_duration
 from impactwatch.alert_rules.promtool import check_rules
 from impactwatch.alert_rules.render import GENERATED
-from impactwatch.alert_rules.settings import RuleSettings
+from impactwatch.alert_rules.settings import RuleSettings, SettingsError, settings_from_pairs
 from impactwatch.alert_rules.writer import differences, write_tree
 from impactwatch.catalog.loader import load_catalog, parse_catalog
 from impactwatch.contract import alerts as names
@@ -126,9 +126,44 @@ def test_every_route_reaches_the_router(tree: Path, labels: dict[str, str], rout
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("alertname", ["ImpactwatchRouterOutboxStuck", "ImpactwatchRouterFailing"])
+def test_alerts_about_the_routers_delivery_also_go_out_of_band(tree: Path, alertname: str) -> None:
+    result = subprocess.run(
+        [
+            "amtool",
+            "config",
+            "routes",
+            "test",
+            f"--config.file={tree / 'alertmanager.yml'}",
+            "--verify.receivers=impactwatch-out-of-band,impactwatch-router",
+            f"alertname={alertname}",
+            "team=platform",
+            "component=router",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_out_of_band_path_is_required_and_can_be_a_webhook() -> None:
+    with pytest.raises(SettingsError, match="out_of_band_email or out_of_band_webhook_url"):
+        settings_from_pairs(["out_of_band_email="])
+    settings = settings_from_pairs(
+        ["out_of_band_email=", "out_of_band_webhook_url=https://pager.example/hook"]
+    )
+    config = yaml.safe_load(generate(load_catalog(EXAMPLE), settings)["alertmanager.yml"])
+    (out_of_band,) = [r for r in config["receivers"] if r["name"] == "impactwatch-out-of-band"]
+    assert out_of_band == {
+        "name": "impactwatch-out-of-band",
+        "webhook_configs": [{"url": "https://pager.example/hook", "send_resolved": True}],
+    }
+
+
 def test_alertmanager_config_semantics(files: dict[str, str]) -> None:
     config = yaml.safe_load(files["alertmanager.yml"])
-    (receiver,) = config["receivers"]
+    receiver, out_of_band = config["receivers"]
     (hook,) = receiver["webhook_configs"]
     assert hook["url"] == "http://127.0.0.1:9465/alertmanager" and hook["send_resolved"]
     auth = hook["http_config"]["authorization"]
@@ -144,8 +179,27 @@ def test_alertmanager_config_semantics(files: dict[str, str]) -> None:
         "1m",
         "1h",
     )
-    teams = [r["matchers"] for r in route["routes"]]
-    assert teams == [[f'team="{t}"'] for t in sorted(load_catalog(EXAMPLE).teams)]
+    first, *teams = [(r["receiver"], r["matchers"], r.get("continue")) for r in route["routes"]]
+    assert first == (
+        "impactwatch-out-of-band",
+        ['alertname=~"ImpactwatchRouterFailing|ImpactwatchRouterOutboxStuck"'],
+        True,  # and on to the router: a channel that still works hears of it too
+    )
+    assert teams == [
+        ("impactwatch-router", [f'team="{t}"'], None) for t in sorted(load_catalog(EXAMPLE).teams)
+    ]
+    assert out_of_band == {
+        "name": "impactwatch-out-of-band",
+        "email_configs": [
+            {
+                "to": "root@localhost",
+                "from": "alertmanager@localhost",
+                "smarthost": "localhost:25",
+                "require_tls": False,
+                "send_resolved": True,
+            }
+        ],
+    }
     (inhibit,) = config["inhibit_rules"]
     assert inhibit["source_matchers"] == ['severity="critical"']
     assert inhibit["target_matchers"] == ['severity="warning"']

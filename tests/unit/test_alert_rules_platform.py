@@ -105,6 +105,7 @@ STARVING = alert(
 XCOM = "XComs live in Airflow's metadata database: large ones slow the scheduler and the UI for every pipeline. Pass a reference (a path, a table) instead of the data."  # noqa: E501
 DOWN = "Without the collector no freshness, deadline or failure alert can fire: the business would not hear about stale data. Prometheus job impactwatch-collector{target}."  # noqa: E501
 STALE = "The collector serves its last state. Last good read: {age} ago. Freshness alerts keep counting (ages are computed by Prometheus), but new runs, failures and updates are not seen. Critical once the last good read is over 4m old."  # noqa: E501
+STUCK = "Slack refuses the router (a revoked token, a missing scope, every fallback channel refused) or delivery is stuck: incidents are not reaching their owners. This alert is also sent outside Slack. The router's log and impactwatch_router_slack_errors_total name Slack's error."  # noqa: E501
 ROUTER = "Owners may not hear about stale data or late reports until this clears; meanwhile watch Alertmanager's UI for open incidents."  # noqa: E501
 
 
@@ -341,6 +342,50 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                         for sev in ("warning", "critical")
                     ),
                 ),
+            ],
+        )
+    ],
+    # A message waits from t=0 (the age grows 15 s per scrape), then goes out at 25m.
+    "router outbox stuck": [
+        group(
+            "outbox",
+            [
+                series(
+                    c.ROUTER_OUTBOX_OLDEST,
+                    {"instance": "r:9465", "job": "impactwatch-router"},
+                    "0+15x99 0x10",
+                )
+            ],
+            [
+                case("10m", names.ROUTER_OUTBOX_STUCK),
+                case(
+                    "10m15s",
+                    names.ROUTER_OUTBOX_STUCK,
+                    alert(
+                        names.ROUTER_OUTBOX_STUCK,
+                        "router",
+                        "warning",
+                        "A Slack message has waited 10m for delivery (limit 10m): owners "
+                        "are not being told",
+                        STUCK + LADDER["warning"],
+                    ),
+                ),
+                case(
+                    "20m15s",
+                    names.ROUTER_OUTBOX_STUCK,
+                    *(
+                        alert(
+                            names.ROUTER_OUTBOX_STUCK,
+                            "router",
+                            sev,
+                            "A Slack message has waited 20m for delivery (limit 10m): "
+                            "owners are not being told",
+                            STUCK + LADDER[sev],
+                        )
+                        for sev in ("warning", "critical")
+                    ),
+                ),
+                case("25m15s", names.ROUTER_OUTBOX_STUCK),
             ],
         )
     ],

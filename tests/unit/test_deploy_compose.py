@@ -374,7 +374,7 @@ def test_alertmanager_webhook_reaches_the_routers_with_their_token(
     stack: Stack, generated: Generated
 ) -> None:
     config = generated.yaml("prometheus/alertmanager.yml")
-    (receiver,) = config["receivers"]
+    (receiver,) = [r for r in config["receivers"] if r["name"] == "impactwatch-router"]
     (hook,) = receiver["webhook_configs"]
     url = urlsplit(hook["url"])
     routers = stack.resolve(url.hostname or "")

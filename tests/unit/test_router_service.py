@@ -240,6 +240,12 @@ def test_a_state_db_from_before_alert_groups_is_upgraded_in_place(tmp_path: Path
     with old.begin() as conn:  # the schema as an earlier version made it
         conn.exec_driver_sql("DROP INDEX rt_alert_group")
         conn.exec_driver_sql("ALTER TABLE rt_alert DROP COLUMN group_key")
+        for later in (
+            "pending_since",
+            "moved_from",
+            "moved_code",
+        ):  # added by revision 5b7e1c9d2a40
+            conn.exec_driver_sql(f"ALTER TABLE rt_message DROP COLUMN {later}")
     old.dispose()
     router = Router(tmp_path, Clock())
     try:
