@@ -258,11 +258,11 @@ def test_refusals_are_counted_while_a_scrape_holds_the_metrics_lock() -> None:
     scraper = threading.Thread(target=scrape)
     scraper.start()
     assert held.wait(10)
-    counter = threading.Thread(target=state.self_stats.count, args=("listener", "rejected"))
+    counter = threading.Thread(target=state.self_stats.count, args=("listener", "invalid"))
     counter.start()
     counter.join(5)
     assert not counter.is_alive()  # not blocked by the scrape
     release.set()
     scraper.join(10)
     state.apply(Changes(outcomes={"new": 2}), "listener", 200.0)
-    assert state.self_stats.event_counts() == {("listener", "rejected"): 1, ("listener", "new"): 2}
+    assert state.self_stats.event_counts() == {("listener", "invalid"): 1, ("listener", "new"): 2}

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 XCOM_WINDOW = 86400.0
 FUTURE_TOLERANCE = 300.0  # a timestamp further ahead than this is clock skew: clamp to now
+POOLS_PER_DAG = 16
+"""Pool label values a DAG's queued-time histogram takes beyond the pools Airflow has (the
+poller's last read); tries in any further pool are observed under OTHER."""
+OTHER = "(other)"  # as the cost series' task label: no Airflow pool or task id has parentheses
 
 
 class Histogram:
@@ -104,6 +108,7 @@ class MetricsState:
         self.last_failure: dict[str, float] = {}
         self.task_success: dict[tuple[str, str], float] = {}  # of tasks producing a dataset
         self._producer_tasks = _producer_tasks(catalog)
+        self._asset_uris = _asset_uris(catalog)
         self.pricing = Pricing(catalog)
         self.costs = CostTracker(catalog.cost.top_tasks, _named_tasks(catalog))
         self._history_priced_with: CostModel | None = None  # cost model of the restored history
@@ -163,18 +168,20 @@ class MetricsState:
                 self.costs.configure(catalog.cost.top_tasks, _named_tasks(catalog))
             self.catalog = catalog
             self._producer_tasks = _producer_tasks(catalog)
+            self._asset_uris = _asset_uris(catalog)
 
     def set_dags(
         self,
         dags: Mapping[str, DagInfo],
         asset_producers: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
-        """The DAGs Airflow knows now (and which write each Asset URI); deleted DAGs' series
-        go away."""
+        """The DAGs Airflow knows now (and which write each Asset URI). Series of any other DAG
+        go away: deleted DAGs', and any restored from a state DB that holds DAGs Airflow does
+        not know (the intake keeps new ones out: `Batch.held_dags`)."""
         with self.lock:
             if asset_producers is not None:
                 self.asset_producers = {uri: set(d) for uri, d in asset_producers.items()}
-            gone = set(self.dags) - set(dags) if self.dags else set()
+            gone = (set(self.dags) | self._observed_dags()) - set(dags)
             for dag_id, info in dags.items():
                 if self.dags.get(dag_id) != info:
                     self._touch(dag_id)
@@ -203,7 +210,9 @@ class MetricsState:
             self.task_success.update(
                 (k, v) for k, v in summary.task_success.items() if k in self._producer_tasks
             )
-            self.asset_updates.update(summary.asset_updates)
+            self.asset_updates.update(
+                (uri, ts) for uri, ts in summary.asset_updates.items() if uri in self._asset_uris
+            )
             self.counted |= summary.breaches
             cost = self.catalog.cost
             if cost_history is None or cost == self._history_priced_with:
@@ -227,7 +236,8 @@ class MetricsState:
             for t in changes.queued_tries:
                 self._touch(t.dag_id)
                 wait = max((t.start or 0.0) - (t.queued or 0.0), 0.0)
-                self.queued.observe((t.dag_id, self.team(t.dag_id), t.pool or "default_pool"), wait)
+                pool = self._pool_label(t.dag_id, t.pool or "default_pool")
+                self.queued.observe((t.dag_id, self.team(t.dag_id), pool), wait)
             for t in changes.succeeded_tries:
                 key = (t.dag_id, t.task_id)
                 if t.end is not None and key in self._producer_tasks:
@@ -235,6 +245,8 @@ class MetricsState:
                         self.task_success.get(key, 0.0), _clamp(t.end, now)
                     )
             for a in changes.assets:
+                if a.uri not in self._asset_uris:
+                    continue  # no data product is made of it: nothing to keep
                 self.asset_updates[a.uri] = max(
                     self.asset_updates.get(a.uri, 0.0), _clamp(a.timestamp, now)
                 )
@@ -260,6 +272,23 @@ class MetricsState:
                 self.costs.record(r.dag_id, total, tasks)
                 self._check_duration(r.dag_id, r.run_id, took, now)
                 self.running.pop((r.dag_id, r.run_id), None)
+
+    def _pool_label(self, dag_id: str, pool: str) -> str:
+        """`pool`, or OTHER once the DAG has POOLS_PER_DAG series of pools Airflow lacks."""
+        if pool in self.pools:
+            return pool
+        series = self.queued.by_dag.get(dag_id, ())
+        if len(series) < POOLS_PER_DAG or any(labels[2] == pool for labels in series):
+            return pool
+        return OTHER
+
+    def _observed_dags(self) -> set[str]:
+        """DAGs with series made of what was observed (not of the catalog or Airflow's list)."""
+        keys = set(self.last_success) | set(self.last_failure) | set(self.xcom)
+        keys |= set(self.costs.dags)
+        for hist in (self.duration, self.delay, self.queued, self.cost):
+            keys |= set(hist.by_dag)
+        return keys
 
     def set_running(self, running: Mapping[tuple[str, str], float]) -> None:
         """Runs queued or running now, with when they started (or were queued)."""
@@ -420,6 +449,15 @@ def _producer_tasks(catalog: Catalog) -> frozenset[tuple[str, str]]:
         (p.dag_id, p.task_id)
         for ds in catalog.datasets.values()
         if (p := ds.produced_by) is not None and p.dag_id and p.task_id
+    )
+
+
+def _asset_uris(catalog: Catalog) -> frozenset[str]:
+    """Asset URIs whose updates refresh a data product: only their latest update is kept."""
+    return frozenset(
+        p.asset_uri
+        for ds in catalog.datasets.values()
+        if (p := ds.produced_by) is not None and p.asset_uri
     )
 
 
