@@ -13,6 +13,7 @@ scheduler's transaction. Fields the intake does not know yet are ignored there, 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,9 @@ from impactwatch.airflow_listeners.resource_requests import executor_config_requ
 SCHEMA = "impactwatch.events/v1"
 ID_MAX = 250
 TEXT_MAX = 1000
+POOL_MAX = 256  # pool and queue (the collector's columns)
 STATE_MAX = 30
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # refused by the intake (collector/intake/bounds.py)
 
 Event = dict[str, Any]
 
@@ -59,7 +62,7 @@ def _text(value: Any, limit: int = TEXT_MAX) -> str | None:
     value = getattr(value, "value", value)
     if value is None:
         return None
-    return str(value)[:limit]
+    return _CONTROL.sub("", str(value))[:limit]
 
 
 def _int(value: Any, default: int | None = None) -> int | None:
@@ -124,8 +127,8 @@ def task_try(
         "start_date": start,
         "end_date": end,
         "duration": duration,
-        "pool": _text(pool),
-        "queue": _text(_get(ti, "queue", unloaded)),
+        "pool": _text(pool, POOL_MAX),
+        "queue": _text(_get(ti, "queue", unloaded), POOL_MAX),
         "operator": _text(operator),
         "cpu_seconds": max(cpu_seconds, 0.0) if cpu_seconds is not None else None,
         "peak_rss_bytes": max(peak_rss_bytes, 0) if peak_rss_bytes is not None else None,

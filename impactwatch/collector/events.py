@@ -113,11 +113,20 @@ RUN_KEY = ("dag_id", "run_id")
 
 @dataclass
 class Batch:
-    """What one poll cycle or one intake request hands to the store."""
+    """What one poll cycle or one intake request hands to the store.
+
+    `held_dags`: DAGs of the batch that Airflow does not know (yet). Their runs and tries are
+    stored but not observed, so no metric series exists for a DAG id only the listener names;
+    the poller's sighting of the same facts, once Airflow knows the DAG, observes them
+    (collector/state/merge.py)."""
 
     task_tries: list[TaskTry] = field(default_factory=list)
     dag_runs: list[DagRun] = field(default_factory=list)
     assets: list[AssetUpdate] = field(default_factory=list)
+    held_dags: frozenset[str] = frozenset()
+
+    def dag_ids(self) -> set[str]:
+        return {t.dag_id for t in self.task_tries} | {r.dag_id for r in self.dag_runs}
 
     def __len__(self) -> int:
         return len(self.task_tries) + len(self.dag_runs) + len(self.assets)

@@ -9,12 +9,16 @@ The intake is closed unless the collector has a token (`IMPACTWATCH_TOKEN` or
 `IMPACTWATCH_TOKEN_FILE`): writing to the state DB is never open to anyone on the network.
 Bad input gets a 4xx with a JSON reason, never a trace: 401 wrong or missing token and 411 no
 length, both before a byte of the body is read, 413 a body over the limit (announced, or sent),
-400 malformed events (the message names the event and field). Each refused request counts in
-`impactwatch_collector_events_total{source="listener",outcome="rejected"}` (its events are
-lost), and so does a 503 for a full writer queue. A state DB failure or a write not done within
-`write_timeout` is a 503 too, counted in `impactwatch_collector_db_errors_total{db="state"}` by
-the writer. On a 503 (with Retry-After) the listener keeps the batch and tries later. A 202 is
-sent once the events are committed and observed.
+400 malformed events or a value out of bounds (the message names the event and field, see
+intake/bounds.py), and 400 too for a batch the state DB refuses row by row (retrying it could
+never succeed). A full writer queue, a state DB failure or a write not done within
+`write_timeout` is a 503 with Retry-After: the listener keeps that batch and tries later. A 202
+is sent once the events are committed and observed.
+
+Each refused or failed request counts once in
+`impactwatch_collector_events_total{source="listener",outcome=<reason>}`, the reason one of
+`contract.metrics.INTAKE_REFUSALS`; a failed write counts in
+`impactwatch_collector_db_errors_total{db="state"}` as well (by the writer).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from impactwatch.collector.intake.parse import IntakeError, parse_events
-from impactwatch.collector.service import CollectorService, QueueFull
+from impactwatch.collector.service import BatchRefused, CollectorService, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +49,10 @@ def collector_app(
     """The ASGI app serving `service`; `/v1/events` needs `token` (closed without one)."""
     stats = service.state.self_stats
 
-    def refused(status: int, error: str, headers: dict[str, str] | None = None) -> Response:
-        stats.count("listener", "rejected")
+    def refused(
+        reason: str, status: int, error: str, headers: dict[str, str] | None = None
+    ) -> Response:
+        stats.count("listener", reason)
         return JSONResponse({"error": error}, status, headers)
 
     def authorized(request: Request) -> bool:
@@ -65,20 +71,24 @@ def collector_app(
                 else "intake closed: the collector has no IMPACTWATCH_TOKEN (or _FILE); "
                 "give it and the listener the same token"
             )
-            return refused(401, reason, {"WWW-Authenticate": 'Bearer realm="impactwatch"'})
+            return refused(
+                "unauthorized", 401, reason, {"WWW-Authenticate": 'Bearer realm="impactwatch"'}
+            )
         length = request.headers.get("content-length", "")
         if not length.isdigit():
-            return refused(411, "send a Content-Length")
+            return refused("invalid", 411, "send a Content-Length")
         if int(length) > max_body:
-            return refused(413, f"body over {max_body} bytes; send smaller batches")
+            return refused("too_large", 413, f"body over {max_body} bytes; send smaller batches")
         body = bytearray()
         try:
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > max_body:
-                    return refused(413, f"body over {max_body} bytes; send smaller batches")
+                    return refused(
+                        "too_large", 413, f"body over {max_body} bytes; send smaller batches"
+                    )
         except ClientDisconnect:  # gone, or cut by the server's deadline: nothing to answer
-            stats.count("listener", "rejected")
+            stats.count("listener", "disconnected")
             return Response(status_code=400)
         try:
             if len(body) > PARSE_INLINE:
@@ -86,17 +96,19 @@ def collector_app(
             else:
                 batch = parse_events(bytes(body))
         except IntakeError as exc:
-            return refused(400, str(exc))
+            return refused("invalid", 400, str(exc))
         try:
             changes = await asyncio.wait_for(
                 asyncio.wrap_future(service.submit(batch)), write_timeout
             )
         except QueueFull:
-            return refused(503, "the collector is busy; try again later", RETRY_AFTER)
+            return refused("queue_full", 503, "the collector is busy; try again later", RETRY_AFTER)
+        except BatchRefused as exc:  # the writer logged it; the same batch would fail again
+            return refused("store_refused", 400, str(exc))
         except Exception as exc:  # the writer counts and logs a failed write
             if isinstance(exc, TimeoutError):
                 log.warning("state DB: %d event(s) not stored in %.0f s", len(batch), write_timeout)
-            return JSONResponse({"error": "state DB unavailable"}, 503, RETRY_AFTER)
+            return refused("store_error", 503, "state DB unavailable", RETRY_AFTER)
         return JSONResponse({"accepted": len(batch), "outcomes": changes.outcomes}, 202)
 
     def starting() -> Response:

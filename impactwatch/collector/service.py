@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import DataError, IntegrityError
+
 from impactwatch.catalog.airflow_merge import (
     AssetDeclaration,
     DagDeclaration,
@@ -58,6 +60,11 @@ GROUP_EVENTS = 10_000  # events written in one transaction at most
 
 class QueueFull(Exception):
     """The writer has `intake_queue` requests waiting already: try again later."""
+
+
+class BatchRefused(ValueError):
+    """The state DB refused a value of this intake batch, written alone: sending the same
+    batch again would fail again."""
 
 
 @dataclass(eq=False)
@@ -229,6 +236,9 @@ class CollectorService:
 
     def _handle(self, group: list[_Job]) -> None:
         writes = [job for job in group if job.call is None]
+        for job in writes:  # the listener's events of DAGs Airflow does not know: no series
+            if job.poll is None:
+                job.batch.held_dags = frozenset(job.batch.dag_ids() - self.state.dags.keys())
         batches = [(job.batch, job.poll.watermarks if job.poll else None) for job in writes]
         now = self.clock()
         results = self.store.write(batches, partial(self._stage, now=now)) if batches else []
@@ -236,7 +246,17 @@ class CollectorService:
         lost = 0
         for job, got in zip(writes, results, strict=True):
             if isinstance(got, Exception):
-                if job.poll is None:  # (a poll cycle's failure is counted by the poll thread)
+                if job.poll is None and isinstance(got, IntegrityError | DataError):
+                    log.warning(
+                        "state DB refused a batch of %d event(s): %s",
+                        len(job.batch),
+                        describe_error(got),
+                    )
+                    got = BatchRefused(
+                        "the state DB refused a value of this batch (see the collector's log); "
+                        "it would be refused again"
+                    )
+                elif job.poll is None:  # (a poll cycle's failure is counted by the poll thread)
                     failed.append(got)
                     lost += len(job.batch)
                 job.future.set_exception(got)

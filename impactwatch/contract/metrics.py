@@ -202,12 +202,26 @@ COLLECTOR_ROWS_READ = MetricSpec(
     ("table",),
     "Rows read from the Airflow metadata DB, by table.",
 )
+# Outcomes of `impactwatch_collector_events_total`: what became of each event stored, and
+# (source listener) why an intake request was refused or failed, one count per request.
+EVENT_OUTCOMES = ("new", "updated", "duplicate", "unknown_dag")
+INTAKE_REFUSALS = (
+    "unauthorized",  # 401: missing or wrong token
+    "invalid",  # 400 (the body, or a value in it) and 411 (no Content-Length)
+    "too_large",  # 413
+    "queue_full",  # 503: the writer has `intake_queue` requests waiting
+    "store_error",  # 503: the state DB failed or did not answer within the write timeout
+    "store_refused",  # 400: the state DB refused a value of the batch (retrying cannot help)
+    "disconnected",  # the client went away, or was cut off, before its body was read
+)
 COLLECTOR_EVENTS = MetricSpec(
     "impactwatch_collector_events_total",
     "counter",
     ("source", "outcome"),
-    "Events by source (poller, listener) and outcome (new, updated, duplicate); "
-    "rejected counts refused intake requests.",
+    "Events by source (poller, listener) and outcome (new, updated, duplicate, unknown_dag: "
+    "stored but kept out of the metrics until Airflow knows the DAG); refused intake requests "
+    "count once each by reason (unauthorized, invalid, too_large, queue_full, store_error, "
+    "store_refused, disconnected).",
 )
 COLLECTOR_LAST_POLL = MetricSpec(
     "impactwatch_collector_last_successful_poll_timestamp_seconds",

@@ -12,7 +12,16 @@ from grafanalib import core as g
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract import metrics as c
 from impactwatch.contract.alerts import ALERTNAME, COMPONENT, KIND, PLATFORM, SEVERITY
-from impactwatch.contract.promql import agg, eq, increase, number, quantile, rate, selector
+from impactwatch.contract.promql import (
+    agg,
+    alternation,
+    eq,
+    increase,
+    number,
+    quantile,
+    rate,
+    selector,
+)
 from impactwatch.contract.thresholds import PlatformThresholds
 from impactwatch.dashboards import links
 from impactwatch.dashboards import style as s
@@ -210,13 +219,15 @@ def _collector(layout: Layout, limits: PlatformThresholds) -> None:
         s.QUARTER,
         s.STAT_H,
     )
-    rejected = increase(c.COLLECTOR_EVENTS, RANGE, eq("outcome", "rejected"))
+    refused = ("outcome", "=~", alternation(c.INTAKE_REFUSALS))
+    rejected = increase(c.COLLECTOR_EVENTS, RANGE, refused)
     layout.add(
         stat(
-            "Events dropped",
-            "Event batches the collector's intake rejected over the selected range (malformed "
-            "or unauthorised posts from the listener): their events are lost.",
-            [Query(f"round({agg('sum', [], rejected)})")],
+            "Event batches refused",
+            "Requests from the listener the collector's intake refused or failed over the "
+            "selected range, by reason (invalid, too_large, unauthorized, queue_full, "
+            "store_error, ...): the poller recovers their events later.",
+            [Query(f"round({agg('sum', ['outcome'], rejected)})", "{{outcome}}")],
             s.COUNT,
             thresholds=s.ANY_IS_BAD,
             no_value="0",
@@ -258,7 +269,8 @@ def _collector(layout: Layout, limits: PlatformThresholds) -> None:
         timeseries(
             "Events by source and outcome",
             "Events per second from the poller and the listener: new, updated, duplicate "
-            "(seen by both, counted once), rejected.",
+            "(seen by both, counted once), unknown_dag (stored, kept out of the metrics until "
+            "Airflow knows the DAG), and refused requests by reason.",
             [Query(events, "{{source}} {{outcome}}")],
             s.PER_SECOND,
         ),

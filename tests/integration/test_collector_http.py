@@ -62,22 +62,26 @@ def test_intake_rejects_bad_requests_and_stores_nothing(
     status, body = call(f"{base}/v1/events", b"{oops")
     assert status == 400 and "not JSON" in body["error"]
     status, body = call(f"{base}/v1/events", events({"type": "task_try", "dag_id": "d"}))
-    assert status == 400 and "events.0" in body["error"]
+    assert status == 400 and "events[0]" in body["error"]
     status, body = call(f"{base}/v1/events", b"x" * 5000)
     assert status == 413 and "4096" in body["error"]
     assert call(f"{base}/v1/events")[0] == 405
     assert call(f"{base}/nope")[0] == 404
     assert service.store.summary().asset_updates.get("s3://x/y") is None
-    refused = {"source": "listener", "outcome": "rejected"}  # 2 x 401, 2 x 400, 413
-    assert registry(service).get_sample_value("impactwatch_collector_events_total", refused) == 5
+    samples = registry(service)
+    for reason, n in {"unauthorized": 2, "invalid": 2, "too_large": 1}.items():
+        refused = {"source": "listener", "outcome": reason}
+        assert samples.get_sample_value("impactwatch_collector_events_total", refused) == n
     status, text = call(f"{base}/metrics")
-    assert 'impactwatch_collector_events_total{outcome="rejected",source="listener"} 5.0' in text
+    assert 'impactwatch_collector_events_total{outcome="invalid",source="listener"} 2.0' in text
 
 
-def test_a_wrong_token_alone_counts_as_rejected(collector: tuple[CollectorService, str]) -> None:
+def test_a_wrong_token_alone_counts_as_unauthorized(
+    collector: tuple[CollectorService, str],
+) -> None:
     service, base = collector
     good = events({"type": "asset", "uri": "s3://x/y", "timestamp": 1795500000})
-    refused = {"source": "listener", "outcome": "rejected"}
+    refused = {"source": "listener", "outcome": "unauthorized"}
     before = registry(service).get_sample_value("impactwatch_collector_events_total", refused)
     assert call(f"{base}/v1/events", good, token="wrong")[0] == 401
     after = registry(service).get_sample_value("impactwatch_collector_events_total", refused)

@@ -39,7 +39,6 @@ pytestmark = pytest.mark.integration
 TOKEN = "intake-server-token"
 MAX_BODY = 512 * 1024
 EVENTS = "impactwatch_collector_events_total"
-REJECTED = {"source": "listener", "outcome": "rejected"}
 NEW = {"source": "listener", "outcome": "new"}
 
 
@@ -192,6 +191,11 @@ def stored_assets(service: CollectorService) -> int:
         return conn.scalar(select(func.count()).select_from(asset_update_t)) or 0
 
 
+def refused(service: CollectorService, reason: str) -> float:
+    """Intake requests refused (or failed) for `reason` (contract.metrics.INTAKE_REFUSALS)."""
+    return counted(service, {"source": "listener", "outcome": reason})
+
+
 def counted(service: CollectorService, labels: dict[str, str]) -> float:
     return registry(service).get_sample_value(EVENTS, labels) or 0.0
 
@@ -229,7 +233,8 @@ def test_refusals_are_answered_from_the_head_before_the_body_is_sent(
 ) -> None:
     """401 (wrong token, no token), 411 and 413 come back while the client has sent only the
     head of a large request: no body byte is needed, none is read."""
-    before = counted(sqlite_service, REJECTED)
+    reasons = ("unauthorized", "too_large", "invalid")
+    before = {reason: refused(sqlite_service, reason) for reason in reasons}
     no_length = b"POST /v1/events HTTP/1.1\r\nHost: c\r\nConnection: close\r\n"
     no_length += b"Authorization: Bearer " + TOKEN.encode()
     cases = [
@@ -248,7 +253,8 @@ def test_refusals_are_answered_from_the_head_before_the_body_is_sent(
             assert reply.headers["www-authenticate"].startswith("Bearer")
         if status == 413:
             assert str(MAX_BODY) in reply.json()["error"]
-    assert counted(sqlite_service, REJECTED) == before + len(cases)
+    after = {reason: refused(sqlite_service, reason) - before[reason] for reason in reasons}
+    assert after == {"unauthorized": 2, "too_large": 1, "invalid": 1}  # 411 counts as invalid
     assert stored_assets(sqlite_service) == 0
     assert post(port, events("s3://x/after")).status == 202
 
@@ -256,9 +262,9 @@ def test_refusals_are_answered_from_the_head_before_the_body_is_sent(
 def test_bad_events_are_a_400_naming_the_field(sqlite_service: CollectorService, port: int) -> None:
     bad = json.dumps({"schema": SCHEMA, "events": [{"type": "asset", "uri": "s3://x"}]}).encode()
     reply = post(port, bad)
-    assert reply.status == 400 and reply.json()["error"].startswith("events.0.timestamp")
-    assert post(port, b"{oops").json()["error"].startswith("body is not JSON")
-    assert counted(sqlite_service, REJECTED) == 2
+    assert reply.status == 400 and reply.json()["error"].startswith("events[0].timestamp")
+    assert post(port, b"{oops").json()["error"].startswith("body: not JSON")
+    assert refused(sqlite_service, "invalid") == 2
     assert stored_assets(sqlite_service) == 0
 
 
@@ -316,7 +322,7 @@ def test_a_request_not_sent_in_time_is_cut_while_others_are_served(
             assert closed_by_server(sock)
     assert 0.8 <= time.monotonic() - started < 5
     assert stored_assets(sqlite_service) == 1
-    wait_for(lambda: counted(sqlite_service, REJECTED) == 1, "the cut body to count as refused")
+    wait_for(lambda: refused(sqlite_service, "disconnected") == 1, "the cut body to count")
 
 
 def test_clients_that_go_away_mid_request_do_not_break_the_server(
@@ -436,8 +442,8 @@ def test_a_state_db_failure_is_a_503_with_retry_after_and_the_server_carries_on(
         reply = post(port, events("s3://lake/retried"))
         assert reply.status == 202 and reply.json()["outcomes"] == {"new": 1}
     assert stored_assets(any_service) == 1
-    assert counted(any_service, REJECTED) == 0  # kept by the listener, not refused
-    assert state_errors(any_service) == 2  # but counted
+    assert refused(any_service, "store_error") == 2  # kept by the listener, and counted
+    assert state_errors(any_service) == 2
 
 
 @pytest.mark.parametrize("settings", [{"intake_queue": 2}])
@@ -468,7 +474,7 @@ def test_a_full_queue_is_a_503_at_once_and_what_waits_is_stored(
             t.join(30)
     assert [r.status for r in replies] == [202, 202, 202]
     assert stored_assets(sqlite_service) == 3
-    assert counted(sqlite_service, REJECTED) == 1
+    assert refused(sqlite_service, "queue_full") == 1
 
 
 @pytest.mark.parametrize("settings", [{"state_timeout_ms": 500}])

@@ -212,7 +212,7 @@ def scenario(
                 'ALERTS{alertname="DataProductStale", alertstate="firing"}',
                 "impactwatch_router_escalations_total == 2",
                 "increase(impactwatch_task_queued_seconds_count[1m]) > 0",
-                'increase(impactwatch_collector_events_total{outcome="rejected"}[1m]) > 0',
+                'increase(impactwatch_collector_events_total{outcome="invalid"}[1m]) > 0',
                 'increase(impactwatch_router_slack_calls_total{outcome="failed"}[1m]) > 0',
             ],
         )

@@ -58,7 +58,7 @@ impactwatch_dataset_producer_paused{dataset="scores",team="risk",tier="standard"
 # TYPE impactwatch_collector_poll_duration_seconds histogram
 # HELP impactwatch_collector_rows_read_total Rows read from the Airflow metadata DB, by table.
 # TYPE impactwatch_collector_rows_read_total counter
-# HELP impactwatch_collector_events_total Events by source (poller, listener) and outcome (new, updated, duplicate); rejected counts refused intake requests.
+# HELP impactwatch_collector_events_total Events by source (poller, listener) and outcome (new, updated, duplicate, unknown_dag: stored but kept out of the metrics until Airflow knows the DAG); refused intake requests count once each by reason (unauthorized, invalid, too_large, queue_full, store_error, store_refused, disconnected).
 # TYPE impactwatch_collector_events_total counter
 impactwatch_collector_events_total{outcome="new",source="poller"} 1.0
 # HELP impactwatch_collector_db_errors_total Database errors by database (airflow, state).

@@ -7,9 +7,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
+from impactwatch.airflow_listeners.config import ListenerConfig
+from impactwatch.airflow_listeners.emitter import Emitter
 from impactwatch.airflow_listeners.transport import TransportError, abort, post
 
 
@@ -159,3 +162,92 @@ def test_a_body_cut_short_is_a_failure() -> None:
 def test_garbage_is_not_an_http_response() -> None:
     with server(reply(b"SSH-2.0-OpenSSH\r\n\r\n")) as url, pytest.raises(TransportError):
         post(url, b"{}", None, 2.0)
+
+
+# --- the emitter over this transport: what the collector's answer does to a batch ---------------
+def answers(*raws: bytes) -> tuple[Callable[[socket.socket], None], list[bytes]]:
+    """Each connection gets the next answer (the last one again when they run out); the
+    bodies received, in order."""
+    bodies: list[bytes] = []
+    left = list(raws)
+
+    def answer(client: socket.socket) -> None:
+        data = b""
+        client.settimeout(5)
+        while b"\r\n\r\n" not in data:
+            data += client.recv(65536)
+        bodies.append(data.partition(b"\r\n\r\n")[2])
+        client.sendall(left.pop(0) if len(left) > 1 else left[0])
+        client.close()
+
+    return answer, bodies
+
+
+@contextmanager
+def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """Like `server`, but the whole request (head and body) is `answer`'s to read."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            answer(client)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1/events"
+    finally:
+        stop.set()
+        thread.join(2)
+        listener.close()
+
+
+def emitter_for(url: str, tmp_path: Path) -> Emitter:
+    config = ListenerConfig(
+        url=url, request_timeout=2.0, batch_size=10, linger=0.01, backoff=10.0,
+        state_dir=str(tmp_path),
+    )  # fmt: skip
+    return Emitter(config, flush_at_exit=False)
+
+
+REFUSAL = b'{"error":"events[0].end_date: not a finite number"}'
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n%s" % (len(REFUSAL), REFUSAL)
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 2\r\n\r\n{}"
+ACCEPTED = b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}"
+EVENT = {"type": "asset", "uri": "s3://b/k", "timestamp": 1795500000.0}
+
+
+def test_a_batch_answered_400_is_dropped_logged_and_counted_never_sent_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer, bodies = answers(BAD_REQUEST, ACCEPTED)
+    with raw_server(answer) as url:
+        emitter = emitter_for(url, tmp_path)
+        emitter.emit(EVENT)
+        assert emitter.flush(5.0)  # nothing left to send: dropped
+        time.sleep(0.3)
+    assert len(bodies) == 1
+    assert emitter.stats.dropped == {"rejected": 1} and emitter.stats.failed_sends == 0
+    (line,) = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert "events[0].end_date: not a finite number" in line
+
+
+def test_a_batch_answered_503_is_kept_and_sent_again_until_accepted(tmp_path: Path) -> None:
+    answer, bodies = answers(BUSY, BUSY, ACCEPTED)
+    with raw_server(answer) as url:
+        emitter = emitter_for(url, tmp_path)
+        emitter.emit(EVENT)
+        deadline = time.monotonic() + 10
+        while not emitter.flush(2.0):
+            assert time.monotonic() < deadline, "never accepted"
+    assert len(bodies) == 3 and bodies[0] == bodies[1] == bodies[2]  # the same batch, kept
+    assert emitter.stats.sent == 1 and emitter.stats.dropped == {}
+    assert emitter.stats.failed_sends == 2

@@ -179,7 +179,7 @@ def test_values_beyond_the_intake_limits_are_cut_or_clamped_never_rejected() -> 
     ti.task.pool = "p" * 5000
     event = wire.task_try(ti, "x" * 100, cpu_seconds=-1.0, peak_rss_bytes=-5)
     (t,) = parsed(event).task_tries
-    assert len(t.dag_id) == wire.ID_MAX and len(t.pool or "") == wire.TEXT_MAX
+    assert len(t.dag_id) == wire.ID_MAX and len(t.pool or "") == wire.POOL_MAX
     assert t.duration == 0.0 and t.cpu_seconds == 0.0 and t.peak_rss_bytes == 0
 
 

@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry
 from impactwatch.catalog.model import Catalog
 from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
 from impactwatch.collector.metrics.exporter import ImpactwatchCollector
-from impactwatch.collector.metrics.state import DagInfo, MetricsState
+from impactwatch.collector.metrics.state import OTHER, POOLS_PER_DAG, DagInfo, MetricsState
 from impactwatch.collector.state.store import Changes, Summary
 
 T0 = 1_795_500_000.0  # 2026-11-24 06:00 UTC
@@ -258,11 +258,58 @@ def test_refusals_are_counted_while_a_scrape_holds_the_metrics_lock() -> None:
     scraper = threading.Thread(target=scrape)
     scraper.start()
     assert held.wait(10)
-    counter = threading.Thread(target=state.self_stats.count, args=("listener", "rejected"))
+    counter = threading.Thread(target=state.self_stats.count, args=("listener", "invalid"))
     counter.start()
     counter.join(5)
     assert not counter.is_alive()  # not blocked by the scrape
     release.set()
     scraper.join(10)
     state.apply(Changes(outcomes={"new": 2}), "listener", 200.0)
-    assert state.self_stats.event_counts() == {("listener", "rejected"): 1, ("listener", "new"): 2}
+    assert state.self_stats.event_counts() == {("listener", "invalid"): 1, ("listener", "new"): 2}
+
+
+def queued_try(dag_id: str, pool: str) -> TaskTry:
+    return TaskTry(
+        dag_id=dag_id,
+        run_id="r",
+        task_id="t",
+        map_index=-1,
+        try_number=1,
+        state="running",
+        queued=T0,
+        start=T0 + 5,
+        pool=pool,
+    )
+
+
+def test_a_dags_queued_histogram_has_a_bounded_number_of_pool_series() -> None:
+    state = MetricsState(CATALOG)
+    state.set_platform(pools={"heavy": {"total": 4}})
+    invented = [queued_try("etl", f"made_up_{n}") for n in range(POOLS_PER_DAG + 50)]
+    state.apply(Changes(queued_tries=[*invented, queued_try("etl", "heavy")]), "listener", T0)
+    pools = [labels[2] for labels in state.queued.series if labels[0] == "etl"]
+    assert len(pools) == POOLS_PER_DAG + 2  # the first invented ones, OTHER, Airflow's pool
+    assert "heavy" in pools and OTHER in pools
+    reg = scrape(state, T0)
+    labels = {"dag_id": "etl", "team": "platform", "pool": OTHER}
+    assert reg.get_sample_value("impactwatch_task_queued_seconds_count", labels) == 50
+
+
+def test_restored_series_of_dags_airflow_does_not_know_go_with_the_first_dag_list() -> None:
+    state = MetricsState(CATALOG)
+    state.restore(
+        Summary(
+            last_success={"etl": T0, "made_up": T0},
+            last_failure={"made_up": T0},
+            task_success={},
+            asset_updates={"s3://b/kpis": T0, "s3://invented/1": T0},
+            breaches=set(),
+            open_runs=[],
+        )
+    )
+    assert set(state.asset_updates) == {"s3://b/kpis"}  # only what a data product is made of
+    state.set_dags({"etl": DagInfo()})
+    reg = scrape(state, T0)
+    seen = {"dag_id": "etl", "team": "platform"}
+    assert reg.get_sample_value("impactwatch_dag_run_last_success_timestamp_seconds", seen) == T0
+    assert "made_up" not in state.dag_keys()

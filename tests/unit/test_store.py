@@ -273,3 +273,60 @@ def test_a_state_db_other_than_sqlite_or_postgresql_is_refused() -> None:
     engine = create_engine("mysql://nobody@127.0.0.1/none", module=sqlite3)
     with pytest.raises(UnsupportedStateDB, match="SQLite or PostgreSQL"):
         Store(engine)
+
+
+# --- DAGs Airflow does not know: stored, held out of the metrics until the poller's sighting ---
+def held(batch: Batch) -> Batch:
+    batch.held_dags = frozenset(batch.dag_ids())
+    return batch
+
+
+def test_a_held_dags_events_are_stored_but_not_observed(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    seen = store.ingest(
+        held(
+            Batch(
+                task_tries=[task("success", start=106.0, end=110.0, queued=105.5)],
+                dag_runs=[run("success", 111.0)],
+            )
+        )
+    )
+    assert seen.outcomes == {"unknown_dag": 2}
+    assert not (seen.finished_runs or seen.terminal_runs or seen.started_runs)
+    assert not (seen.queued_tries or seen.succeeded_tries)
+    summary = store.summary()  # what a restart restores: nothing of the held DAG
+    assert summary.last_success == {} and summary.task_success == {}
+    again = store.ingest(held(Batch(dag_runs=[run("success", 111.0)])))
+    assert again.outcomes == {"unknown_dag": 1} and not again.terminal_runs
+
+
+def test_the_pollers_sighting_of_held_events_observes_each_once(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    listener = Batch(
+        task_tries=[task("success", start=106.0, end=110.0, queued=105.5, cpu_seconds=2.0)],
+        dag_runs=[run("success", 111.0)],
+    )
+    store.ingest(held(listener))
+    poller = Batch(
+        task_tries=[task("success", start=106.0, end=110.0, queued=105.5)],
+        dag_runs=[run("success", 111.0)],
+    )
+    seen = store.ingest(poller)  # the same facts, the DAG now known: observed now
+    assert [r.run_id for r in seen.terminal_runs] == ["r1"]
+    ((_, tries),) = seen.finished_runs
+    assert tries[0].cpu_seconds == 2.0  # the listener's measure kept
+    assert len(seen.queued_tries) == 1 and len(seen.succeeded_tries) == 1
+    assert len(seen.started_runs) == 1
+    assert store.summary().last_success == {"etl": 111.0}
+    twice = store.ingest(poller)
+    assert twice.outcomes == {"duplicate": 2} and not twice.finished_runs
+
+
+def test_a_try_the_poller_observed_is_never_held(tmp_path: Path) -> None:
+    """The poller read it from Airflow, so Airflow knows its DAG: the listener's later measure
+    (a DAG list read before the DAG existed) merges as usual and stays restorable."""
+    store = store_at(tmp_path)
+    store.ingest(Batch(task_tries=[task("success", start=106.0, end=110.0)]))
+    seen = store.ingest(held(Batch(task_tries=[task("success", cpu_seconds=1.0)])))
+    assert seen.outcomes == {"updated": 1}
+    assert store.summary().task_success == {("etl", "load"): 110.0}

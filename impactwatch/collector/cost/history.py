@@ -21,7 +21,13 @@ from sqlalchemy import ColumnElement, Engine, and_, case, func, literal, not_, o
 
 from impactwatch.collector.cost.pricing import ZERO, Pricing, Usage
 from impactwatch.collector.events import DAG_RUN_TERMINAL, TaskTry
-from impactwatch.collector.state.schema import TRY_RECORD, dag_run_t, task_try, task_try_t
+from impactwatch.collector.state.schema import (
+    HELD,
+    TRY_RECORD,
+    dag_run_t,
+    task_try,
+    task_try_t,
+)
 
 _c = task_try_t.c
 _RAW_SECONDS = case(
@@ -98,7 +104,11 @@ def cost_history(conn: Any, pricing: Pricing, per_dag: int) -> dict[str, DagHist
     rank = func.row_number().over(partition_by=dag_run_t.c.dag_id, order_by=dag_run_t.c.end_.desc())
     ranked = (
         select(dag_run_t.c.k, dag_run_t.c.dag_id, dag_run_t.c.end_, rank.label("rank"))
-        .where(dag_run_t.c.state.in_(sorted(DAG_RUN_TERMINAL)), dag_run_t.c.end_.is_not(None))
+        .where(
+            dag_run_t.c.state.in_(sorted(DAG_RUN_TERMINAL)),
+            dag_run_t.c.end_.is_not(None),
+            dag_run_t.c.observed.op("&")(HELD) == 0,  # DAGs Airflow did not know: no series
+        )
         .subquery()
     )
     recent = select(ranked).where(ranked.c.rank <= per_dag)

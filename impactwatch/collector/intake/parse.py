@@ -16,19 +16,42 @@ Wire format (JSON):
        {"type": "asset", "uri": "s3://bucket/key", "timestamp": "...",
         "dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1}]}
 
-Times are ISO 8601 with an offset, or Unix seconds. A bad body raises `IntakeError` whose
-message names the event index and field; nothing of a bad body is stored.
+Times are ISO 8601 with an offset, or Unix seconds. Every value is bounded as it enters
+(intake/bounds.py): a bad body raises `IntakeError` whose message names the event index and
+field (`events[3].end_date: not a finite number`); nothing of a bad body is stored. The JSON is
+read by pydantic's parser (no recursion, no limit on digits to trip over: too deep, too long
+or not JSON is a validation error like any other).
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
+from impactwatch.collector.intake.bounds import (
+    AIRFLOW_KEY,
+    PRINTABLE,
+    Bytes,
+    Count,
+    Cpus,
+    CpuSeconds,
+    DagId,
+    MapIndex,
+    Operator,
+    Pool,
+    Queue,
+    RequiredTime,
+    RunId,
+    RunState,
+    RunType,
+    Seconds,
+    TaskId,
+    Time,
+    TryState,
+    Uri,
+)
 
 SCHEMA = "impactwatch.events/v1"
 MAX_EVENTS = 5000
@@ -38,73 +61,53 @@ class IntakeError(ValueError):
     """The body is not a valid event batch; the message is safe to return to the sender."""
 
 
-def _to_epoch(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError("a time is ISO 8601 with an offset, or Unix seconds")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            raise ValueError(f"{value!r} has no UTC offset; add one (e.g. +00:00)")
-        return parsed.timestamp()
-    raise ValueError("a time is ISO 8601 with an offset, or Unix seconds")
-
-
-Time = Annotated[float | None, BeforeValidator(_to_epoch)]
-Id = Annotated[str, Field(min_length=1, max_length=250)]
-Short = Annotated[str, Field(max_length=1000)]
-
-
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
 class TaskTryEvent(_Event):
     type: Literal["task_try"]
-    dag_id: Id
-    run_id: Id
-    task_id: Id
-    map_index: int = -1
-    try_number: int = Field(ge=0)
-    state: Annotated[str, Field(max_length=30)] | None = None
+    dag_id: DagId
+    run_id: RunId
+    task_id: TaskId
+    map_index: MapIndex = -1
+    try_number: Count
+    state: TryState | None = None
     start: Time = Field(None, validation_alias="start_date")
     end: Time = Field(None, validation_alias="end_date")
     queued: Time = Field(None, validation_alias="queued_date")
-    duration: Annotated[float, Field(ge=0)] | None = None
-    pool: Short | None = None
-    queue: Short | None = None
-    operator: Short | None = None
-    cpu_seconds: Annotated[float, Field(ge=0)] | None = None
-    peak_rss_bytes: Annotated[int, Field(ge=0)] | None = None
-    requested_cpu: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    requested_memory_bytes: Annotated[int, Field(ge=0)] | None = None
+    duration: Seconds | None = None
+    pool: Pool | None = None
+    queue: Queue | None = None
+    operator: Operator | None = None
+    cpu_seconds: CpuSeconds | None = None
+    peak_rss_bytes: Bytes | None = None
+    requested_cpu: Cpus | None = None
+    requested_memory_bytes: Bytes | None = None
 
 
 class DagRunEvent(_Event):
     type: Literal["dag_run"]
-    dag_id: Id
-    run_id: Id
-    state: Annotated[str, Field(max_length=30)] | None = None
-    run_type: Annotated[str, Field(max_length=50)] | None = None
+    dag_id: DagId
+    run_id: RunId
+    state: RunState | None = None
+    run_type: RunType | None = None
     logical_date: Time = None
     run_after: Time = None
     queued_at: Time = None
     start: Time = Field(None, validation_alias="start_date")
     end: Time = Field(None, validation_alias="end_date")
-    clear_number: int = Field(default=0, ge=0)
+    clear_number: Count = 0
 
 
 class AssetEvent(_Event):
     type: Literal["asset"]
-    uri: Annotated[str, Field(min_length=1, max_length=1500)]
-    timestamp: Annotated[float, BeforeValidator(_to_epoch)]
-    dag_id: Id | None = None
-    task_id: Id | None = None
-    run_id: Id | None = None
-    map_index: int | None = None  # of the producing task instance
+    uri: Uri
+    timestamp: RequiredTime
+    dag_id: DagId | None = None
+    task_id: TaskId | None = None
+    run_id: RunId | None = None
+    map_index: MapIndex | None = None  # of the producing task instance
 
 
 AnyEvent = Annotated[TaskTryEvent | DagRunEvent | AssetEvent, Field(discriminator="type")]
@@ -117,29 +120,49 @@ class Envelope(BaseModel):
 
 
 _ENVELOPE = TypeAdapter(Envelope)
+_TAGS = frozenset({"task_try", "dag_run", "asset"})
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """`events[3].end_date` from pydantic's ('events', 3, 'task_try', 'end_date')."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part not in _TAGS:
+            out += f".{part}" if out else part
+    return out
+
+
+_PATTERNS = {
+    AIRFLOW_KEY: "only letters, digits, '_', '.' and '-' (Airflow's rule for ids)",
+    PRINTABLE: "control characters (NUL, newline, ...) are not allowed",
+}
 
 
 def _describe(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"] if p not in {"task_try", "dag_run", "asset"})
+    first = err.errors(include_url=False)[0]
+    where = _where(first["loc"])
+    if where == "schema":
+        sent = repr(first.get("input"))[:60] if first["type"] != "missing" else "none"
+        return f"unsupported schema {sent}; this collector takes {SCHEMA!r}"
+    kind, message = first["type"], first["msg"].removeprefix("Value error, ")
+    if kind == "json_invalid":
+        message = f"not JSON ({message.removeprefix('Invalid JSON: ')})"
+    elif kind == "finite_number":
+        message = "not a finite number"
+    elif kind == "string_pattern_mismatch":
+        message = _PATTERNS.get(first.get("ctx", {}).get("pattern", ""), message)
+    elif first["type"] == "model_type" and not where:
+        message = 'body must be a JSON object {"schema": ..., "events": [...]}'
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{where or 'body'}: {first['msg']}{more}"
+    return f"{where or 'body'}: {message}{more}"
 
 
 def parse_events(body: bytes) -> Batch:
     """The batch in a request body, or `IntakeError` with the first problem and where it is."""
     try:
-        raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntakeError(f"body is not JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise IntakeError('body must be a JSON object {"schema": ..., "events": [...]}')
-    if raw.get("schema") != SCHEMA:
-        raise IntakeError(
-            f"unsupported schema {raw.get('schema')!r}; this collector takes {SCHEMA!r}"
-        )
-    try:
-        envelope = _ENVELOPE.validate_python(raw)
+        envelope = _ENVELOPE.validate_json(body)
     except ValidationError as exc:
         raise IntakeError(_describe(exc)) from None
     batch = Batch()

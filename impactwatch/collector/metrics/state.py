@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 XCOM_WINDOW = 86400.0
 FUTURE_TOLERANCE = 300.0  # a timestamp further ahead than this is clock skew: clamp to now
+POOLS_PER_DAG = 16
+"""Pool label values a DAG's queued-time histogram takes beyond the pools Airflow has (the
+poller's last read); tries in any further pool are observed under OTHER."""
+OTHER = "(other)"  # as the cost series' task label: no Airflow pool or task id has parentheses
 
 
 class Histogram:
@@ -119,6 +123,7 @@ class MetricsState:
         self.last_failure: dict[str, float] = {}
         self.task_success: dict[tuple[str, str], float] = {}  # of tasks producing a dataset
         self._producer_tasks = _producer_tasks(catalog)
+        self._asset_uris = _asset_uris(catalog)
         self.pricing = Pricing(catalog)
         self.costs = CostTracker(catalog.cost.top_tasks, _named_tasks(catalog))
         self._history_priced_with: CostModel | None = None  # cost model of the restored history
@@ -187,18 +192,21 @@ class MetricsState:
                 self.costs.configure(catalog.cost.top_tasks, _named_tasks(catalog))
             self.catalog = catalog
             self._producer_tasks = _producer_tasks(catalog)
+            self._asset_uris = _asset_uris(catalog)
 
     def set_dags(
         self,
         dags: Mapping[str, DagInfo],
         asset_producers: Mapping[str, Iterable[str]] | None = None,
-    ) -> set[str]:
-        """The DAGs Airflow knows now (and which write each Asset URI); deleted DAGs' series
-        go away (returned: the store forgets them too)."""
+    ) -> None:
+        """The DAGs Airflow knows now (and which write each Asset URI). Series of any other DAG
+        go away: deleted DAGs', and any restored from a state DB that holds DAGs Airflow does
+        not know (the intake keeps new ones out: `Batch.held_dags`). The service forgets in the
+        store only the DAGs a previous list had (`_set_declarations`)."""
         with self.lock:
             if asset_producers is not None:
                 self.asset_producers = {uri: set(d) for uri, d in asset_producers.items()}
-            gone = set(self.dags) - set(dags) if self.dags else set()
+            gone = (set(self.dags) | self._observed_dags()) - set(dags)
             for dag_id, info in dags.items():
                 if self.dags.get(dag_id) != info:
                     self._touch(dag_id)
@@ -214,7 +222,6 @@ class MetricsState:
                     hist.drop_dags(gone)
                 self.costs.drop(gone)
                 self.running = {k: v for k, v in self.running.items() if k[0] not in gone}
-            return gone
 
     def restore(
         self,
@@ -228,7 +235,9 @@ class MetricsState:
             self.task_success.update(
                 (k, v) for k, v in summary.task_success.items() if k in self._producer_tasks
             )
-            self.asset_updates.update(summary.asset_updates)
+            self.asset_updates.update(
+                (uri, ts) for uri, ts in summary.asset_updates.items() if uri in self._asset_uris
+            )
             self.counted |= summary.breaches
             cost = self.catalog.cost
             if cost_history is None or cost == self._history_priced_with:
@@ -309,10 +318,12 @@ class MetricsState:
         """What these changes add to the counters and histograms, on copies (staged.py): the
         writer saves them with the facts, then commits them here. Changes nothing."""
         staged = Staged(self, now)
+        pools: dict[str, set[str]] = {}  # per DAG: pool labels of its queued-time series
         for seen in changes:
             for t in seen.queued_tries:
                 wait = max((t.start or 0.0) - (t.queued or 0.0), 0.0)
-                labels = (t.dag_id, self.team(t.dag_id), t.pool or "default_pool")
+                pool = self._pool_label(t.dag_id, t.pool or "default_pool", pools)
+                labels = (t.dag_id, self.team(t.dag_id), pool)
                 staged.observe(c.TASK_QUEUED.name, labels, wait)
             for r in seen.started_runs:
                 delay = max((r.start or 0.0) - (r.run_after or 0.0), 0.0)
@@ -344,6 +355,8 @@ class MetricsState:
                         self.task_success.get(key, 0.0), _clamp(t.end, now)
                     )
             for a in changes.assets:
+                if a.uri not in self._asset_uris:
+                    continue  # no data product is made of it: nothing to keep
                 self.asset_updates[a.uri] = max(
                     self.asset_updates.get(a.uri, 0.0), _clamp(a.timestamp, now)
                 )
@@ -355,6 +368,29 @@ class MetricsState:
                 target[r.dag_id] = max(target.get(r.dag_id, 0.0), _clamp(r.end, now))
             for r, _tries in changes.finished_runs:
                 self.running.pop((r.dag_id, r.run_id), None)
+
+    def _pool_label(self, dag_id: str, pool: str, seen: dict[str, set[str]]) -> str:
+        """`pool`, or OTHER once the DAG has POOLS_PER_DAG pool labels (`seen`: the labels of
+        its series, held and staged, filled on first use)."""
+        if pool in self.pools:
+            return pool
+        labels = seen.get(dag_id)
+        if labels is None:
+            labels = seen[dag_id] = {
+                k[2] for k in self.queued.by_dag.get(dag_id, ()) if k[2] not in self.pools
+            }
+        if pool in labels or len(labels) < POOLS_PER_DAG:
+            labels.add(pool)
+            return pool
+        return OTHER
+
+    def _observed_dags(self) -> set[str]:
+        """DAGs with series made of what was observed (not of the catalog or Airflow's list)."""
+        keys = set(self.last_success) | set(self.last_failure) | set(self.xcom)
+        keys |= set(self.costs.dags)
+        for hist in (self.duration, self.delay, self.queued, self.cost):
+            keys |= set(hist.by_dag)
+        return keys
 
     def set_running(self, running: Mapping[tuple[str, str], float]) -> None:
         """Runs queued or running now, with when they started (or were queued)."""
@@ -524,6 +560,15 @@ def _producer_tasks(catalog: Catalog) -> frozenset[tuple[str, str]]:
         (p.dag_id, p.task_id)
         for ds in catalog.datasets.values()
         if (p := ds.produced_by) is not None and p.dag_id and p.task_id
+    )
+
+
+def _asset_uris(catalog: Catalog) -> frozenset[str]:
+    """Asset URIs whose updates refresh a data product: only their latest update is kept."""
+    return frozenset(
+        p.asset_uri
+        for ds in catalog.datasets.values()
+        if (p := ds.produced_by) is not None and p.asset_uri
     )
 
 

@@ -15,6 +15,7 @@ from impactwatch.collector.events import (
     field_names,
 )
 from impactwatch.collector.state.schema import (
+    HELD,
     RUN_DELAY,
     RUN_FINISHED,
     TRY_QUEUE_WAIT,
@@ -89,10 +90,20 @@ Known = dict[str, tuple[TaskTry, int]]
 KnownRuns = dict[str, tuple[DagRun, int]]
 
 
-def merge_tries(known: Known, batches: list[list[TaskTry]], changes: list[Changes]) -> Known:
-    """Each batch's tries, batch after batch, into `known`; `changes[i]` is batch i's."""
+def merge_tries(
+    known: Known,
+    batches: list[list[TaskTry]],
+    changes: list[Changes],
+    held: list[frozenset[str]] | None = None,
+) -> Known:
+    """Each batch's tries, batch after batch, into `known`; `changes[i]` is batch i's.
+
+    New tries of a DAG in `held[i]` (Airflow does not know it) are stored, marked HELD, and
+    not observed; a later sighting of a DAG no longer held observes what they hold. A try
+    observed before (the poller's, so Airflow knows its DAG) is never held."""
     dirty: Known = {}
-    for tries, seen in zip(batches, changes, strict=True):
+    for i, (tries, seen) in enumerate(zip(batches, changes, strict=True)):
+        hold = held[i] if held else frozenset()
         merged: dict[str, TaskTry] = {}
         for t in tries:  # later events in one batch win
             merged[t.key] = t if t.key not in merged else merge_try(merged[t.key], t)
@@ -102,9 +113,16 @@ def merge_tries(known: Known, batches: list[list[TaskTry]], changes: list[Change
                 current, observed = incoming, 0
             else:
                 current, observed = merge_try(stored[0], incoming), stored[1]
-                if current == stored[0]:
-                    seen.count("duplicate")
-                    continue
+            if incoming.dag_id in hold and (stored is None or stored[1] & HELD):
+                seen.count("unknown_dag")
+                if stored is None or current != stored[0]:
+                    known[key] = dirty[key] = (current, observed | HELD)
+                continue
+            unchanged = stored is not None and current == stored[0]
+            if unchanged and not observed & HELD:
+                seen.count("duplicate")
+                continue
+            observed &= ~HELD
             if (
                 current.queued is not None
                 and current.start is not None
@@ -115,19 +133,24 @@ def merge_tries(known: Known, batches: list[list[TaskTry]], changes: list[Change
             if current.state == "success" and not observed & TRY_SUCCEEDED:
                 observed |= TRY_SUCCEEDED
                 seen.succeeded_tries.append(current)
-            seen.count("new" if stored is None else "updated")
+            seen.count("new" if stored is None else "duplicate" if unchanged else "updated")
             known[key] = dirty[key] = (current, observed)
     return dirty
 
 
 def merge_runs(
-    known: KnownRuns, batches: list[list[DagRun]], changes: list[Changes]
+    known: KnownRuns,
+    batches: list[list[DagRun]],
+    changes: list[Changes],
+    held: list[frozenset[str]] | None = None,
 ) -> tuple[KnownRuns, list[list[DagRun]]]:
     """Each batch's runs into `known`; also the runs each batch saw finish (their task tries
-    are read after the group's tries are written, for `Changes.finished_runs`)."""
+    are read after the group's tries are written, for `Changes.finished_runs`). Runs of a DAG
+    in `held[i]` are stored, marked HELD, and observed only by a later sighting (as tries)."""
     dirty: KnownRuns = {}
     finished: list[list[DagRun]] = []
-    for runs, seen in zip(batches, changes, strict=True):
+    for i, (runs, seen) in enumerate(zip(batches, changes, strict=True)):
+        hold = held[i] if held else frozenset()
         done: list[DagRun] = []
         finished.append(done)
         merged: dict[str, DagRun] = {}
@@ -136,9 +159,7 @@ def merge_runs(
         for key, incoming in merged.items():
             stored = known.get(key)
             if stored is None:
-                current, observed = incoming, 0
-                if current.terminal:
-                    seen.terminal_runs.append(current)
+                before, current, observed = None, incoming, 0
             else:
                 before, observed = stored
                 if incoming.clear_number > before.clear_number:
@@ -146,11 +167,19 @@ def merge_runs(
                     current = incoming
                 else:
                     current = merge_run(before, incoming)
-                if current == before:
-                    seen.count("duplicate")
-                    continue
-                if current.terminal and current.state != before.state:
-                    seen.terminal_runs.append(current)
+            if incoming.dag_id in hold and (stored is None or stored[1] & HELD):
+                seen.count("unknown_dag")
+                if before is None or current != before:
+                    known[key] = dirty[key] = (current, observed | HELD)
+                continue
+            unseen = before is None or bool(observed & HELD)  # never observed before
+            if not unseen and current == before:
+                seen.count("duplicate")
+                continue
+            observed &= ~HELD
+            moved = before is not None and current.state != before.state
+            if current.terminal and (unseen or moved):
+                seen.terminal_runs.append(current)
             if current.terminal and current.end is not None and not observed & RUN_FINISHED:
                 observed |= RUN_FINISHED
                 done.append(current)
@@ -162,7 +191,8 @@ def merge_runs(
             ):
                 observed |= RUN_DELAY
                 seen.started_runs.append(current)
-            seen.count("new" if stored is None else "updated")
+            changed = before is not None and current != before
+            seen.count("new" if before is None else "updated" if changed else "duplicate")
             known[key] = dirty[key] = (current, observed)
     return dirty, finished
 

@@ -129,6 +129,7 @@ RUN_FINISHED = 1
 RUN_DELAY = 2
 TRY_QUEUE_WAIT = 1
 TRY_SUCCEEDED = 2
+HELD = 4  # (runs and tries) last stored while Airflow did not know the DAG: not observed yet
 
 
 MIGRATIONS = Migrations(

@@ -39,6 +39,7 @@ from sqlalchemy.types import ARRAY, String
 from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
 from impactwatch.collector.state.merge import Changes, merge_assets, merge_runs, merge_tries
 from impactwatch.collector.state.schema import (
+    HELD,
     RUN_RECORD,
     TRY_RECORD,
     asset_update_t,
@@ -256,8 +257,9 @@ class Store:
         changes = [Changes() for _ in writes]
         batches = [batch for batch, _ in writes]
         with self.engine.begin() as conn:
-            self._merge_tries(conn, [b.task_tries for b in batches], changes)
-            self._merge_runs(conn, [b.dag_runs for b in batches], changes)
+            held = [b.held_dags for b in batches]
+            self._merge_tries(conn, [b.task_tries for b in batches], changes, held)
+            self._merge_runs(conn, [b.dag_runs for b in batches], changes, held)
             self._merge_assets(conn, [b.assets for b in batches], changes)
             watermarks: dict[str, str] = {}
             for _, saved in writes:  # later ones win
@@ -277,7 +279,11 @@ class Store:
         return changes
 
     def _merge_tries(
-        self, conn: Connection, batches: list[list[TaskTry]], changes: list[Changes]
+        self,
+        conn: Connection,
+        batches: list[list[TaskTry]],
+        changes: list[Changes],
+        held: list[frozenset[str]],
     ) -> None:
         keys = {t.key for tries in batches for t in tries}
         known = {}
@@ -286,12 +292,16 @@ class Store:
             observed = values.pop("observed")
             t = task_try(values)
             known[t.key] = (t, observed)
-        dirty = merge_tries(known, batches, changes)
+        dirty = merge_tries(known, batches, changes, held)
         if dirty:
             self._upsert_tries(conn, [_try_row(t, o) for t, o in dirty.values()])
 
     def _merge_runs(
-        self, conn: Connection, batches: list[list[DagRun]], changes: list[Changes]
+        self,
+        conn: Connection,
+        batches: list[list[DagRun]],
+        changes: list[Changes],
+        held: list[frozenset[str]],
     ) -> None:
         keys = {r.key for runs in batches for r in runs}
         known = {}
@@ -300,7 +310,7 @@ class Store:
             observed = values.pop("observed")
             r = DagRun(**values)
             known[r.key] = (r, observed)
-        dirty, finished = merge_runs(known, batches, changes)
+        dirty, finished = merge_runs(known, batches, changes, held)
         if dirty:
             self._upsert_runs(conn, [_run_row(r, o) for r, o in dirty.values()])
         ended = {r.key for done in finished for r in done}
@@ -332,7 +342,7 @@ class Store:
         with self.engine.connect() as conn:
             q = (
                 select(dag_run_t.c.dag_id, dag_run_t.c.state, func.max(dag_run_t.c.end_))
-                .where(dag_run_t.c.state.in_(("success", "failed")))
+                .where(dag_run_t.c.state.in_(("success", "failed")), _observed(dag_run_t))
                 .group_by(dag_run_t.c.dag_id, dag_run_t.c.state)
             )
             for dag_id, state, end in conn.execute(q):
@@ -340,7 +350,7 @@ class Store:
                     (last_success if state == "success" else last_failure)[dag_id] = end
             q = (
                 select(task_try_t.c.dag_id, task_try_t.c.task_id, func.max(task_try_t.c.end_))
-                .where(task_try_t.c.state == "success")
+                .where(task_try_t.c.state == "success", _observed(task_try_t))
                 .group_by(task_try_t.c.dag_id, task_try_t.c.task_id)
             )
             task_success: dict[tuple[str, str], float] = {}
@@ -414,6 +424,11 @@ class Store:
         if rows:
             with self.engine.begin() as conn:
                 self._upsert_traced(conn, list(rows.values()))
+
+
+def _observed(table: Table) -> ColumnElement[bool]:
+    """Rows not HELD (stored while Airflow did not know their DAG): only those reach metrics."""
+    return table.c.observed.op("&")(HELD) == 0
 
 
 def _try_row(t: TaskTry, observed: int) -> dict[str, Any]:
