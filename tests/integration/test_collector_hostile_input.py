@@ -40,7 +40,9 @@ def build(tmp_path: Path, state_db: str) -> CollectorService:
         state_db=state_db,
         catalog=str(EXAMPLE_CATALOG),
     )
-    return CollectorService(config, load_catalog(EXAMPLE_CATALOG))
+    service = CollectorService(config, load_catalog(EXAMPLE_CATALOG))
+    assert service.wait_ready(60), "the collector did not restore its state"
+    return service
 
 
 @pytest.fixture
