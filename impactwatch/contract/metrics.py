@@ -326,6 +326,57 @@ RECONCILE_ERROR_REASONS = (
     "other",
 )
 
+# --- pool advice (`impactwatch pools advise --listen`, its own process) --------------------------
+# The advised pool sizes and their expected effect, computed from the collector's state DB. Not
+# part of ALL_METRICS: the collector does not export them.
+POOL_ADVISED_SLOTS = MetricSpec(
+    "impactwatch_pool_advised_slots",
+    "gauge",
+    ("pool",),
+    "Slots the pool advice gives the pool for the current time window.",
+)
+POOL_ADVICE_WAIT_SAVED = MetricSpec(
+    "impactwatch_pool_advice_wait_saved_seconds",
+    "gauge",
+    ("pool",),
+    "Queue wait per week of SLA-bearing pipelines' tasks the advice saves against the static "
+    "size (history replayed under both).",
+)
+POOL_ADVICE_SLOT_HOURS_FREED = MetricSpec(
+    "impactwatch_pool_advice_slot_hours_freed",
+    "gauge",
+    ("pool",),
+    "Slot hours per week the advice frees against the static size (negative: it adds them).",
+)
+POOL_ADVICE_COST_DIFFERENCE = MetricSpec(
+    "impactwatch_pool_advice_cost_difference_dollars",
+    "gauge",
+    ("pool",),
+    "Cost per week of the advised sizes minus the static size at the catalog's rates "
+    "(negative: a saving).",
+)
+POOL_ADVICE_LAST_SUCCESS = MetricSpec(
+    "impactwatch_pool_advice_last_success_timestamp_seconds",
+    "gauge",
+    (),
+    "When the pool advice was last computed (Unix time).",
+)
+POOL_ADVICE_ERRORS = MetricSpec(
+    "impactwatch_pool_advice_errors_total",
+    "counter",
+    ("reason",),
+    "Failed pool advice computations by reason (state_db, airflow_api).",
+)
+POOL_ADVICE_METRICS: tuple[MetricSpec, ...] = (
+    POOL_ADVISED_SLOTS,
+    POOL_ADVICE_WAIT_SAVED,
+    POOL_ADVICE_SLOT_HOURS_FREED,
+    POOL_ADVICE_COST_DIFFERENCE,
+    POOL_ADVICE_LAST_SUCCESS,
+    POOL_ADVICE_ERRORS,
+)
+POOL_ADVICE_ERROR_REASONS = ("state_db", "airflow_api")
+
 # Values of bounded labels (SLA_BREACHES' `kind` and `severity`: `impactwatch.contract.alerts`).
 POOL_STATES = ("total", "running", "queued", "open")
 

@@ -14,11 +14,12 @@ at the catalog's price of a slot hour.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from impactwatch.catalog.model import Catalog
+from impactwatch.collector.cost.pricing import Pricing
 from impactwatch.pools.replay import replay
 from impactwatch.pools.usage import (
     CLASS_NAMES,
@@ -33,6 +34,7 @@ from impactwatch.pools.usage import (
     PoolTry,
     PoolUsage,
     how_name,
+    pool_usage,
 )
 from impactwatch.pools.windows import Span, cut_day
 
@@ -312,3 +314,41 @@ def _reason(
         shown = ", ".join(critical[:3]) + (f" and {len(critical) - 3} more" if critical[3:] else "")
         text += f" ({CLASS_NAMES[CRITICAL]}: {shown})"
     return text
+
+
+def advise_all(
+    tries: Iterable[PoolTry],
+    catalog: Catalog,
+    *,
+    configured: Mapping[str, int],
+    since: float,
+    until: float,
+    hours: HourOfWeek,
+    settings: AdviceSettings,
+) -> list[PoolAdvice]:
+    """Advice for every pool with tries in the window, by pool name."""
+    classes = pipeline_classes(catalog)
+    by_pool: dict[str, list[PoolTry]] = {}
+    for t in tries:
+        by_pool.setdefault(t.pool, []).append(t)
+    usage = pool_usage(
+        (t for ts in by_pool.values() for t in ts), since, until, classes, hours, settings.coverages
+    )
+    pricing = Pricing(catalog)
+    out = []
+    for pool, u in usage.items():
+        rates = pricing.rates(None, pool)
+        out.append(
+            advise_pool(
+                u,
+                by_pool[pool],
+                configured=configured.get(pool),
+                cost=slot_hour_cost(catalog, pool, rates.cpu_hour, rates.memory_gb_hour),
+                classes=classes,
+                hours=hours,
+                since=since,
+                until=until,
+                settings=settings,
+            )
+        )
+    return out
