@@ -236,7 +236,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 print(f"impactwatch pools apply: {exc}", file=sys.stderr)
                 code = 2
             else:
-                now = job.clock()
+                now = time.time()  # the window of now, whatever --until says of the history
                 changes = apply_advice(api, advice.pools, now, job.hours, dry_run=not args.yes)
                 code = 1 if any(c.action in ("refused", "failed") for c in changes) else 0
                 for c in changes:

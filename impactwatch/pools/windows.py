@@ -51,7 +51,10 @@ def cut_day(needs: Sequence[int], max_windows: int) -> list[Span]:
         Span(start, starts[(i + 1) % len(starts)][0] or HOURS_PER_DAY, slots)
         for i, (start, slots) in enumerate(starts)
     ]
-    return sorted(_merge(spans), key=lambda s: s.start)
+    merged = _merge(spans)
+    if len(merged) == 1:
+        return [Span(0, HOURS_PER_DAY, merged[0].slots)]
+    return sorted(merged, key=lambda s: s.start)
 
 
 def _runs(needs: Sequence[int]) -> list[tuple[int, int, int]]:
