@@ -36,6 +36,7 @@ class PoolState:
     slots: int  # -1: unlimited
     running: int
     queued: int
+    include_deferred: bool = False
 
     @classmethod
     def of(cls, body: Any) -> PoolState:
@@ -45,6 +46,7 @@ class PoolState:
                 slots=int(body["slots"]),
                 running=int(body.get("running_slots") or 0),
                 queued=int(body.get("queued_slots") or 0),
+                include_deferred=bool(body.get("include_deferred")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise AirflowApiError(
@@ -105,13 +107,15 @@ class AirflowApi:
             if not page or len(out) >= int(body.get("total_entries") or 0):
                 return out
 
-    def set_slots(self, name: str, slots: int) -> PoolState:
-        """PATCH the pool's slots, nothing else of it (`update_mask=slots`)."""
+    def set_slots(self, current: PoolState, slots: int) -> PoolState:
+        """PATCH the pool's slots, nothing else of it (`update_mask=slots`). Airflow validates
+        the body as a whole pool, so its name and include_deferred go along unchanged."""
+        name = current.name
         body = self._call(
             "PATCH",
             f"{POOLS}/{quote(name, safe='')}",
             params={"update_mask": "slots"},
-            json={"slots": slots},
+            json={"pool": name, "slots": slots, "include_deferred": current.include_deferred},
             pool=name,
         )
         return PoolState.of(body)
@@ -152,6 +156,12 @@ class AirflowApi:
                 "IMPACTWATCH_AIRFLOW_API_PASSWORD",
             )
         if response.status_code == 403:
+            if "Invalid JWT" in response.text:  # Airflow answers 403 to a malformed token
+                raise AirflowApiError(
+                    "unauthorized",
+                    f"Airflow API at {self.base} rejected the token as invalid (403) on "
+                    f"{method} {path}: check IMPACTWATCH_AIRFLOW_API_TOKEN",
+                )
             raise AirflowApiError(
                 "forbidden",
                 f"Airflow API at {self.base}: the user may not {method} {path} (403); "

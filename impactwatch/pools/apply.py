@@ -68,12 +68,13 @@ def apply_advice(
     changes = []
     for advice in advices:
         try:
-            change = decide(advice, api.pool(advice.pool), now, hours)
+            state = api.pool(advice.pool)
+            change = decide(advice, state, now, hours)
             if change.action == "set":
                 if dry_run:
                     change = Change(**{**_fields(change), "action": "would_set"})
                 else:
-                    after = api.set_slots(advice.pool, change.target)
+                    after = api.set_slots(state, change.target)
                     if after.slots != change.target:
                         raise AirflowApiError(
                             "invalid", f"Airflow kept {after.slots} slots, not {change.target}"

@@ -24,12 +24,16 @@ def replay(tries: Sequence[PoolTry], slots: Sequence[int], hours: HourOfWeek) ->
         raise ValueError(f"a schedule has {HOURS_PER_WEEK} hourly sizes, got {len(slots)}")
     change = _hours_to_change(slots)
     order = sorted(range(len(tries)), key=lambda i: tries[i].queued)
+    queued = [tries[i].queued for i in order]
+    length = [tries[i].duration for i in order]
     waits = [math.inf] * len(tries)
     running: list[float] = []  # end times
-    waiting: deque[int] = deque()
+    waiting: deque[int] = deque()  # positions in `order`
     nxt, n, now = 0, len(order), -math.inf
+    size_of: dict[int, int] = {}  # absolute hour -> size (hours() is the slow part)
+    push, pop, inf = heapq.heappush, heapq.heappop, math.inf
     while nxt < n or waiting:
-        t = tries[order[nxt]].queued if nxt < n else math.inf
+        t = queued[nxt] if nxt < n else inf
         if running and running[0] < t:
             t = running[0]
         if waiting:  # a larger size at the next change may start them
@@ -37,19 +41,24 @@ def replay(tries: Sequence[PoolTry], slots: Sequence[int], hours: HourOfWeek) ->
             steps = change[hours(h)]
             if steps:
                 t = min(t, (h + steps) * HOUR)
-        if t == math.inf:
+        if t == inf:
             break  # zero slots from here on: the rest never start
         now = t
         while running and running[0] <= t:
-            heapq.heappop(running)
-        while nxt < n and tries[order[nxt]].queued <= t:
-            waiting.append(order[nxt])
+            pop(running)
+        while nxt < n and queued[nxt] <= t:
+            waiting.append(nxt)
             nxt += 1
-        size = slots[hours(int(t // HOUR))]
+        if not waiting:
+            continue
+        h = int(t // HOUR)
+        size = size_of.get(h)
+        if size is None:
+            size = size_of[h] = slots[hours(h)]
         while waiting and len(running) < size:
-            i = waiting.popleft()
-            waits[i] = t - tries[i].queued
-            heapq.heappush(running, t + tries[i].duration)
+            j = waiting.popleft()
+            waits[order[j]] = t - queued[j]
+            push(running, t + length[j])
     return waits
 
 

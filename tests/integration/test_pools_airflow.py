@@ -190,7 +190,7 @@ def test_wrong_password_is_a_clear_401(
     assert "refused user 'admin' at /auth/token (401)" in err and "wrong" not in err
 
 
-def test_bad_token_is_a_clear_401(
+def test_bad_token_is_a_clear_error(
     airflow_api: str,
     state: tuple[str, str],
     monkeypatch: pytest.MonkeyPatch,
@@ -200,7 +200,19 @@ def test_bad_token_is_a_clear_401(
     monkeypatch.setenv("IMPACTWATCH_AIRFLOW_API_TOKEN", "not-a-jwt")
     assert cli.main(apply(airflow_api, state, "--pool", "heavy_etl")) == 2
     err = capsys.readouterr().err
-    assert "answered 401 Unauthorized" in err and "not-a-jwt" not in err
+    assert "rejected the token as invalid (403)" in err and "not-a-jwt" not in err
+
+
+def test_no_credentials_is_a_clear_401(
+    airflow_api: str,
+    state: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("TOKEN", "USERNAME", "PASSWORD"):
+        monkeypatch.delenv(f"IMPACTWATCH_AIRFLOW_API_{name}", raising=False)
+    assert cli.main(apply(airflow_api, state, "--pool", "heavy_etl")) == 2
+    assert "answered 401 Unauthorized" in capsys.readouterr().err
 
 
 def test_unreachable_api_is_a_clear_error(
