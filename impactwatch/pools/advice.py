@@ -34,7 +34,7 @@ from impactwatch.pools.usage import (
     PoolTry,
     PoolUsage,
     how_name,
-    pool_usage,
+    usage_by_pool,
 )
 from impactwatch.pools.windows import Span, cut_day
 
@@ -172,14 +172,15 @@ def slot_hour_cost(catalog: Catalog, pool: str, rates_cpu: Decimal, rates_mem: D
 def needs(usage: PoolUsage, settings: AdviceSettings) -> list[int]:
     """Slots each hour of week needs: its weekly needs at its weight class's quantile."""
     out = []
-    for how in range(HOURS_PER_WEEK):
-        weight = usage.weight[how]
-        weekly = sorted(level.needs[weight] for level in usage.levels[how])
-        if not weekly:
-            out.append(settings.min_slots)
+    least, quantiles = settings.min_slots, settings.quantiles
+    for weight, levels in zip(usage.weight, usage.levels, strict=True):
+        if not levels:
+            out.append(least)
             continue
-        rank = max(math.ceil(settings.quantiles[weight] * len(weekly)) - 1, 0)
-        out.append(max(settings.min_slots, weekly[rank]))
+        weekly = sorted([level.needs[weight] for level in levels])
+        rank = max(math.ceil(quantiles[weight] * len(weekly)) - 1, 0)
+        need = weekly[rank]
+        out.append(need if need > least else least)
     return out
 
 
@@ -217,24 +218,30 @@ def advise_pool(
     windows = schedule(need, settings)
     slots = [0] * HOURS_PER_WEEK
     for kind, span in windows:
+        span_hours = span.hours
         for d in _days(kind):
-            for h in span.hours:
+            for h in span_hours:
                 slots[d * 24 + h] = span.slots
     static = configured if configured is not None else max(need)
     weeks = (until - since) / WEEK
     in_window = [t for t in tries if since <= t.queued < until]
     before = replay(in_window, [static] * HOURS_PER_WEEK, hours)
     after = replay(in_window, slots, hours)
-    by_how: dict[int, list[tuple[PoolTry, float, float]]] = {}
+    first = math.floor(since / HOUR)
+    how_at = hours.span(first, math.ceil(until / HOUR))
+    by_how: dict[int, list[tuple[int, float, float]]] = {}  # hour of week -> (class, waits)
+    get_class = classes.get
     for t, b, a in zip(in_window, before, after, strict=True):
-        by_how.setdefault(hours(int(t.queued // HOUR)), []).append((t, b, a))
+        row = (get_class(t.dag_id, STANDARD), b, a)
+        by_how.setdefault(how_at[int(t.queued // HOUR) - first], []).append(row)
     out = []
     for kind, span in windows:
-        hows = [d * 24 + h for d in _days(kind) for h in span.hours]
+        span_hours = span.hours
+        hows = [d * 24 + h for d in _days(kind) for h in span_hours]
         covered = sum(usage.weeks[h] for h in hows) / weeks if weeks else 0.0
         rows = [row for h in hows for row in by_how.get(h, ())]
-        eff_static = _effect(rows, 1, classes, static * covered, weeks)
-        eff_advised = _effect(rows, 2, classes, span.slots * covered, weeks)
+        eff_static = _effect(rows, 1, static * covered, weeks)
+        eff_advised = _effect(rows, 2, span.slots * covered, weeks)
         diff = Decimal(str(round(eff_advised.slot_hours - eff_static.slot_hours, 6))) * cost
         reason = _reason(
             usage, hows, span.slots, static, configured is not None, need, settings.coverages
@@ -252,20 +259,17 @@ def advise_pool(
 
 
 def _effect(
-    rows: Sequence[tuple[PoolTry, float, float]],
-    column: int,
-    classes: Mapping[str, int],
-    slot_hours: float,
-    weeks: float,
+    rows: Sequence[tuple[int, float, float]], column: int, slot_hours: float, weeks: float
 ) -> Effect:
+    """`rows`: each try's weight class and its replayed waits (static, advised)."""
     sla = crit = 0.0
     for row in rows:
-        cls = classes.get(row[0].dag_id, STANDARD)
-        wait = row[column]
+        cls = row[0]
         if cls >= SLA_BEARING:
+            wait = row[column]
             sla += wait
-        if cls == CRITICAL:
-            crit += wait
+            if cls == CRITICAL:
+                crit += wait
     per = 1 / weeks if weeks else 0.0
     return Effect(sla * per, crit * per, slot_hours)
 
@@ -331,9 +335,7 @@ def advise_all(
     by_pool: dict[str, list[PoolTry]] = {}
     for t in tries:
         by_pool.setdefault(t.pool, []).append(t)
-    usage = pool_usage(
-        (t for ts in by_pool.values() for t in ts), since, until, classes, hours, settings.coverages
-    )
+    usage = usage_by_pool(by_pool, since, until, classes, hours, settings.coverages)
     pricing = Pricing(catalog)
     out = []
     for pool, u in usage.items():

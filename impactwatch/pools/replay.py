@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
 from collections.abc import Sequence
 
 from impactwatch.pools.usage import HOUR, HOURS_PER_WEEK, HourOfWeek, PoolTry
@@ -22,43 +21,71 @@ def replay(tries: Sequence[PoolTry], slots: Sequence[int], hours: HourOfWeek) ->
     slots; `math.inf` for a try that would never start (a schedule of zero slots)."""
     if len(slots) != HOURS_PER_WEEK:
         raise ValueError(f"a schedule has {HOURS_PER_WEEK} hourly sizes, got {len(slots)}")
-    change = _hours_to_change(slots)
-    order = sorted(range(len(tries)), key=lambda i: tries[i].queued)
-    queued = [tries[i].queued for i in order]
-    length = [tries[i].duration for i in order]
-    waits = [math.inf] * len(tries)
+    at = [t.queued for t in tries]
+    order = sorted(range(len(tries)), key=at.__getitem__)
+    queued = [at[i] for i in order]
+    length = [d if d > 0.0 else 0.0 for d in (tries[i].end - tries[i].start for i in order)]
+    if len(set(slots)) == 1:
+        waits = _fixed(queued, length, slots[0])
+    else:
+        waits = _scheduled(queued, length, slots, _hours_to_change(slots), hours)
+    out = [math.inf] * len(tries)
+    for j, i in enumerate(order):
+        out[i] = waits[j]
+    return out
+
+
+def _fixed(queued: list[float], length: list[float], size: int) -> list[float]:
+    """Waits under one size all week, first come first served: a try starts when it is queued
+    or, with every slot taken, when the earliest running try ends (tries in queued order)."""
+    if size < 1:
+        return [math.inf] * len(queued)
     running: list[float] = []  # end times
-    waiting: deque[int] = deque()  # positions in `order`
-    nxt, n, now = 0, len(order), -math.inf
-    size_of: dict[int, int] = {}  # absolute hour -> size (hours() is the slow part)
-    push, pop, inf = heapq.heappush, heapq.heappop, math.inf
-    while nxt < n or waiting:
-        t = queued[nxt] if nxt < n else inf
-        if running and running[0] < t:
-            t = running[0]
-        if waiting:  # a larger size at the next change may start them
-            h = int(now // HOUR)
-            steps = change[hours(h)]
-            if steps:
-                t = min(t, (h + steps) * HOUR)
-        if t == inf:
-            break  # zero slots from here on: the rest never start
-        now = t
-        while running and running[0] <= t:
-            pop(running)
-        while nxt < n and queued[nxt] <= t:
-            waiting.append(nxt)
-            nxt += 1
-        if not waiting:
+    waits = []
+    push, replace = heapq.heappush, heapq.heapreplace
+    for q, d in zip(queued, length, strict=True):
+        if len(running) < size:
+            waits.append(0.0)
+            push(running, q + d)
             continue
-        h = int(t // HOUR)
-        size = size_of.get(h)
-        if size is None:
-            size = size_of[h] = slots[hours(h)]
-        while waiting and len(running) < size:
-            j = waiting.popleft()
-            waits[order[j]] = t - queued[j]
-            push(running, t + length[j])
+        free = running[0]
+        start = free if free > q else q
+        waits.append(start - q)
+        replace(running, start + d)
+    return waits
+
+
+def _scheduled(
+    queued: list[float],
+    length: list[float],
+    slots: Sequence[int],
+    change: list[int],
+    hours: HourOfWeek,
+) -> list[float]:
+    """Waits under a size that changes by hour: each try (in queued order) starts at the
+    earliest time, not before it is queued nor before the try queued before it started, when
+    fewer tries run than the size then; that time is its queue time, an end, or a size change."""
+    running: list[float] = []  # end times of started tries still running at `now`
+    waits = []
+    size_at: dict[int, tuple[int, float]] = {}  # absolute hour -> (size, next size change)
+    pop, push = heapq.heappop, heapq.heappush
+    now = -math.inf
+    for q, d in zip(queued, length, strict=True):
+        t = q if q > now else now
+        while True:
+            while running and running[0] <= t:
+                pop(running)
+            h = int(t // HOUR)
+            at = size_at.get(h)
+            if at is None:
+                how = hours(h)
+                at = size_at[h] = (slots[how], (h + change[how]) * HOUR)
+            if len(running) < at[0]:
+                break
+            t = running[0] if running and running[0] < at[1] else at[1]
+        waits.append(t - q)
+        push(running, t + d)
+        now = t
     return waits
 
 
@@ -67,10 +94,10 @@ def _hours_to_change(slots: Sequence[int]) -> list[int]:
     if len(set(slots)) == 1:
         return [0] * HOURS_PER_WEEK
     out = [0] * HOURS_PER_WEEK
-    for how in range(HOURS_PER_WEEK):
-        step = 1
-        while slots[(how + step) % HOURS_PER_WEEK] == slots[how]:
-            step += 1
+    step = 0
+    for i in range(2 * HOURS_PER_WEEK - 1, -1, -1):  # backwards, twice round the week
+        how = i % HOURS_PER_WEEK
+        step = step + 1 if slots[(how + 1) % HOURS_PER_WEEK] == slots[how] else 1
         out[how] = step
     return out
 
@@ -78,4 +105,4 @@ def _hours_to_change(slots: Sequence[int]) -> list[int]:
 def slot_hours(slots: Sequence[int], since: float, until: float, hours: HourOfWeek) -> float:
     """Slot hours a schedule provides over `[since, until)`, whole hours."""
     first, last = math.floor(since / HOUR), math.ceil(until / HOUR)
-    return float(sum(slots[hours(h)] for h in range(first, last)))
+    return float(sum(slots[how] for how in hours.span(first, last)))

@@ -10,7 +10,7 @@ peak of that over an hour is the size that hour needed for nothing to wait on th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -98,6 +98,7 @@ class HourOfWeek:
         self.zone = ZoneInfo(tz)
         self.utc = tz in ("UTC", "Etc/UTC")
         self._cache: dict[int, int] = {}
+        self._span: tuple[tuple[int, int], list[int]] = ((0, 0), [])
 
     def __call__(self, hour: int) -> int:
         if self.utc:
@@ -108,6 +109,13 @@ class HourOfWeek:
             found = local.weekday() * 24 + local.hour
             self._cache[hour] = found
         return found
+
+    def span(self, first: int, last: int) -> list[int]:
+        """Hours of week of the absolute hours `first` to `last - 1` (the last span is kept:
+        one advice asks for the same window for every pool)."""
+        if self._span[0] != (first, last):
+            self._span = ((first, last), [self(h) for h in range(first, last)])
+        return self._span[1]
 
 
 def how_name(how: int) -> str:
@@ -128,19 +136,32 @@ def pool_usage(
     highest class with demand in it, in any week. `coverages` (by class) say what share of an
     hour's time its needed size must serve all demand.
     """
-    if until <= since:
-        raise ValueError("the window is empty: until must be after since")
-    first, last = math.floor(since / HOUR), math.ceil(until / HOUR)
-    how_at = [hours(h) for h in range(first, last)]
-    weeks = [0] * HOURS_PER_WEEK
-    for how in how_at:
-        weeks[how] += 1
     by_pool: dict[str, list[PoolTry]] = {}
     for t in tries:
         by_pool.setdefault(t.pool, []).append(t)
+    return usage_by_pool(by_pool, since, until, classes, hours, coverages)
+
+
+def usage_by_pool(
+    by_pool: Mapping[str, Sequence[PoolTry]],
+    since: float,
+    until: float,
+    classes: Mapping[str, int],
+    hours: HourOfWeek,
+    coverages: tuple[float, float, float] = COVERAGES,
+) -> dict[str, PoolUsage]:
+    """`pool_usage` of tries already grouped by pool (each pool's tries are its own)."""
+    if until <= since:
+        raise ValueError("the window is empty: until must be after since")
+    first, last = math.floor(since / HOUR), math.ceil(until / HOUR)
+    how_at = hours.span(first, last)
+    weeks = [0] * HOURS_PER_WEEK
+    for how in how_at:
+        weeks[how] += 1
     return {
         pool: _one_pool(pool, ts, since, until, first, how_at, weeks, classes, coverages)
         for pool, ts in sorted(by_pool.items())
+        if ts
     }
 
 
@@ -156,7 +177,7 @@ def _spread(acc: list[float], a: float, b: float, first: int, how_at: list[int])
 
 def _one_pool(
     pool: str,
-    tries: list[PoolTry],
+    tries: Sequence[PoolTry],
     since: float,
     until: float,
     first: int,
@@ -165,42 +186,62 @@ def _one_pool(
     classes: Mapping[str, int],
     coverages: tuple[float, ...],
 ) -> PoolUsage:
+    # One pass over the tries with everything in locals: at 1,000 pools this loop is most of
+    # the advice's time (bench/bench_pools.py); most intervals lie in one hour, added directly.
     u = PoolUsage(pool=pool, weeks=list(weeks))
-    events: list[tuple[float, int]] = []
+    held, waiting, count, sla_wait = u.held, u.waiting, u.tries, u.sla_wait
+    cpu, rss, critical = u.cpu_seconds, u.peak_rss_bytes, u.critical
+    starts: list[float] = []  # demand intervals, for the sweep in `_levels`
+    ends: list[float] = []
     class_at: dict[int, int] = {}  # absolute hour -> highest class with demand in it
+    get_class = classes.get
     for t in tries:
-        demand_end = t.queued + t.duration
-        lo, hi = max(t.queued, since), min(max(demand_end, t.end), until)
-        if hi <= lo and not (since <= t.queued < until):
+        q, st, en = t.queued, t.start, t.end
+        length = en - st if en > st else 0.0
+        demand_end = q + length
+        lo = q if q > since else since
+        top = demand_end if demand_end > en else en
+        queued_in = since <= q < until
+        if (top if top < until else until) <= lo and not queued_in:
             continue
-        cls = classes.get(t.dag_id, STANDARD)
-        if since <= t.queued < until:
-            how = how_at[int(t.queued // HOUR) - first]
-            u.tries[how] += 1
+        cls = get_class(t.dag_id, STANDARD)
+        if queued_in:
+            how = how_at[int(q // HOUR) - first]
+            count[how] += 1
             if cls > STANDARD:
-                u.sla_wait[how] += t.wait
-        s, e = max(t.start, since), min(t.end, until)
-        if e > s:
-            _spread(u.held, s, e, first, how_at)
-        s, e = max(t.queued, since), min(t.start, until)
-        if e > s:
-            _spread(u.waiting, s, e, first, how_at)
-        if since <= t.start < until:
-            how = how_at[int(t.start // HOUR) - first]
-            u.cpu_seconds[how] += t.cpu_seconds or 0.0
-            if t.peak_rss_bytes and t.peak_rss_bytes > u.peak_rss_bytes[how]:
-                u.peak_rss_bytes[how] = t.peak_rss_bytes
-        d_lo, d_hi = max(t.queued, since), min(demand_end, until)
-        if d_hi > d_lo:
-            events.append((d_lo, 1))
-            events.append((d_hi, -1))
+                sla_wait[how] += st - q if st > q else 0.0
+        a = st if st > since else since
+        b = en if en < until else until
+        if b > a:
+            h = int(a // HOUR)
+            if b <= (h + 1) * HOUR:
+                held[how_at[h - first]] += b - a
+            else:
+                _spread(held, a, b, first, how_at)
+        b = st if st < until else until
+        if b > lo:
+            h = int(lo // HOUR)
+            if b <= (h + 1) * HOUR:
+                waiting[how_at[h - first]] += b - lo
+            else:
+                _spread(waiting, lo, b, first, how_at)
+        if since <= st < until:
+            how = how_at[int(st // HOUR) - first]
+            cpu[how] += t.cpu_seconds or 0.0
+            peak = t.peak_rss_bytes
+            if peak and peak > rss[how]:
+                rss[how] = peak
+        d_hi = demand_end if demand_end < until else until
+        if d_hi > lo:
+            starts.append(lo)
+            ends.append(d_hi)
             if cls > STANDARD:
-                for h in range(int(d_lo // HOUR), math.ceil(d_hi / HOUR)):
+                for h in range(int(lo // HOUR), math.ceil(d_hi / HOUR)):
                     if class_at.get(h, STANDARD) < cls:
                         class_at[h] = cls
                     if cls == CRITICAL:
-                        u.critical[how_at[h - first]].add(t.dag_id)
-    level_at = _levels(events, coverages)
+                        critical[how_at[h - first]].add(t.dag_id)
+    level_at = _levels(starts, ends, coverages)
     for h, cls in class_at.items():
         how = how_at[h - first]
         u.weight[how] = max(u.weight[how], cls)
@@ -210,38 +251,53 @@ def _one_pool(
     return u
 
 
-def _levels(events: list[tuple[float, int]], coverages: tuple[float, ...]) -> dict[int, Level]:
-    """For each absolute hour with demand: its peak (most intervals overlapping at once) and,
-    per coverage c, the fewest slots that served the demand for c of the hour's time."""
-    events.sort()  # at equal times ends (-1) come before starts
-    peak: dict[int, int] = {}
+def _levels(
+    starts: list[float], ends: list[float], coverages: tuple[float, ...]
+) -> dict[int, Level]:
+    """For each absolute hour with demand: its peak (most intervals `[starts[i], ends[i])`
+    overlapping at once) and, per coverage c, the fewest slots that served the demand for c of
+    the hour's time."""
+    n = len(starts)
+    starts.sort()
+    starts.append(math.inf)  # a sentinel: no start after the last
+    ends.sort()
     spent: dict[int, dict[int, float]] = {}  # hour -> level -> seconds at that level
+    i, j = 0, 0
     level, prev = 0, 0.0
-    for t, delta in events:
+    cur_hour, cur, edge = -1, {}, 0.0  # the hour `prev` lies in, its levels, its end
+    while j < n:  # the events in time order, at equal times ends before starts
+        if starts[i] < ends[j]:
+            t, delta = starts[i], 1
+            i += 1
+        else:
+            t, delta = ends[j], -1
+            j += 1
         if level > 0 and t > prev:
-            a, h = prev, int(prev // HOUR)
-            while a < t:
-                edge = (h + 1) * HOUR
+            a = prev
+            while True:
+                if a >= edge:  # entered a later hour
+                    cur_hour = int(a // HOUR)
+                    edge = (cur_hour + 1) * HOUR
+                    cur = spent.setdefault(cur_hour, {})
                 b = t if t < edge else edge
-                at = spent.setdefault(h, {})
-                at[level] = at.get(level, 0.0) + (b - a)
-                if peak.get(h, 0) < level:
-                    peak[h] = level
-                a, h = b, h + 1
+                cur[level] = cur.get(level, 0.0) + (b - a)
+                if b >= t:
+                    break
+                a = b
         level += delta
         prev = t
     out = {}
     for h, at in spent.items():
         busy = sorted(at.items())
+        idle = HOUR - sum(at.values())  # the rest of the hour: no demand
         needs = []
         for c in coverages:
-            covered = HOUR - sum(at.values())  # the rest of the hour: no demand
-            need = 0
+            covered, need = idle, 0
             for lvl, seconds in busy:
                 if covered >= c * HOUR - 1e-6:
                     break
                 covered += seconds
                 need = lvl
             needs.append(need)
-        out[h] = Level(peak[h], tuple(needs))
+        out[h] = Level(busy[-1][0], tuple(needs))
     return out
