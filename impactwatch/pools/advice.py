@@ -116,6 +116,8 @@ class PoolAdvice:
     windows: tuple[Window, ...]
     weeks: float  # weeks of history the effects are averaged over
     slot_hour_cost: Decimal
+    running: tuple[float, ...] = ()  # mean slots running by hour of week over the history
+    queued: tuple[float, ...] = ()  # mean slots queued by hour of week
 
     @property
     def static_effect(self) -> Effect:
@@ -255,6 +257,8 @@ def advise_pool(
         windows=tuple(out),
         weeks=weeks,
         slot_hour_cost=cost,
+        running=tuple(usage.mean_running(h) for h in range(HOURS_PER_WEEK)),
+        queued=tuple(usage.mean_queued(h) for h in range(HOURS_PER_WEEK)),
     )
 
 

@@ -10,10 +10,16 @@ would do and changes nothing. Every change and refusal is one log line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from impactwatch.contract import metrics as c
 from impactwatch.pools.advice import PoolAdvice
 from impactwatch.pools.airflow_api import AirflowApi, AirflowApiError, PoolState
 from impactwatch.pools.usage import HourOfWeek
@@ -90,15 +96,45 @@ def _fields(change: Change) -> dict[str, object]:
     return {name: getattr(change, name) for name in Change.__slots__}
 
 
-def _log(c: Change) -> None:
-    before = "?" if c.before is None else str(c.before)
-    if c.action == "set":
-        log.info("pool %s: %s -> %d slots (%s)", c.pool, before, c.target, c.message)
-    elif c.action == "would_set":
+def _log(ch: Change) -> None:
+    before = "?" if ch.before is None else str(ch.before)
+    if ch.action == "set":
+        log.info("pool %s: %s -> %d slots (%s)", ch.pool, before, ch.target, ch.message)
+    elif ch.action == "would_set":
         log.info(
-            "pool %s: would set %s -> %d slots (%s; dry run)", c.pool, before, c.target, c.message
+            "pool %s: would set %s -> %d slots (%s; dry run)",
+            ch.pool,
+            before,
+            ch.target,
+            ch.message,
         )
-    elif c.action == "unchanged":
-        log.info("pool %s: %s slots, %s", c.pool, before, c.message)
+    elif ch.action == "unchanged":
+        log.info("pool %s: %s slots, %s", ch.pool, before, ch.message)
     else:
-        log.warning("pool %s: %s: %s", c.pool, c.action, c.message)
+        log.warning("pool %s: %s: %s", ch.pool, ch.action, ch.message)
+
+
+class ApplyCounts(Collector):
+    """What `apply --loop` did, pool by pool, since it started: its `/metrics` with `--listen`
+    (`impactwatch_pool_apply_changes_total{pool,action}`). Pools are the advised ones only."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def add(self, changes: Iterable[Change]) -> None:
+        with self._lock:
+            self._counts.update((ch.pool, ch.action) for ch in changes)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts = dict(self._counts)
+        spec = c.POOL_APPLY_CHANGES
+        family = CounterMetricFamily(spec.family, spec.help, labels=spec.labels)
+        for pool in sorted({pool for pool, _ in counts}):
+            for action in c.POOL_APPLY_ACTIONS:
+                family.add_metric([pool, action], float(counts.get((pool, action), 0)))
+        yield family

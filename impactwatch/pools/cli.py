@@ -5,6 +5,7 @@
     impactwatch pools advise ... --listen 127.0.0.1:9467 --interval 1h   # serve /metrics
     impactwatch pools apply --catalog impact.yaml --state-db URL --airflow-api URL   # dry run
     impactwatch pools apply ... --yes [--loop 15m]          # set the current window's sizes
+    impactwatch pools apply ... --yes --loop 15m --listen 127.0.0.1:9468   # counts as /metrics
 
 The Airflow API's credentials come from the environment: IMPACTWATCH_AIRFLOW_API_TOKEN (a
 bearer token), or IMPACTWATCH_AIRFLOW_API_USERNAME and IMPACTWATCH_AIRFLOW_API_PASSWORD
@@ -43,6 +44,7 @@ def add_subcommand(subparsers: Any) -> None:
     _common(apply)
     apply.add_argument("--yes", action="store_true", help="change the pools (default: dry run)")
     apply.add_argument("--loop", help="apply again every INTERVAL (e.g. 15m) until stopped")
+    apply.add_argument("--listen", help="with --loop, HOST:PORT: serve what apply did as /metrics")
     apply.set_defaults(func=cmd_apply)
 
 
@@ -209,9 +211,10 @@ def _serve(args: argparse.Namespace, job: Any) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     import logging
     import time
+    from collections import Counter
 
     from impactwatch.catalog.durations import DurationError, parse_duration
-    from impactwatch.pools.apply import apply_advice
+    from impactwatch.pools.apply import ApplyCounts, apply_advice
     from impactwatch.pools.job import AdviceError
 
     if not args.airflow_api:
@@ -222,11 +225,27 @@ def cmd_apply(args: argparse.Namespace) -> int:
             interval = max(parse_duration(args.loop), 60.0)
         except DurationError as exc:
             return _fail("apply", f"--loop: {exc}")
+    if args.listen and interval is None:
+        return _fail("apply", "--listen needs --loop (a one-shot apply reports by exit code)")
     setup = _setup(args, "apply")
     if isinstance(setup, int):
         return setup
     job, api = setup
     logging.getLogger("impactwatch.pools").setLevel(logging.INFO)
+    counts = ApplyCounts()
+    server = None
+    if args.listen:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        host, _, port = args.listen.rpartition(":")
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(counts)
+        try:
+            server, _thread = start_http_server(
+                int(port), addr=host or "127.0.0.1", registry=registry
+            )
+        except (OSError, ValueError) as exc:
+            return _fail("apply", f"cannot listen on {args.listen}: {exc}")
     code = 0
     try:
         while True:
@@ -238,6 +257,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
             else:
                 now = time.time()  # the window of now, whatever --until says of the history
                 changes = apply_advice(api, advice.pools, now, job.hours, dry_run=not args.yes)
+                counts.add(changes)
+                tally = Counter(ch.action for ch in changes)
+                print("apply: " + ", ".join(f"{n} {a}" for a, n in sorted(tally.items())))
                 code = 1 if any(c.action in ("refused", "failed") for c in changes) else 0
                 for c in changes:
                     before = "?" if c.before is None else c.before
@@ -248,5 +270,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return code
     finally:
+        if server is not None:
+            server.shutdown()
         job.engine.dispose()
         api.close()

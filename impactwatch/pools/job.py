@@ -23,7 +23,7 @@ from impactwatch.contract import metrics as c
 from impactwatch.pools.advice import AdviceSettings, PoolAdvice, advise_all
 from impactwatch.pools.airflow_api import AirflowApi, AirflowApiError
 from impactwatch.pools.history import read_pool_tries
-from impactwatch.pools.usage import WEEK, HourOfWeek
+from impactwatch.pools.usage import DAYS, WEEK, HourOfWeek
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ class AdviceCollector(Collector):
 
         slots, saved = gauge(c.POOL_ADVISED_SLOTS), gauge(c.POOL_ADVICE_WAIT_SAVED)
         freed, cost = gauge(c.POOL_ADVICE_SLOT_HOURS_FREED), gauge(c.POOL_ADVICE_COST_DIFFERENCE)
+        usage = gauge(c.POOL_USAGE_BY_HOUR)
         now = self.job.clock()
         for a in advice.pools if advice is not None else ():
             static, advised = a.static_effect, a.advised_effect
@@ -142,7 +143,11 @@ class AdviceCollector(Collector):
             saved.add_metric([a.pool], static.sla_wait - advised.sla_wait)
             freed.add_metric([a.pool], static.slot_hours - advised.slot_hours)
             cost.add_metric([a.pool], float(a.cost_difference))
-        yield from (slots, saved, freed, cost)
+            for how, (running, queued) in enumerate(zip(a.running, a.queued, strict=True)):
+                day, hour = f"{how // 24 + 1} {DAYS[how // 24]}", f"{how % 24:02d}"
+                usage.add_metric([a.pool, day, hour, "running"], running)
+                usage.add_metric([a.pool, day, hour, "queued"], queued)
+        yield from (slots, saved, freed, cost, usage)
         if last is not None:
             success = gauge(c.POOL_ADVICE_LAST_SUCCESS)
             success.add_metric([], last)

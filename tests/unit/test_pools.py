@@ -292,3 +292,56 @@ def test_cli_bad_input_is_one_line(
 def test_cli_apply_needs_the_airflow_api(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["pools", "apply", "--catalog", "examples/catalog.yaml"]) == 2
     assert "--airflow-api" in capsys.readouterr().err
+
+
+def test_exporter_shows_usage_by_hour_of_week(advice: dict[str, PoolAdvice]) -> None:
+    job = AdviceJob(CATALOG, None, hours=HOURS, settings=AdviceSettings(), clock=lambda: SINCE)  # type: ignore[arg-type]
+    job.state.advice = Advice(list(advice.values()), SINCE, UNTIL)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AdviceCollector(job))
+    name = "impactwatch_pool_usage_by_hour_slots"
+
+    def used(day: str, hour: str) -> float:
+        got = registry.get_sample_value(
+            name, {"pool": "heavy_etl", "day": day, "hour": hour, "state": "running"}
+        )
+        assert got is not None
+        return got
+
+    assert used("1 Mon", "03") > 2 * used("1 Mon", "12")  # the night ETL peak
+    assert used("1 Mon", "03") == pytest.approx(advice["heavy_etl"].running[3])
+    series = [s for m in registry.collect() if m.name == name for s in m.samples]
+    assert len(series) == len(advice) * 168 * 2
+
+
+def test_prometheus_config_scrapes_the_advice_when_told() -> None:
+    import yaml
+
+    from impactwatch.alert_rules.prometheus_config import render_prometheus
+    from impactwatch.alert_rules.settings import RuleSettings
+
+    jobs = yaml.safe_load(render_prometheus(RuleSettings()))["scrape_configs"]
+    assert "impactwatch-pools" not in [j["job_name"] for j in jobs]
+    told = RuleSettings(pool_advice_targets=["127.0.0.1:9467"])
+    jobs = yaml.safe_load(render_prometheus(told))["scrape_configs"]
+    pools = [j for j in jobs if j["job_name"] == "impactwatch-pools"]
+    assert pools[0]["static_configs"][0]["targets"] == ["127.0.0.1:9467"]
+
+
+def test_apply_counts_what_each_pass_did() -> None:
+    from impactwatch.pools.apply import ApplyCounts, Change
+
+    counts = ApplyCounts()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(counts)
+    counts.add([Change("heavy_etl", "w", 4, 8, "set", "")])
+    counts.add(
+        [
+            Change("heavy_etl", "w", 8, 8, "unchanged", ""),
+            Change("heavy_etl", "w", 8, 2, "refused", "6 tasks running"),
+        ]
+    )
+    name = "impactwatch_pool_apply_changes_total"
+    for action, n in (("set", 1), ("unchanged", 1), ("refused", 1), ("failed", 0)):
+        got = registry.get_sample_value(name, {"pool": "heavy_etl", "action": action})
+        assert got == n, action
