@@ -19,6 +19,7 @@ PARTS = (
     "impactwatch.router.cli",
     "impactwatch.dashboards.cli",
     "impactwatch.collector.cost.cli",
+    "impactwatch.pools.cli",
 )
 
 

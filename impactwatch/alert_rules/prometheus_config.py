@@ -58,4 +58,9 @@ scrape_configs:
     static_configs:
       - targets: {_targets(s.cost_reconcile_targets)}
 """
+    if s.pool_advice_targets:  # `impactwatch pools advise --listen`, when it runs
+        body += f"""  - job_name: {json.dumps(s.pool_advice_job)}
+    static_configs:
+      - targets: {_targets(s.pool_advice_targets)}
+"""
     return head + body

@@ -90,6 +90,14 @@ class RuleSettings(BaseModel):
         [],
         description="HOST:PORT of `impactwatch cost reconcile` (prometheus.yml; none: no job)",
     )
+    pool_advice_job: str = Field(
+        "impactwatch-pools",
+        description="Prometheus job scraping `impactwatch pools advise --listen`",
+    )
+    pool_advice_targets: list[str] = Field(
+        [],
+        description="HOST:PORT of `impactwatch pools advise --listen` (prometheus.yml; none: none)",
+    )
     platform_team: str | None = Field(
         None, description="Team owning the platform alerts; default: the catalog's defaults.team"
     )

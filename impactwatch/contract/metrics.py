@@ -340,6 +340,75 @@ RECONCILE_ERROR_REASONS = (
     "other",
 )
 
+# --- pool advice (`impactwatch pools advise --listen`, its own process) --------------------------
+# The advised pool sizes and their expected effect, computed from the collector's state DB. Not
+# part of ALL_METRICS: the collector does not export them.
+POOL_ADVISED_SLOTS = MetricSpec(
+    "impactwatch_pool_advised_slots",
+    "gauge",
+    ("pool",),
+    "Slots the pool advice gives the pool for the current time window.",
+)
+POOL_ADVICE_WAIT_SAVED = MetricSpec(
+    "impactwatch_pool_advice_wait_saved_seconds",
+    "gauge",
+    ("pool",),
+    "Queue wait per week of SLA-bearing pipelines' tasks the advice saves against the static "
+    "size (history replayed under both).",
+)
+POOL_ADVICE_SLOT_HOURS_FREED = MetricSpec(
+    "impactwatch_pool_advice_slot_hours_freed",
+    "gauge",
+    ("pool",),
+    "Slot hours per week the advice frees against the static size (negative: it adds them).",
+)
+POOL_ADVICE_COST_DIFFERENCE = MetricSpec(
+    "impactwatch_pool_advice_cost_difference_dollars",
+    "gauge",
+    ("pool",),
+    "Cost per week of the advised sizes minus the static size at the catalog's rates "
+    "(negative: a saving).",
+)
+POOL_USAGE_BY_HOUR = MetricSpec(
+    "impactwatch_pool_usage_by_hour_slots",
+    "gauge",
+    ("pool", "day", "hour", "state"),
+    "Mean slots of the pool running or queued (state) in each hour of week over the advice's "
+    "history; day is 1 Mon .. 7 Sun, hour 00 .. 23, in the advice's time zone.",
+)
+POOL_ADVICE_LAST_SUCCESS = MetricSpec(
+    "impactwatch_pool_advice_last_success_timestamp_seconds",
+    "gauge",
+    (),
+    "When the pool advice was last computed (Unix time).",
+)
+POOL_ADVICE_ERRORS = MetricSpec(
+    "impactwatch_pool_advice_errors_total",
+    "counter",
+    ("reason",),
+    "Failed pool advice computations by reason (state_db, airflow_api).",
+)
+POOL_APPLY_CHANGES = MetricSpec(
+    "impactwatch_pool_apply_changes_total",
+    "counter",
+    ("pool", "action"),
+    "Pools `impactwatch pools apply --loop --listen` handled, by what it did (action: set, "
+    "would_set on a dry run, unchanged, refused, failed).",
+)
+POOL_APPLY_ACTIONS = ("set", "would_set", "unchanged", "refused", "failed")
+POOL_ADVICE_METRICS: tuple[MetricSpec, ...] = (
+    POOL_ADVISED_SLOTS,
+    POOL_ADVICE_WAIT_SAVED,
+    POOL_ADVICE_SLOT_HOURS_FREED,
+    POOL_ADVICE_COST_DIFFERENCE,
+    POOL_USAGE_BY_HOUR,
+    POOL_ADVICE_LAST_SUCCESS,
+    POOL_ADVICE_ERRORS,
+    POOL_APPLY_CHANGES,
+)
+POOL_ADVICE_ERROR_REASONS = ("state_db", "airflow_api")
+POOL_USAGE_STATES = ("running", "queued")  # POOL_USAGE_BY_HOUR's `state`
+
 # Values of bounded labels (SLA_BREACHES' `kind` and `severity`: `impactwatch.contract.alerts`).
 POOL_STATES = ("total", "running", "queued", "open")
 

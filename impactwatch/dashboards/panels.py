@@ -242,6 +242,41 @@ def table(
     )
 
 
+def matrix(title: str, about: str, query: Query, rows: str, columns: str, unit: str) -> g.Table:
+    """A heatmap as a table: one instant query whose series carry the labels `rows` and
+    `columns`, laid out as a grid (Grafana's "grouping to matrix"), each cell coloured on one
+    green-yellow-red scale by its value."""
+    return g.Table(
+        **_common(title, about, s.steps(s.GREEN)),
+        targets=targets([query], instant=True, table=True),
+        filterable=False,
+        transformations=[
+            {
+                "id": "groupingToMatrix",
+                "options": {
+                    "rowField": rows,
+                    "columnField": columns,
+                    "valueField": "Value",
+                    "emptyValue": "zero",
+                },
+            },
+            {"id": "sortBy", "options": {"sort": [{"field": f"{rows}\\{columns}"}]}},
+        ],
+        extraJson={
+            "fieldConfig": {
+                "defaults": {
+                    "unit": unit,
+                    "decimals": 1,
+                    "min": 0,
+                    "color": {"mode": "continuous-GrYlRd"},
+                    "custom": {"cellOptions": s.cell("color-background"), "align": "center"},
+                },
+                "overrides": [s.override(f"{rows}\\{columns}", custom__cellOptions=s.cell("auto"))],
+            }
+        },
+    )
+
+
 def _label_override(lab: Label) -> dict[str, Any]:
     props: dict[str, Any] = {"displayName": lab.header}
     if lab.hidden:

@@ -32,6 +32,7 @@ from impactwatch.dashboards.panels import (
     Layout,
     Query,
     bar_gauge,
+    matrix,
     stat,
     table,
     timeseries,
@@ -188,6 +189,63 @@ def _airflow(layout: Layout, limits: PlatformThresholds) -> None:
             [Column("Firing", incidents, decimals=0)],
         ),
         s.FULL,
+        s.CHART_H,
+    )
+
+
+def _pool_sizing(layout: Layout) -> None:
+    """The pool advice (`impactwatch pools advise --listen`, docs/pools.md): usage by hour of
+    week and the advised sizes against Airflow's. Empty until that job is scraped."""
+    layout.row("Pool sizing (advice)")
+    for state, what in (("running", "used"), ("queued", "queued")):
+        usage = agg(
+            "sum",
+            ["day", "hour"],
+            selector(c.POOL_USAGE_BY_HOUR, *POOL, eq("state", state)),
+        )
+        layout.add(
+            matrix(
+                f"Pool slots {what} by hour of week",
+                f"Mean slots {what} in each hour of the week over the advice's history (4 weeks "
+                "by default, in its time zone), summed over the pools picked above: pick one "
+                "pool to see its own pattern. From `impactwatch pools advise --listen`.",
+                Query(usage),
+                "day",
+                "hour",
+                s.COUNT,
+            ),
+            s.FULL,
+            s.TABLE_H,
+        )
+    layout.add(
+        timeseries(
+            "Advised vs configured slots",
+            "The size the pool advice gives each pool for the current time window, beside the "
+            "size configured in Airflow. `impactwatch pools apply --yes` makes them meet.",
+            [
+                Query(
+                    agg("max", ["pool"], selector(c.POOL_ADVISED_SLOTS, *POOL)), "{{pool}} advised"
+                ),
+                Query(
+                    agg("max", ["pool"], selector(c.POOL_SLOTS, *POOL, eq("state", "total"))),
+                    "{{pool}} configured",
+                ),
+            ],
+            s.COUNT,
+        ),
+        s.HALF,
+        s.CHART_H,
+    )
+    layout.add(
+        bar_gauge(
+            "Queue wait saved by the advice, per week",
+            "Queue wait of SLA-bearing pipelines' tasks per week the advised sizes save against "
+            "the configured ones, the history replayed under both (docs/pools.md).",
+            [Query(agg("max", ["pool"], selector(c.POOL_ADVICE_WAIT_SAVED, *POOL)), "{{pool}}")],
+            s.SECONDS,
+            thresholds=s.steps(s.GREEN),
+        ),
+        s.HALF,
         s.CHART_H,
     )
 
@@ -382,6 +440,7 @@ def platform(catalog: Catalog) -> g.Dashboard:
     limits = PlatformThresholds()
     layout = Layout()
     _airflow(layout, limits)
+    _pool_sizing(layout)
     _collector(layout, limits)
     _router(layout)
     variables = [variable("pool", "Pool", (c.POOL_SLOTS,))]

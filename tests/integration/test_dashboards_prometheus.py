@@ -166,6 +166,7 @@ def scenario(
         )
         cleanup.callback(router.close)
         catch_up(collector)
+        advice = _advice_exporter(cleanup, work)
         c_base = cleanup.enter_context(serving(collector, INTAKE_TOKEN))
         r_app = create_router_app(router, WEBHOOK_TOKEN)
         r_server = Server(r_app, LOOPBACK, 0, ServerLimits(), name="router")
@@ -185,7 +186,7 @@ def scenario(
         assert post(webhook, stale, WEBHOOK_TOKEN) == 200
         offset[0] = 16 * 60  # nobody acknowledged: the first escalation step is due
         router.tick()
-        prom = Prometheus([c_base.removeprefix("http://"), f"127.0.0.1:{r_server.port}"])
+        prom = Prometheus([c_base.removeprefix("http://"), f"127.0.0.1:{r_server.port}", advice])
         cleanup.callback(prom.stop)
         load_rules(prom)
         wait_for(prom, ["impactwatch_router_escalations_total", "impactwatch_pool_slots"])
@@ -217,6 +218,28 @@ def scenario(
             ],
         )
         yield prom
+
+
+def _advice_exporter(cleanup: ExitStack, work: Any) -> str:
+    """`impactwatch pools advise --listen`'s exporter on the collector's state DB: HOST:PORT."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from impactwatch.collector.state.schema import make_engine
+    from impactwatch.pools.advice import AdviceSettings
+    from impactwatch.pools.job import AdviceCollector, AdviceJob
+    from impactwatch.pools.usage import HourOfWeek
+
+    engine = make_engine(f"sqlite:///{work / 'state.db'}")
+    cleanup.callback(engine.dispose)
+    job = AdviceJob(CATALOG, engine, hours=HourOfWeek(), settings=AdviceSettings(), weeks=52)
+    advice = job.run_once()
+    assert advice is not None and advice.pools, "no pool advice from the collector's history"
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AdviceCollector(job))
+    server, _thread = start_http_server(0, addr=LOOPBACK, registry=registry)
+    cleanup.callback(server.server_close)
+    cleanup.callback(server.shutdown)
+    return f"127.0.0.1:{server.server_port}"
 
 
 def _serve(cleanup: ExitStack, server: Any, *, start: bool = False) -> Any:

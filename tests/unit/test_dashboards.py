@@ -31,7 +31,7 @@ CATALOG = load_catalog(EXAMPLE)
 MODELS = models(CATALOG)
 BUILT_INS = {"__range", "__range_s", "__rate_interval", "__interval", "__data", "__field"}
 BUILT_INS |= {"__url_time_range", "__all"}
-METRICS = {m.name for m in (*c.ALL_METRICS, *c.ROUTER_METRICS)}
+METRICS = {m.name for m in (*c.ALL_METRICS, *c.ROUTER_METRICS, *c.POOL_ADVICE_METRICS)}
 METRICS |= {
     f"{m.name}_{part}"
     for m in c.ALL_METRICS + c.ROUTER_METRICS
@@ -157,7 +157,12 @@ def test_panels_use_the_four_kinds_and_set_their_units() -> None:
     kinds = {p["type"] for p in everything()}
     assert kinds == {"row", "timeseries", "stat", "table", "bargauge"}
     for p in (p for kind in MODELS for p in panels(kind)):
-        if p["type"] == "table":
+        matrix = any(t["id"] == "groupingToMatrix" for t in p.get("transformations", []))
+        if matrix:  # a heatmap: one query, its cells share one unit and one colour scale
+            assert len(p["targets"]) == 1, p["title"]
+            assert p["fieldConfig"]["defaults"]["unit"], p["title"]
+            assert p["fieldConfig"]["defaults"]["color"]["mode"].startswith("continuous")
+        elif p["type"] == "table":
             values = [o for o in p["fieldConfig"]["overrides"] if "Value #" in str(o["matcher"])]
             assert len(values) == len(p["targets"]), p["title"]
             assert all(any(x["id"] == "unit" for x in o["properties"]) for o in values)
