@@ -30,8 +30,8 @@ from impactwatch.catalog.model import Catalog
 from impactwatch.contract import metrics as c
 from impactwatch.contract.alerts import (
     CRITICAL,
-    DAG_ID,
     CRITICAL_PIPELINE_FAILED,
+    DAG_ID,
     DEADLINE,
     DURATION,
     FAILURE,

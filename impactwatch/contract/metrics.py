@@ -80,7 +80,7 @@ DATASET_PRODUCER = MetricSpec(
     ("dataset", "dag_id", "task_id"),
     "1 for each DAG and task that refreshes the data product (task_id empty: every successful "
     "run): the catalog's produced_by, or an Asset's declared writers and its events' sources. "
-    "Alert annotations carry it to the router (docs/design-notes.md, \"Producers\").",
+    'Alert annotations carry it to the router (docs/design-notes.md, "Producers").',
 )
 DAG_RUN_DURATION = MetricSpec(
     "impactwatch_dag_run_duration_seconds",

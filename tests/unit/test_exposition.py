@@ -37,6 +37,7 @@ impactwatch_dataset_producer{dag_id="risk_scoring",dataset="scores",task_id="pub
 # TYPE impactwatch_dag_run_max_duration_seconds gauge
 # HELP impactwatch_dag_paused 1 when the DAG is paused in Airflow.
 # TYPE impactwatch_dag_paused gauge
+impactwatch_dag_paused{dag_id="risk_scoring",team="platform"} 0.0
 # HELP impactwatch_xcom_largest_bytes Largest XCom value written by the DAG's runs in the last 24 hours.
 # TYPE impactwatch_xcom_largest_bytes gauge
 # HELP impactwatch_sla_breaches_total SLA breaches by kind (freshness, duration, deadline), counted once per severity reached.
@@ -82,7 +83,9 @@ def test_exposition_is_byte_exact() -> None:
         }
     )
     state = MetricsState(catalog)
-    changes = Changes(assets=[AssetUpdate(uri="s3://b/s", timestamp=T0)], outcomes={"new": 1})
+    state.set_dags({"risk_scoring": DagInfo()})
+    update = AssetUpdate(uri="s3://b/s", timestamp=T0, dag_id="risk_scoring", task_id="publish")
+    changes = Changes(assets=[update], outcomes={"new": 1})
     state.apply(changes, "poller", T0)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ImpactwatchCollector(state, clock=lambda: T0))

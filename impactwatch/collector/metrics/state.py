@@ -202,10 +202,10 @@ class MetricsState:
         dags: Mapping[str, DagInfo],
         asset_producers: Mapping[str, Iterable[tuple[str, str]]] | None = None,
     ) -> None:
-        """The DAGs Airflow knows now (and which (dag_id, task_id) write each Asset URI). Series of any other DAG
-        go away: deleted DAGs', and any restored from a state DB that holds DAGs Airflow does
-        not know (the intake keeps new ones out: `Batch.held_dags`). The service forgets in the
-        store only the DAGs a previous list had (`_set_declarations`)."""
+        """The DAGs Airflow knows now (and the (dag_id, task_id) writing each Asset URI). Series
+        of any other DAG go away: deleted DAGs', and any restored from a state DB that holds
+        DAGs Airflow does not know (the intake keeps new ones out: `Batch.held_dags`). The
+        service forgets in the store only the DAGs a previous list had (`_set_declarations`)."""
         with self.lock:
             if asset_producers is not None:
                 self.asset_producers = {uri: set(d) for uri, d in asset_producers.items()}
