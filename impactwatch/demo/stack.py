@@ -173,6 +173,9 @@ class Stack:
             f"--config.file={config_dir / 'prometheus.yml'}",
             f"--storage.tsdb.path={self.work / 'prometheus-data'}",
             f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
+            # The alerts' "Alert source" links (generatorURL) are built on this: without it,
+            # Prometheus uses the machine's hostname, which a browser here may not resolve.
+            f"--web.external-url={self.url('prometheus')}",
             "--storage.tsdb.retention.time=1d",
         ]
         self.processes.start(
@@ -185,6 +188,7 @@ class Stack:
             f"--config.file={config_dir / 'alertmanager.yml'}",
             f"--storage.path={self.work / 'alertmanager-data'}",
             f"--web.listen-address=127.0.0.1:{self.ports.alertmanager}",
+            f"--web.external-url={self.url('alertmanager')}",
             "--cluster.listen-address=",  # one instance: no gossip port
         ]
         self.processes.start("alertmanager", argv, ready_url=f"{self.url('alertmanager')}/-/ready")
