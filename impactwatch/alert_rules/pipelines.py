@@ -21,6 +21,7 @@ from impactwatch.alert_rules.promql import (
     current,
     latest,
     lookup_duration,
+    producers_by_label,
     prom_duration,
 )
 from impactwatch.alert_rules.rules_model import DAG_PAUSED, Alert, Group, Record, runbook_path
@@ -30,17 +31,20 @@ from impactwatch.contract import metrics as c
 from impactwatch.contract.alerts import (
     CRITICAL,
     CRITICAL_PIPELINE_FAILED,
+    DAG_ID,
     DEADLINE,
     DURATION,
     FAILURE,
     PIPELINE_MISSED_DEADLINE,
     PIPELINE_RUN_TOO_LONG,
+    PRODUCERS,
     WARNING,
 )
 from impactwatch.contract.promql import Matcher, alternation
 
 GROUP = "impactwatch-pipelines"
 UNLESS_PAUSED = f"unless on (dag_id)\n  {DAG_PAUSED} == 1"
+PRODUCTS = {PRODUCERS: producers_by_label(DAG_ID)}  # what the pipeline refreshes: the router folds
 
 
 def critical_pipelines(catalog: Catalog) -> list[str]:
@@ -89,6 +93,7 @@ def _duration(settings: RuleSettings, is_crit: Matcher, not_crit: Matcher) -> li
         description=f"{about} Escalates to critical past twice the limit.",
         runbook=runbook_path(PIPELINE_RUN_TOO_LONG),
         for_seconds=settings.pipeline_for,
+        annotations=PRODUCTS,
     )
     return [
         warning,
@@ -122,6 +127,7 @@ def _deadline(
         ),
         runbook=runbook_path(PIPELINE_MISSED_DEADLINE),
         for_seconds=settings.pipeline_for,
+        annotations=PRODUCTS,
     )
     return [
         warning,
@@ -151,6 +157,7 @@ def _failure(settings: RuleSettings, window: str, is_crit: Matcher) -> list[Aler
             ),
             runbook=runbook_path(CRITICAL_PIPELINE_FAILED),
             for_seconds=settings.pipeline_for,
+            annotations=PRODUCTS,
         )
     ]
 

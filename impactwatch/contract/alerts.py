@@ -78,6 +78,12 @@ DAG_ID = "dag_id"  # the pipeline the alert is about
 COMPONENT = "component"  # platform alerts: what is broken (scheduler, pool, collector, ...)
 POOL = "pool"
 
+# -- annotations the router reads beyond summary, description and runbook_url -------------------
+PRODUCERS = "producers"
+"""What refreshes the data products an alert is about (and those upstream of them), as Prometheus
+knows from `impactwatch_dataset_producer`: `dataset=dag_id/task_id` words separated by spaces
+(task_id empty: the whole DAG). The router folds by it (docs/design-notes.md, "Producers")."""
+
 SUBJECT_LABELS = (DATASET, DAG_ID, COMPONENT)
 """What an alert is about, most specific first: the router's incident subject (else the alert's
 name), and with `team` what Alertmanager groups notifications by."""

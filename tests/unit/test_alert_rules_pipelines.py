@@ -46,6 +46,7 @@ def pipe(alert: str, dag_id: str, team: str, severity: str, kind: str, summary: 
             "summary": summary,
             "description": about.format(team=team),
             "runbook_url": f"{BASE}/{alert}.md",
+            "producers": "",
         },
     )
 

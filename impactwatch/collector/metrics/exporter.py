@@ -80,10 +80,11 @@ class ImpactwatchCollector(Collector):
 
     def _datasets(self) -> Iterator[Metric]:
         s = self.state
-        updated, sla, paused = (
+        updated, sla, paused, producer = (
             _gauge(c.DATASET_LAST_UPDATED),
             _gauge(c.DATASET_FRESHNESS_SLA),
             _gauge(c.DATASET_PRODUCER_PAUSED),
+            _gauge(c.DATASET_PRODUCER),
         )
         for name, ds in s.catalog.datasets.items():
             labels = [name, s.catalog.team_of_dataset(name), ds.tier]
@@ -93,7 +94,9 @@ class ImpactwatchCollector(Collector):
             if ds.freshness:
                 sla.add_metric(labels, ds.freshness)
             paused.add_metric(labels, 1.0 if s.producer_paused(ds) else 0.0)
-        yield from (updated, sla, paused)
+            for dag_id, task_id in s.producers(ds):
+                producer.add_metric([name, dag_id, task_id], 1.0)
+        yield from (updated, sla, paused, producer)
 
     def _dag_dynamic(self, now: float) -> Iterator[Metric]:
         """DAG gauges that move with the clock: ages of runs in flight, next deadlines."""
