@@ -21,6 +21,7 @@ from sqlalchemy import select
 from impactwatch.catalog.model import Catalog
 from impactwatch.router import outbox
 from impactwatch.router.delivery import DeliveryWorker
+from impactwatch.router.failures import FailureSource
 from impactwatch.router.incidents import Decider, teams_with_digest
 from impactwatch.router.metrics import RouterStats
 from impactwatch.router.model import Action, Changes, View
@@ -45,6 +46,17 @@ def make_sink(settings: RouterSettings, stats: RouterStats) -> Sink:
             on_429=lambda method: stats.count("slack_calls", (method, "rate_limited")),
         )
     return ConsoleSink(settings.jsonl_path)
+
+
+def make_failure_source(settings: RouterSettings, stats: RouterStats) -> FailureSource | None:
+    """The collector's failure details when its URL is set (router/failures.py)."""
+    if not settings.collector_url:
+        return None
+    return FailureSource(
+        settings.collector_url,
+        settings.collector_timeout,
+        count=lambda outcome: stats.count("failure_lookups", outcome),
+    )
 
 
 class RouterService:
@@ -77,6 +89,7 @@ class RouterService:
             snooze_seconds=settings.snooze_seconds,
         )
         self.sink = sink or make_sink(settings, self.stats)
+        self.failures = make_failure_source(settings, self.stats)
         self.worker = DeliveryWorker(
             self.store,
             self.sink,
@@ -88,6 +101,7 @@ class RouterService:
             threads=settings.delivery_workers,
             hold=settings.slack_hold_seconds,
             clock=clock,
+            failures=self.failures.report if self.failures is not None else None,
         )
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
@@ -252,6 +266,8 @@ class RouterService:
 
     def close(self) -> None:
         self.stop()
+        if self.failures is not None:
+            self.failures.close()
         self.store.close()
 
 
