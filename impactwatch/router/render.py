@@ -18,6 +18,7 @@ from impactwatch.catalog.model import Catalog
 from impactwatch.contract.alerts import DAG_ID
 from impactwatch.router import escape as esc
 from impactwatch.router import failure_words as fw
+from impactwatch.router import impact as im
 from impactwatch.router import wording as w
 from impactwatch.router.failures import FailureReport
 from impactwatch.router.model import AlertState, Incident
@@ -222,6 +223,7 @@ def render_incident(
     if about:
         blocks.append(section(f"_{about}_"))
     blocks.extend(failure_blocks(incident, failure, now))
+    blocks.extend(impact_blocks(ctx, incident))
     fields = [
         f"*Owner*\n{esc.text(incident.team)} ({esc.text(ctx.channel_of(incident.team))})",
         f"*Since*\n{esc.date(min([a.starts_at for a in own] or [incident.opened_at]))}",
@@ -277,6 +279,25 @@ def failure_blocks(
     if failure is None:
         return [context(fw.unknown_text())]
     return [section(fw.failure_text(failure, now))]
+
+
+def impact_text(ctx: RenderContext, impact: im.Impact) -> str:
+    """ "*Impact* (score 23): 3 data products (…); teams …" and what is at stake, escaped."""
+    titles = [w.title(ctx.lineage, Subject("dataset", n)) for n in impact.products]
+    teams = [esc.text(t) for t in impact.teams]
+    lines = [f"*Impact* (score {impact.score}): {im.summary(impact, titles, teams)}"]
+    for name, stake in impact.stakes[:3]:
+        title = w.title(ctx.lineage, Subject("dataset", name))
+        lines.append(f"At stake for {title}: {esc.text(esc.clip(stake, 300))}")
+    return "\n".join(lines)
+
+
+def impact_blocks(ctx: RenderContext, incident: Incident) -> list[dict[str, Any]]:
+    """The blast radius of an open incident (router/impact.py), when it reaches a product."""
+    if incident.status != "open":
+        return []
+    impact = im.blast_radius(ctx.catalog, ctx.lineage, incident)
+    return [section(impact_text(ctx, impact))] if impact.products else []
 
 
 def render_affected(ctx: RenderContext, incident: Incident, team: str, now: float) -> Rendered:

@@ -22,6 +22,7 @@ from impactwatch.catalog.model import Catalog
 from impactwatch.router import outbox
 from impactwatch.router.delivery import DeliveryWorker
 from impactwatch.router.failures import FailureSource
+from impactwatch.router.impact import ranked
 from impactwatch.router.incidents import Decider, teams_with_digest
 from impactwatch.router.metrics import RouterStats
 from impactwatch.router.model import Action, Changes, View
@@ -206,6 +207,7 @@ class RouterService:
             latest = at.next_after(_utc(now) - timedelta(days=2))
         day = latest.date().isoformat()
         since = latest.timestamp() - 86400
+        open_now: list[tuple[Any, Any]] | None = None  # loaded once a digest is due
         for team in teams:
             key = f"digest:{team}:{day}"
             with self.store.decide([f"digest:{team}"]) as conn:
@@ -213,6 +215,10 @@ class RouterService:
                 if done is not None:
                     continue
                 items = self.store.digest_items(conn, team, latest.timestamp())
+                if open_now is None:
+                    view = self.store.open_view(conn)
+                    open_now = ranked(self.catalog, self.ctx.lineage, view.incidents.values())
+                touching = [(i, m) for i, m in open_now if i.team == team or team in m.teams]
                 row: dict[str, Any] = {
                     "incident_id": None,
                     "role": "digest",
@@ -221,15 +227,15 @@ class RouterService:
                     "wanted_rev": 0,
                     "updatable": False,
                 }
-                if items:
-                    rendered = render_digest(self.ctx, team, items, since, now)
+                if items or touching:
+                    rendered = render_digest(self.ctx, team, items, since, now, touching[:10])
                     payload = {"text": rendered.text, "blocks": rendered.blocks}
                     row.update(payload=json.dumps(payload), due_at=now)
                 else:
                     row.update(cancelled=True, due_at=None)  # "done for the day", nothing to say
                 outbox.add(conn, {key: row}, now)
                 self.store.mark_digested(conn, [i["k"] for i in items], now)
-            if items:
+            if items or touching:
                 self.stats.count("digests", team)
                 self.worker.wake.set()
 
