@@ -122,7 +122,7 @@ class ImpactwatchListener:
         state = wire._text(getattr(task_instance, "state", None))
         extra: dict[str, Any] = {"will_retry": state == "up_for_retry"}
         if error is not None:
-            extra["error_type"] = type(error).__name__ if not isinstance(error, str) else "str"
+            extra["error_type"] = _error_type(error)
         self._ended(task_instance, "failed", extra)
 
     @hookimpl
@@ -167,6 +167,14 @@ class ImpactwatchListener:
     def on_asset_event_emitted(self, asset_event: object) -> None:
         """Fires with `on_asset_changed` for each event, and knows its source task."""
         self._emit(wire.asset(asset_event, self.clock()))
+
+
+def _error_type(error: object) -> str:
+    """The exception's class name as the collector takes it: printable, at most 200 characters
+    (collector/intake/bounds.py), so an odd name can never get a whole batch refused."""
+    name = "str" if isinstance(error, str) else type(error).__name__
+    kept = "".join(c for c in name if c.isprintable())[:200]
+    return kept or "Exception"
 
 
 def make_listeners(env: Mapping[str, str] | None = None) -> list[ImpactwatchListener]:

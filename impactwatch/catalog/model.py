@@ -207,6 +207,9 @@ class Dataset(_Model):
     freshness: Duration | None = None
     upstream: list[str] = Field(default_factory=list)
     description: str | None = None
+    # What is at stake when it is late or wrong, in the business's words ("used to approve
+    # trades"): shown in incidents and their impact ranking (router/impact.py).
+    impact: str | None = Field(None, min_length=1, max_length=300)
 
     @model_validator(mode="wrap")
     @classmethod

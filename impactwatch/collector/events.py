@@ -36,6 +36,7 @@ class TaskTry:
     peak_rss_bytes: int | None = None
     requested_cpu: float | None = None  # executor_config / Kubernetes requests (listener)
     requested_memory_bytes: int | None = None
+    error_type: str | None = None  # class name of a failed try's exception (listener only)
 
     @property
     def key(self) -> str:

@@ -1,4 +1,5 @@
-"""The collector's HTTP surface (ASGI, Starlette): GET /metrics, GET /healthz, POST /v1/events.
+"""The collector's HTTP surface (ASGI, Starlette): GET /metrics, GET /healthz, POST /v1/events,
+GET /v1/failures?dag_id= (a pipeline's latest failure, for the router's messages).
 
 The server answers within moments of launch, while the writer restores the state from the
 state DB: until then `/healthz` and `/metrics` answer 503 `{"status": "starting"}` (a
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 
 from prometheus_client import CONTENT_TYPE_LATEST as METRICS_TYPE
 from starlette.applications import Starlette
@@ -39,6 +41,7 @@ from impactwatch.collector.service import BatchRefused, CollectorService, QueueF
 
 log = logging.getLogger(__name__)
 
+DAG_ID = re.compile(r"[\w.-]{1,250}")  # Airflow's rule for ids (intake/bounds.py)
 PARSE_INLINE = 64 * 1024  # larger bodies are parsed on a worker thread, off the event loop
 RETRY_AFTER = {"Retry-After": "5"}
 
@@ -138,10 +141,32 @@ def collector_app(
             return JSONResponse({**body, "status": "stale", "reason": reason}, 503)
         return JSONResponse(body)
 
+    async def failures(request: Request) -> Response:
+        """The latest failure of `?dag_id=` (collector/failures.py): read-only, like /metrics
+        it names DAGs, tasks and exception classes, never messages or secrets. 400 without a
+        well-formed dag_id, 404 when no failed run of it is stored, 503 while starting or
+        when the state DB cannot be read."""
+        if not service.ready.is_set():
+            return starting()
+        dag_id = request.query_params.get("dag_id", "")
+        if not DAG_ID.fullmatch(dag_id):
+            return JSONResponse(
+                {"error": "dag_id: give one DAG id (letters, digits, '_', '.', '-'; 1-250)"}, 400
+            )
+        try:
+            report = await run_in_threadpool(service.store.latest_failure, dag_id)
+        except Exception as exc:
+            log.warning("failures of %s: %s", dag_id, type(exc).__name__)
+            return JSONResponse({"error": "state DB unavailable"}, 503, RETRY_AFTER)
+        if report is None:
+            return JSONResponse({"error": f"no failed run of {dag_id} is known"}, 404)
+        return JSONResponse(report.to_json())
+
     return Starlette(
         routes=[
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),
             Route("/v1/events", events, methods=["POST"]),
+            Route("/v1/failures", failures, methods=["GET"]),
         ]
     )

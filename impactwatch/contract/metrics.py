@@ -543,6 +543,13 @@ ROUTER_DELIVERY_HELD = MetricSpec(
     "permanent (Slack refuses this message), no_fallback (no channel left to move it to), "
     "render_failed (the message could not be built).",
 )
+ROUTER_FAILURE_LOOKUPS = MetricSpec(
+    "impactwatch_router_failure_lookups_total",
+    "counter",
+    ("outcome",),
+    "Failure details asked of the collector (GET /v1/failures) by outcome: ok, not_found, "
+    "unavailable (no answer, or not 200 in time), invalid (an answer out of bounds).",
+)
 
 # The full set: replaces the one-family tuple of the block above.
 ROUTER_METRICS: tuple[MetricSpec, ...] = (
@@ -562,4 +569,5 @@ ROUTER_METRICS: tuple[MetricSpec, ...] = (
     ROUTER_SLACK_ERRORS,
     ROUTER_MESSAGES_MOVED,
     ROUTER_DELIVERY_HELD,
+    ROUTER_FAILURE_LOOKUPS,
 )

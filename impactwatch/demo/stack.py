@@ -163,6 +163,8 @@ class Stack:
             # no Slack token: messages go to the console (the router's log) and the JSONL file
             "IMPACTWATCH_ROUTER_SETTLE_SECONDS": "2",
             "IMPACTWATCH_ROUTER_RUNBOOKS_DIR": str(self.work / "prometheus" / "runbooks"),
+            # a failed run's tasks, tries and error type (GET /v1/failures)
+            "IMPACTWATCH_ROUTER_COLLECTOR_URL": self.url("collector"),
         }
         if self.airflow_ui:
             env["IMPACTWATCH_ROUTER_AIRFLOW_URL"] = self.url("airflow")

@@ -22,6 +22,63 @@ def add_subcommand(subparsers: Any) -> None:
     router.add_argument("--state-db", help="state DB URL (default sqlite:///impactwatch-router.db)")
     router.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:9465)")
     router.set_defaults(func=cmd_router)
+    listing = subparsers.add_parser(
+        "incidents", help="open incidents, most costly to the business first (router's DB)"
+    )
+    listing.add_argument("--catalog", help="catalog YAML (env IMPACTWATCH_ROUTER_CATALOG)")
+    listing.add_argument("--state-db", help="the router's state DB URL")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a listing")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    listing.set_defaults(func=cmd_incidents)
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    """List open incidents ranked by impact (router/impact.py); reads, never writes, the DB."""
+    import json
+    from pathlib import Path
+
+    from pydantic import ValidationError
+    from sqlalchemy.engine import make_url
+
+    from impactwatch.catalog.cli import load_catalog_or_exit
+    from impactwatch.db_migrations import SchemaOutOfDate
+    from impactwatch.router.incident_list import rows, table
+    from impactwatch.router.settings import RouterSettings
+    from impactwatch.router.store import RouterStore
+    from impactwatch.router.tables import MIGRATIONS
+
+    if args.limit < 1:
+        print("impactwatch incidents: --limit: give 1 or more", file=sys.stderr)
+        return 2
+    overrides = {k: v for k in ("catalog", "state_db") if (v := getattr(args, k)) is not None}
+    try:
+        settings = RouterSettings(**overrides)
+        url = make_url(settings.state_db)
+    except (ValidationError, ValueError) as exc:
+        print(f"impactwatch incidents: --state-db: {exc}", file=sys.stderr)
+        return 2
+    db_file = url.database if url.get_backend_name() == "sqlite" else None
+    if db_file is not None and db_file != ":memory:" and not Path(db_file).is_file():
+        print(f"impactwatch incidents: no router DB at {db_file} (--state-db)", file=sys.stderr)
+        return 2
+    catalog = load_catalog_or_exit(settings.catalog)
+    try:
+        MIGRATIONS.require_head(settings.state_db)  # never upgrade from a listing command
+        store = RouterStore(settings.state_db)
+    except SchemaOutOfDate as exc:
+        print(f"impactwatch incidents: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # unreachable server, refused login
+        print(f"impactwatch incidents: cannot read the router DB: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with store.read() as conn:
+            view = store.open_view(conn)
+    finally:
+        store.close()
+    found = rows(catalog, view.incidents.values(), args.limit)
+    print(json.dumps(found, indent=2) if args.json else table(found))
+    return 0
 
 
 def cmd_router(args: argparse.Namespace) -> int:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from impactwatch.router import notices
+from impactwatch.router.failure_words import failure_dag
+from impactwatch.router.failures import FailureReport
 from impactwatch.router.metrics import RouterStats
 from impactwatch.router.model import Incident
 from impactwatch.router.outbox import MessageRow, Outbox
@@ -129,8 +131,10 @@ class DeliveryWorker:
         threads: int = 4,
         hold: float = 600.0,
         clock: Callable[[], float] = time.time,
+        failures: Callable[[str], FailureReport | None] | None = None,
     ) -> None:
         self.store = store
+        self.failures = failures  # a DAG's latest failure, from the collector (failures.py)
         self.hold = hold  # a refused token or message waits this long before the next try
         self.paused_until = 0.0  # Slack refused the token: no delivery before this
         self.sink = sink
@@ -278,7 +282,8 @@ class DeliveryWorker:
                 return Job(None, incident.rev)  # folded before it went out: never posted
             return Job(render_merged(self.ctx, incident, target), incident.rev, incident)
         if role == "primary":
-            return Job(render_incident(self.ctx, incident, now), incident.rev, incident)
+            rendered = render_incident(self.ctx, incident, now, self._failure(incident))
+            return Job(rendered, incident.rev, incident)
         if role == "affected":
             if row.ts is None and incident.status != "open":
                 return Job(None, incident.rev)  # over before it reached the team: say nothing
@@ -287,6 +292,13 @@ class DeliveryWorker:
             rendered = notices.render_escalation(self.ctx, incident, int(arg), now)
             return Job(rendered, incident.rev, incident)
         raise ValueError(f"unknown message role {row.role!r}")
+
+    def _failure(self, incident: Incident) -> FailureReport | None:
+        """The collector's facts of the failed run the incident is about, if it has any."""
+        dag = failure_dag(incident) if self.failures is not None else None
+        if dag is None or self.failures is None:
+            return None
+        return self.failures(dag)
 
     def _post_new(self, row: MessageRow, job: Job) -> MessageRow:
         assert job.rendered is not None

@@ -45,6 +45,7 @@ class RouterStats:
         self.slack_errors: Counter[tuple[str, str]] = Counter()
         self.messages_moved: Counter[tuple[str, str]] = Counter()
         self.delivery_held: Counter[str] = Counter()
+        self.failure_lookups: Counter[str] = Counter()
         self.webhook_buckets = [0] * (len(c.WEBHOOK_BUCKETS) + 1)
         self.webhook_sum = 0.0
 
@@ -97,6 +98,9 @@ class RouterCollector(Collector):
             yield _counter(c.ROUTER_SLACK_ERRORS, dict(s.slack_errors))
             yield _counter(c.ROUTER_MESSAGES_MOVED, dict(s.messages_moved))
             yield _counter(c.ROUTER_DELIVERY_HELD, {(k,): v for k, v in s.delivery_held.items()})
+            yield _counter(
+                c.ROUTER_FAILURE_LOOKUPS, {(k,): v for k, v in s.failure_lookups.items()}
+            )
             yield self._webhook()
         if self.store is None:
             return

@@ -12,12 +12,14 @@ from typing import Any
 from impactwatch.contract.alerts import CRITICAL, FRESHNESS
 from impactwatch.router import escape as esc
 from impactwatch.router import wording as w
+from impactwatch.router.impact import Impact
 from impactwatch.router.model import Incident
 from impactwatch.router.render import (
     RenderContext,
     Rendered,
     bullets,
     context,
+    impact_text,
     link_buttons,
     section,
     subject_title,
@@ -130,9 +132,15 @@ def render_reply(text: str) -> Rendered:
 
 
 def render_digest(
-    ctx: RenderContext, team: str, items: Sequence[Mapping[str, Any]], since: float, now: float
+    ctx: RenderContext,
+    team: str,
+    items: Sequence[Mapping[str, Any]],
+    since: float,
+    now: float,
+    open_incidents: Sequence[tuple[Incident, Impact]] = (),
 ) -> Rendered:
-    """One message per team and day: the warnings that never became incidents."""
+    """One message per team and day: the open incidents that touch the team, most costly
+    first (router/impact.py), and the warnings that never became incidents."""
     lines = []
     for item in items:
         name = subject_title(ctx, item["subject_key"])
@@ -151,5 +159,14 @@ def render_digest(
     blocks = [section(head)]
     if lines:
         blocks.append(section(bullets(lines, count)))
+    if open_incidents:
+        ranked = [
+            f"{w.headline(ctx.lineage, i)} (open since {esc.date(i.opened_at)}, owner "
+            f"{esc.text(i.team)})\n{impact_text(ctx, impact)}"
+            for i, impact in open_incidents
+        ]
+        title = f"*Open incidents touching {esc.text(team)}, by impact*"
+        blocks.append(section(f"{title}\n{bullets(ranked, len(ranked))}"))
     blocks.append(context("Set `digest: false` for the team in the catalog to hear of each."))
-    return Rendered(f"Daily digest for {esc.text(team)}: {count} warning(s)", blocks)
+    tail = f", {len(open_incidents)} open incident(s)" if open_incidents else ""
+    return Rendered(f"Daily digest for {esc.text(team)}: {count} warning(s){tail}", blocks)

@@ -17,7 +17,10 @@ from urllib.parse import quote
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract.alerts import DAG_ID
 from impactwatch.router import escape as esc
+from impactwatch.router import failure_words as fw
+from impactwatch.router import impact as im
 from impactwatch.router import wording as w
+from impactwatch.router.failures import FailureReport
 from impactwatch.router.model import AlertState, Incident
 from impactwatch.router.routing import Lineage, Subject
 
@@ -116,8 +119,11 @@ def _link(action: str, label: str, url: str) -> dict[str, Any]:
     }
 
 
-def link_buttons(ctx: RenderContext, incident: Incident) -> list[dict[str, Any]]:
-    """Grafana, Airflow, runbook and alert-source buttons; only well-formed http(s) URLs."""
+def link_buttons(
+    ctx: RenderContext, incident: Incident, failure: FailureReport | None = None
+) -> list[dict[str, Any]]:
+    """Grafana, Airflow, failed try's log and run, runbook and alert-source buttons; only
+    well-formed http(s) URLs."""
     out: list[dict[str, Any]] = []
     subject = incident.subject
     alert = w.main_alert(incident)
@@ -146,6 +152,8 @@ def link_buttons(ctx: RenderContext, incident: Incident) -> list[dict[str, Any]]
         url = esc.safe_url(ctx.links.airflow_url.rstrip("/") + path)
         if url:
             out.append(_link("iw_link_airflow", "Airflow pipeline", url))
+    if failure is not None:
+        out.extend(_link(*link) for link in fw.failure_links(ctx.links.airflow_url, failure))
     if alert is not None:
         runbook = esc.safe_url(alert.annotations.get("runbook_url"))
         if runbook:
@@ -185,8 +193,11 @@ def status_lines(ctx: RenderContext, incident: Incident) -> list[str]:
     return lines
 
 
-def render_incident(ctx: RenderContext, incident: Incident, now: float) -> Rendered:
-    """The owning team's message: what is wrong, how bad, since when, owner, pipeline, links."""
+def render_incident(
+    ctx: RenderContext, incident: Incident, now: float, failure: FailureReport | None = None
+) -> Rendered:
+    """The owning team's message: what is wrong, how bad, since when, owner, pipeline, links;
+    for a failed run, what failed (`failure`, the collector's facts: failure_words.py)."""
     headline = w.headline(ctx.lineage, incident)
     main = w.main_alert(incident)
     own = [a for a in incident.alerts.values() if a.subject_key == incident.key]
@@ -211,6 +222,8 @@ def render_incident(ctx: RenderContext, incident: Incident, now: float) -> Rende
     about = w.description(ctx.catalog, incident.subject, main)
     if about:
         blocks.append(section(f"_{about}_"))
+    blocks.extend(failure_blocks(incident, failure, now))
+    blocks.extend(impact_blocks(ctx, incident))
     fields = [
         f"*Owner*\n{esc.text(incident.team)} ({esc.text(ctx.channel_of(incident.team))})",
         f"*Since*\n{esc.date(min([a.starts_at for a in own] or [incident.opened_at]))}",
@@ -249,11 +262,42 @@ def render_incident(ctx: RenderContext, incident: Incident, now: float) -> Rende
                 ],
             }
         )
-    links = link_buttons(ctx, incident)
+    links = link_buttons(ctx, incident, failure if incident.status == "open" else None)
     if links:
         blocks.append({"type": "actions", "block_id": "iw_links", "elements": links})
     blocks.append(context(f"impactwatch · updated {esc.date(now, '{time}')}"))
     return Rendered(fallback, blocks)
+
+
+def failure_blocks(
+    incident: Incident, failure: FailureReport | None, now: float
+) -> list[dict[str, Any]]:
+    """What failed, for an open incident about a failed run: the collector's facts, or a line
+    saying they are not known."""
+    if incident.status != "open" or fw.failure_dag(incident) is None:
+        return []
+    if failure is None:
+        return [context(fw.unknown_text())]
+    return [section(fw.failure_text(failure, now))]
+
+
+def impact_text(ctx: RenderContext, impact: im.Impact) -> str:
+    """ "*Impact* (score 23): 3 data products (…); teams …" and what is at stake, escaped."""
+    titles = [w.title(ctx.lineage, Subject("dataset", n)) for n in impact.products]
+    teams = [esc.text(t) for t in impact.teams]
+    lines = [f"*Impact* (score {impact.score}): {im.summary(impact, titles, teams)}"]
+    for name, stake in impact.stakes[:3]:
+        title = w.title(ctx.lineage, Subject("dataset", name))
+        lines.append(f"At stake for {title}: {esc.text(esc.clip(stake, 300))}")
+    return "\n".join(lines)
+
+
+def impact_blocks(ctx: RenderContext, incident: Incident) -> list[dict[str, Any]]:
+    """The blast radius of an open incident (router/impact.py), when it reaches a product."""
+    if incident.status != "open":
+        return []
+    impact = im.blast_radius(ctx.catalog, ctx.lineage, incident)
+    return [section(impact_text(ctx, impact))] if impact.products else []
 
 
 def render_affected(ctx: RenderContext, incident: Incident, team: str, now: float) -> Rendered:

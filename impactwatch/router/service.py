@@ -21,6 +21,8 @@ from sqlalchemy import select
 from impactwatch.catalog.model import Catalog
 from impactwatch.router import outbox
 from impactwatch.router.delivery import DeliveryWorker
+from impactwatch.router.failures import FailureSource
+from impactwatch.router.impact import ranked
 from impactwatch.router.incidents import Decider, teams_with_digest
 from impactwatch.router.metrics import RouterStats
 from impactwatch.router.model import Action, Changes, View
@@ -45,6 +47,17 @@ def make_sink(settings: RouterSettings, stats: RouterStats) -> Sink:
             on_429=lambda method: stats.count("slack_calls", (method, "rate_limited")),
         )
     return ConsoleSink(settings.jsonl_path)
+
+
+def make_failure_source(settings: RouterSettings, stats: RouterStats) -> FailureSource | None:
+    """The collector's failure details when its URL is set (router/failures.py)."""
+    if not settings.collector_url:
+        return None
+    return FailureSource(
+        settings.collector_url,
+        settings.collector_timeout,
+        count=lambda outcome: stats.count("failure_lookups", outcome),
+    )
 
 
 class RouterService:
@@ -77,6 +90,7 @@ class RouterService:
             snooze_seconds=settings.snooze_seconds,
         )
         self.sink = sink or make_sink(settings, self.stats)
+        self.failures = make_failure_source(settings, self.stats)
         self.worker = DeliveryWorker(
             self.store,
             self.sink,
@@ -88,6 +102,7 @@ class RouterService:
             threads=settings.delivery_workers,
             hold=settings.slack_hold_seconds,
             clock=clock,
+            failures=self.failures.report if self.failures is not None else None,
         )
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
@@ -192,6 +207,7 @@ class RouterService:
             latest = at.next_after(_utc(now) - timedelta(days=2))
         day = latest.date().isoformat()
         since = latest.timestamp() - 86400
+        open_now: list[tuple[Any, Any]] | None = None  # loaded once a digest is due
         for team in teams:
             key = f"digest:{team}:{day}"
             with self.store.decide([f"digest:{team}"]) as conn:
@@ -199,6 +215,10 @@ class RouterService:
                 if done is not None:
                     continue
                 items = self.store.digest_items(conn, team, latest.timestamp())
+                if open_now is None:
+                    view = self.store.open_view(conn)
+                    open_now = ranked(self.catalog, self.ctx.lineage, view.incidents.values())
+                touching = [(i, m) for i, m in open_now if i.team == team or team in m.teams]
                 row: dict[str, Any] = {
                     "incident_id": None,
                     "role": "digest",
@@ -207,15 +227,15 @@ class RouterService:
                     "wanted_rev": 0,
                     "updatable": False,
                 }
-                if items:
-                    rendered = render_digest(self.ctx, team, items, since, now)
+                if items or touching:
+                    rendered = render_digest(self.ctx, team, items, since, now, touching[:10])
                     payload = {"text": rendered.text, "blocks": rendered.blocks}
                     row.update(payload=json.dumps(payload), due_at=now)
                 else:
                     row.update(cancelled=True, due_at=None)  # "done for the day", nothing to say
                 outbox.add(conn, {key: row}, now)
                 self.store.mark_digested(conn, [i["k"] for i in items], now)
-            if items:
+            if items or touching:
                 self.stats.count("digests", team)
                 self.worker.wake.set()
 
@@ -252,6 +272,8 @@ class RouterService:
 
     def close(self) -> None:
         self.stop()
+        if self.failures is not None:
+            self.failures.close()
         self.store.close()
 
 

@@ -42,6 +42,14 @@ class RouterSettings(BaseSettings, ServedSettings):
         description="Dashboard path; {team}, {dataset}, {dag_id} are filled in",
     )
     airflow_url: str | None = Field(None, description="Airflow UI base URL for pipeline buttons")
+    collector_url: str | None = Field(
+        None,
+        description="The collector's base URL: a failed run's tasks, tries and error type are "
+        "asked of its GET /v1/failures when the message is rendered; none = the alert's words",
+    )
+    collector_timeout: float = Field(
+        2.0, gt=0, le=30, description="Seconds to wait for the collector's failure details"
+    )
     runbooks_dir: str | None = Field(
         None,
         description="The runbooks `impactwatch rules --out DIR` wrote (DIR/runbooks), served at "

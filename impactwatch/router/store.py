@@ -335,6 +335,17 @@ class RouterStore:
             )
 
     # -- numbers for /metrics -----------------------------------------------------------------
+    def open_view(self, conn: Connection, limit: int = 1000) -> View:
+        """Open incidents (at most `limit`, the newest) with their alerts: for the digest's
+        ranking and `impactwatch incidents`."""
+        ids = conn.scalars(
+            select(incident_t.c.id)
+            .where(incident_t.c.status == "open")
+            .order_by(incident_t.c.opened_at.desc())
+            .limit(limit)
+        )
+        return self.load_view(conn, incident_ids=list(ids))
+
     def open_incidents(self) -> dict[tuple[str, str], int]:
         with self.read() as conn:
             rows = conn.execute(

@@ -200,6 +200,7 @@ def test_a_state_db_from_before_requests_gets_the_columns(tmp_path: Path) -> Non
         conn.execute("DROP TABLE impactwatch_collector_alembic_version")  # made before Alembic
         conn.execute("DROP TABLE iw_series")  # and what revisions since added
         conn.execute("DROP TABLE iw_xcom_size")
+        conn.execute("ALTER TABLE iw_task_try DROP COLUMN error_type")
         for column in ("team", "severity", "kind", "dag_id", "dataset"):
             conn.execute(f"ALTER TABLE iw_breach DROP COLUMN {column}")
     store = Store(make_engine(f"sqlite:///{path}"))

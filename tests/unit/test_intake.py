@@ -159,3 +159,15 @@ def test_what_json_loads_would_raise_on_is_a_clear_refusal(raw: bytes, reason: s
     """Huge integers, deep nesting, lone surrogates and bad UTF-8: no exception but IntakeError."""
     with pytest.raises(IntakeError, match=re.escape(reason)):
         parse_events(raw)
+
+
+def test_a_failed_trys_error_type_is_kept_and_bounded() -> None:
+    event = {"type": "task_try", "dag_id": "d", "run_id": "r", "task_id": "t", "try_number": 2}
+    event.update(state="failed", error_type="ConnectionError")
+    batch = parse_events(json.dumps({"schema": SCHEMA, "events": [event]}).encode())
+    assert batch.task_tries[0].error_type == "ConnectionError"
+    for bad, reason in [("x" * 251, "at most 250"), ("a\nb", "control characters")]:
+        body = json.dumps({"schema": SCHEMA, "events": [{**event, "error_type": bad}]}).encode()
+        with pytest.raises(IntakeError, match=re.escape("events[0].error_type")) as err:
+            parse_events(body)
+        assert reason in str(err.value)

@@ -82,6 +82,7 @@ RunType = _text(dag_run_t.c.run_type)
 Pool = _text(task_try_t.c.pool)
 Queue = _text(task_try_t.c.queue)
 Operator = _text(task_try_t.c.operator)
+ErrorType = _text(task_try_t.c.error_type, PRINTABLE, 1)
 Uri = _text(asset_update_t.c.uri, PRINTABLE, 1)
 
 MapIndex = Annotated[int, Field(ge=-1, le=INT32_MAX)]

@@ -9,7 +9,8 @@ Wire format (JSON):
         "end_date": 1795000000.5, "queued_date": "...", "duration": 12.5, "pool": "default_pool",
         "queue": "default",
         "operator": "PythonOperator", "cpu_seconds": 3.2, "peak_rss_bytes": 104857600,
-        "requested_cpu": 0.5, "requested_memory_bytes": 1073741824},
+        "requested_cpu": 0.5, "requested_memory_bytes": 1073741824,
+        "error_type": "ConnectionError"},
        {"type": "dag_run", "dag_id": "d", "run_id": "r", "state": "success",
         "run_type": "scheduled", "logical_date": null, "run_after": "...", "start_date": "...",
         "end_date": "...", "queued_at": "...", "clear_number": 0},
@@ -38,6 +39,7 @@ from impactwatch.collector.intake.bounds import (
     Cpus,
     CpuSeconds,
     DagId,
+    ErrorType,
     MapIndex,
     Operator,
     Pool,
@@ -84,6 +86,7 @@ class TaskTryEvent(_Event):
     peak_rss_bytes: Bytes | None = None
     requested_cpu: Cpus | None = None
     requested_memory_bytes: Bytes | None = None
+    error_type: ErrorType | None = None  # a failed try's exception class (the listener's)
 
 
 class DagRunEvent(_Event):

@@ -72,6 +72,7 @@ task_try_t = Table(
     Column("peak_rss_bytes", Float),
     Column("requested_cpu", Float),
     Column("requested_memory_bytes", Float),
+    Column("error_type", String(250)),
     Column("observed", Integer, nullable=False, default=0),
     Index("iw_task_try_run", "run_k"),
     Index("iw_task_try_task_state", "dag_id", "task_id", "state"),

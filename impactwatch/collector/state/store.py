@@ -37,6 +37,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.types import ARRAY, String
 
 from impactwatch.collector.events import AssetUpdate, Batch, DagRun, TaskTry
+from impactwatch.collector.failures import FailureReport, failure_report
 from impactwatch.collector.state.merge import Changes, merge_assets, merge_runs, merge_tries
 from impactwatch.collector.state.schema import (
     HELD,
@@ -398,6 +399,39 @@ class Store:
                 dag_run_t.c.state.in_(OPEN_STATES)
             )
             return {(d, r) for d, r in conn.execute(q)}
+
+    # --- failures (GET /v1/failures) -----------------------------------------------------------
+    def latest_failure(self, dag_id: str) -> FailureReport | None:
+        """The DAG's latest failed run with its failed tasks, or None when none is stored.
+        Reads by the (dag_id, state) and run indexes: a few rows however long the history."""
+        r = dag_run_t.c
+        mine = (r.dag_id == dag_id, _observed(dag_run_t))
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(*RUN_RECORD)
+                .where(*mine, r.state == "failed")
+                .order_by(r.end_.desc().nulls_last(), r.start.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                return None
+            run = DagRun(**row._mapping)
+            last_success = conn.scalar(select(func.max(r.end_)).where(*mine, r.state == "success"))
+            since = select(func.count(), func.min(r.start)).where(*mine, r.state == "failed")
+            if last_success is not None:
+                since = since.where(r.end_ > last_success)
+            count, first_start = conn.execute(since).one()
+            tries = [
+                task_try(dict(t._mapping))
+                for t in conn.execute(select(*TRY_RECORD).where(task_try_t.c.run_k == run.key))
+            ]
+        return failure_report(
+            run,
+            tries,
+            last_success=last_success,
+            failing_since=first_start,
+            failed_runs=int(count or 0),
+        )
 
     # --- traces (OpenTelemetry) -------------------------------------------------------------
     def untraced_runs(self, runs: list[DagRun]) -> list[DagRun]:
