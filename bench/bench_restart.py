@@ -146,7 +146,8 @@ def as_baseline(source: str, name: str) -> None:
 
 
 def start(code: Path | None, state_db: str, work: Path) -> dict[str, float]:
-    """Launch the collector; seconds to the first HTTP answer and to /healthz 200."""
+    """Launch the collector (this tree's, or the checkout `code` with its own example catalog);
+    seconds to the first HTTP answer and to /healthz 200."""
     import subprocess
 
     from bench_router_common import _free_port, stop_process
@@ -155,7 +156,7 @@ def start(code: Path | None, state_db: str, work: Path) -> dict[str, float]:
     argv = [
         sys.executable, "-m", "impactwatch.cli", "collector",
         "--airflow-db", "postgresql+psycopg://nobody@127.0.0.1:1/none",
-        "--state-db", state_db, "--catalog", str(ROOT / "examples" / "catalog.yaml"),
+        "--state-db", state_db, "--catalog", str((code or ROOT) / "examples" / "catalog.yaml"),
         "--listen", f"127.0.0.1:{port}", "--poll-interval", "60",
     ]  # fmt: skip
     work.mkdir(parents=True, exist_ok=True)
