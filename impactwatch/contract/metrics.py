@@ -62,11 +62,25 @@ DATASET_LAST_UPDATED = MetricSpec(
     DS,
     "Last successful update of the data product (Unix time).",
 )
+THRESHOLD_SOURCES = ("catalog", "learned")  # a threshold's `source` label
 DATASET_FRESHNESS_SLA = MetricSpec(
     "impactwatch_dataset_freshness_sla_seconds",
     "gauge",
+    (*DS, "source"),
+    "Maximum allowed age of the data product before it counts as stale; source: catalog, or "
+    "learned from its usual update times.",
+)
+DATASET_USUAL_UPDATE_BY = MetricSpec(
+    "impactwatch_dataset_usual_update_by_timestamp_seconds",
+    "gauge",
     DS,
-    "Maximum allowed age of the data product before it counts as stale.",
+    "When the update after the last one usually comes by, learned from history (Unix time).",
+)
+DATASET_BASELINE_UPDATES = MetricSpec(
+    "impactwatch_dataset_baseline_updates",
+    "gauge",
+    DS,
+    "Updates the data product's learned cadence is made of (none learned below 8).",
 )
 DATASET_PRODUCER_PAUSED = MetricSpec(
     "impactwatch_dataset_producer_paused",
@@ -90,8 +104,22 @@ DAG_RUN_OLDEST_RUNNING = MetricSpec(
 DAG_RUN_MAX_DURATION = MetricSpec(
     "impactwatch_dag_run_max_duration_seconds",
     "gauge",
+    (*DAG, "source"),
+    "Duration SLA of the pipeline: a run longer than this breaches; source: catalog, or "
+    "learned from its usual durations (for the oldest run in flight, else a run starting now).",
+)
+DAG_RUN_USUAL_DURATION = MetricSpec(
+    "impactwatch_dag_run_usual_duration_seconds",
+    "gauge",
+    (*DAG, "quantile"),
+    "Learned duration of successful runs (quantile 0.5 or 0.9), for the oldest run in flight "
+    "or else a run starting now.",
+)
+DAG_BASELINE_RUNS = MetricSpec(
+    "impactwatch_dag_baseline_runs",
+    "gauge",
     DAG,
-    "Duration SLA of the pipeline: a run longer than this breaches.",
+    "Successful runs the DAG's learned durations are made of (none learned below 5).",
 )
 DAG_RUN_LAST_SUCCESS = MetricSpec(
     "impactwatch_dag_run_last_success_timestamp_seconds",
@@ -246,9 +274,13 @@ BUSINESS_METRICS: tuple[MetricSpec, ...] = (
     DATASET_LAST_UPDATED,
     DATASET_FRESHNESS_SLA,
     DATASET_PRODUCER_PAUSED,
+    DATASET_USUAL_UPDATE_BY,
+    DATASET_BASELINE_UPDATES,
     DAG_RUN_DURATION,
     DAG_RUN_OLDEST_RUNNING,
     DAG_RUN_MAX_DURATION,
+    DAG_RUN_USUAL_DURATION,
+    DAG_BASELINE_RUNS,
     DAG_RUN_LAST_SUCCESS,
     DAG_RUN_LAST_FAILURE,
     DAG_RUN_DEADLINE,

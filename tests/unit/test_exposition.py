@@ -16,12 +16,21 @@ EXPECTED = """\
 # HELP impactwatch_dataset_last_updated_timestamp_seconds Last successful update of the data product (Unix time).
 # TYPE impactwatch_dataset_last_updated_timestamp_seconds gauge
 impactwatch_dataset_last_updated_timestamp_seconds{dataset="scores",team="risk",tier="standard"} 1.7955e+09
-# HELP impactwatch_dataset_freshness_sla_seconds Maximum allowed age of the data product before it counts as stale.
+# HELP impactwatch_dataset_freshness_sla_seconds Maximum allowed age of the data product before it counts as stale; source: catalog, or learned from its usual update times.
 # TYPE impactwatch_dataset_freshness_sla_seconds gauge
-impactwatch_dataset_freshness_sla_seconds{dataset="scores",team="risk",tier="standard"} 1800.0
+impactwatch_dataset_freshness_sla_seconds{dataset="scores",source="catalog",team="risk",tier="standard"} 1800.0
 # HELP impactwatch_dataset_producer_paused 1 when the DAG producing the data product is paused (freshness alerts hold off).
 # TYPE impactwatch_dataset_producer_paused gauge
 impactwatch_dataset_producer_paused{dataset="scores",team="risk",tier="standard"} 0.0
+# HELP impactwatch_dataset_usual_update_by_timestamp_seconds When the update after the last one usually comes by, learned from history (Unix time).
+# TYPE impactwatch_dataset_usual_update_by_timestamp_seconds gauge
+# HELP impactwatch_dataset_baseline_updates Updates the data product's learned cadence is made of (none learned below 8).
+# TYPE impactwatch_dataset_baseline_updates gauge
+impactwatch_dataset_baseline_updates{dataset="scores",team="risk",tier="standard"} 1.0
+# HELP impactwatch_dag_run_max_duration_seconds Duration SLA of the pipeline: a run longer than this breaches; source: catalog, or learned from its usual durations (for the oldest run in flight, else a run starting now).
+# TYPE impactwatch_dag_run_max_duration_seconds gauge
+# HELP impactwatch_dag_run_usual_duration_seconds Learned duration of successful runs (quantile 0.5 or 0.9), for the oldest run in flight or else a run starting now.
+# TYPE impactwatch_dag_run_usual_duration_seconds gauge
 # HELP impactwatch_dag_run_oldest_running_seconds Age of the oldest DAG run still running (duration SLA in flight).
 # TYPE impactwatch_dag_run_oldest_running_seconds gauge
 # HELP impactwatch_dag_run_deadline_timestamp_seconds The next deadline not yet met by a successful run (Unix time); in the past means missed.
@@ -30,8 +39,8 @@ impactwatch_dataset_producer_paused{dataset="scores",team="risk",tier="standard"
 # TYPE impactwatch_dag_run_last_success_timestamp_seconds gauge
 # HELP impactwatch_dag_run_last_failure_timestamp_seconds End of the last failed DAG run (Unix time).
 # TYPE impactwatch_dag_run_last_failure_timestamp_seconds gauge
-# HELP impactwatch_dag_run_max_duration_seconds Duration SLA of the pipeline: a run longer than this breaches.
-# TYPE impactwatch_dag_run_max_duration_seconds gauge
+# HELP impactwatch_dag_baseline_runs Successful runs the DAG's learned durations are made of (none learned below 5).
+# TYPE impactwatch_dag_baseline_runs gauge
 # HELP impactwatch_dag_paused 1 when the DAG is paused in Airflow.
 # TYPE impactwatch_dag_paused gauge
 # HELP impactwatch_xcom_largest_bytes Largest XCom value written by the DAG's runs in the last 24 hours.

@@ -13,7 +13,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from impactwatch.collector.metrics.state import Histogram, MetricsState
+from impactwatch.collector.metrics.state import CATALOG, LEARNED, Histogram, MetricsState
 from impactwatch.contract import metrics as c
 from impactwatch.contract.metrics import MetricSpec
 
@@ -85,15 +85,20 @@ class ImpactwatchCollector(Collector):
             _gauge(c.DATASET_FRESHNESS_SLA),
             _gauge(c.DATASET_PRODUCER_PAUSED),
         )
+        usual_by, history = _gauge(c.DATASET_USUAL_UPDATE_BY), _gauge(c.DATASET_BASELINE_UPDATES)
         for name, ds in s.catalog.datasets.items():
             labels = [name, s.catalog.team_of_dataset(name), ds.tier]
             last = s.dataset_last_updated(ds)
             if last is not None:
                 updated.add_metric(labels, last)
-            if ds.freshness:
-                sla.add_metric(labels, ds.freshness)
+            if (limit := s.freshness_limit(ds, last)) is not None:
+                sla.add_metric([*labels, limit[1]], limit[0])
             paused.add_metric(labels, 1.0 if s.producer_paused(ds) else 0.0)
-        yield from (updated, sla, paused)
+            if (by := s.usual_update_by(ds, last)) is not None:
+                usual_by.add_metric(labels, by)
+            if (n := s.baseline_updates(ds)) is not None:
+                history.add_metric(labels, float(n))
+        yield from (updated, sla, paused, usual_by, history)
 
     def _dag_dynamic(self, now: float) -> Iterator[Metric]:
         """DAG gauges that move with the clock: ages of runs in flight, next deadlines."""
@@ -104,6 +109,7 @@ class ImpactwatchCollector(Collector):
         running = _gauge(c.DAG_RUN_OLDEST_RUNNING)
         for dag_id, started in oldest.items():
             running.add_metric([dag_id, s.team(dag_id)], max(now - started, 0.0))
+        yield from self._duration_limits(oldest, now)
         deadline = _gauge(c.DAG_RUN_DEADLINE)
         for dag_id, pipeline in s.catalog.pipelines.items():
             if pipeline.deadline is None and dag_id not in s.missed_airflow_deadlines:
@@ -115,25 +121,42 @@ class ImpactwatchCollector(Collector):
                 deadline.add_metric([dag_id, s.team(dag_id)], due)
         yield from (running, deadline)
 
+    def _duration_limits(self, oldest: dict[str, float], now: float) -> Iterator[Metric]:
+        """Duration limits, the catalog's and the learned ones, and usual durations. Learned
+        ones are for the seasonal bucket of the oldest run in flight, else of a run starting
+        now: they move with the clock, so they are rendered with every scrape."""
+        s = self.state
+        limit, usual = _gauge(c.DAG_RUN_MAX_DURATION), _gauge(c.DAG_RUN_USUAL_DURATION)
+        for dag_id, pipeline in s.catalog.pipelines.items():
+            if pipeline.max_duration:
+                limit.add_metric([dag_id, s.team(dag_id), CATALOG], pipeline.max_duration)
+        for dag_id, durations in s.baselines.runs.items():
+            start = oldest.get(dag_id, now)
+            found = s.max_duration(dag_id, start)
+            if found is None or found[1] != LEARNED:
+                continue
+            team = s.team(dag_id)
+            limit.add_metric([dag_id, team, LEARNED], found[0])
+            if (got := durations.usual(start)) is not None:
+                usual.add_metric([dag_id, team, "0.5"], got.median)
+                usual.add_metric([dag_id, team, "0.9"], got.p90)
+        yield from (limit, usual)
+
     def _dag_static(self, dags: Collection[str]) -> Iterator[Metric]:
         """Families keyed by DAG that change only when something happens to that DAG."""
         s = self.state
         success, failure = _gauge(c.DAG_RUN_LAST_SUCCESS), _gauge(c.DAG_RUN_LAST_FAILURE)
-        limit, paused, xcom = (
-            _gauge(c.DAG_RUN_MAX_DURATION),
-            _gauge(c.DAG_PAUSED),
-            _gauge(c.XCOM_LARGEST),
-        )
+        paused, xcom = _gauge(c.DAG_PAUSED), _gauge(c.XCOM_LARGEST)
         for dag_id in dags:
             if (ts := s.last_success.get(dag_id)) is not None:
                 success.add_metric([dag_id, s.team(dag_id)], ts)
         for dag_id in dags:
             if (ts := s.last_failure.get(dag_id)) is not None:
                 failure.add_metric([dag_id, s.team(dag_id)], ts)
+        history = _gauge(c.DAG_BASELINE_RUNS)
         for dag_id in dags:
-            pipeline = s.catalog.pipelines.get(dag_id)
-            if pipeline is not None and pipeline.max_duration:
-                limit.add_metric([dag_id, s.team(dag_id)], pipeline.max_duration)
+            if (durations := s.baselines.runs.get(dag_id)) is not None:
+                history.add_metric([dag_id, s.team(dag_id)], float(len(durations)))
         for dag_id in dags:
             if (info := s.dags.get(dag_id)) is not None:
                 paused.add_metric([dag_id, s.team(dag_id)], 1.0 if info.paused else 0.0)
@@ -143,7 +166,7 @@ class ImpactwatchCollector(Collector):
         breaches = _counter(c.SLA_BREACHES)
         for labels in s.breach_labels(dags):
             breaches.add_metric(list(labels), float(s.breaches[labels]))
-        yield from (success, failure, limit, paused, xcom, breaches)
+        yield from (success, failure, history, paused, xcom, breaches)
         yield _histogram(c.DAG_RUN_DURATION, s.duration, dags)
         yield _histogram(c.DAG_RUN_SCHEDULE_DELAY, s.delay, dags)
         yield _histogram(c.TASK_QUEUED, s.queued, dags)

@@ -16,9 +16,17 @@ from zoneinfo import ZoneInfo
 
 from impactwatch.catalog.deadlines import next_unmet_deadline
 from impactwatch.catalog.model import Catalog, CostModel, Dataset
+from impactwatch.collector.baselines.learner import (
+    Baselines,
+    asset_source,
+    dag_source,
+    task_source,
+)
+from impactwatch.collector.baselines.thresholds import learned_freshness, learned_max_duration
 from impactwatch.collector.cost.history import DagHistory
 from impactwatch.collector.cost.pricing import ZERO, Pricing
 from impactwatch.collector.cost.tracking import CostTracker
+from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
 from impactwatch.collector.metrics import persisted
 from impactwatch.collector.metrics.staged import Staged
 from impactwatch.collector.state.store import Changes, Counts, Summary
@@ -28,6 +36,7 @@ log = logging.getLogger(__name__)
 
 XCOM_WINDOW = 86400.0
 FUTURE_TOLERANCE = 300.0  # a timestamp further ahead than this is clock skew: clamp to now
+CATALOG, LEARNED = "catalog", "learned"  # where a threshold comes from (label `source`)
 POOLS_PER_DAG = 16
 """Pool label values a DAG's queued-time histogram takes beyond the pools Airflow has (the
 poller's last read); tries in any further pool are observed under OTHER."""
@@ -151,6 +160,8 @@ class MetricsState:
         self.missed_airflow_deadlines: dict[str, list[tuple[str, float]]] = {}
         self.asset_producers: dict[str, set[str]] = {}
         self._paused: frozenset[str] = frozenset()
+        self.baselines = Baselines()
+        self.baselines.configure(_update_sources(catalog))
         self.self_stats = SelfStats()
 
     # --- what changed since the exposition was last rendered ---------------------------------
@@ -193,6 +204,7 @@ class MetricsState:
             self.catalog = catalog
             self._producer_tasks = _producer_tasks(catalog)
             self._asset_uris = _asset_uris(catalog)
+            self.baselines.configure(_update_sources(catalog))
 
     def set_dags(
         self,
@@ -221,6 +233,7 @@ class MetricsState:
                 for hist in (self.duration, self.delay, self.queued, self.cost):
                     hist.drop_dags(gone)
                 self.costs.drop(gone)
+                self.baselines.forget(gone)
                 self.running = {k: v for k, v in self.running.items() if k[0] not in gone}
 
     def restore(
@@ -339,7 +352,7 @@ class MetricsState:
                 total = sum(tasks.values(), ZERO)
                 staged.observe(c.DAG_RUN_COST.name, (r.dag_id, team), float(total))
                 staged.record_cost(r.dag_id, total, tasks)
-                self._check_duration(staged, r.dag_id, r.run_id, took)
+                self._check_duration(staged, r.dag_id, r.run_id, start or 0.0, took)
         return staged
 
     def apply_facts(self, changes: Changes, source: str, now: float) -> None:
@@ -348,6 +361,7 @@ class MetricsState:
         with self.lock:
             for outcome, n in changes.outcomes.items():
                 self.self_stats.count(source, outcome, n)
+            self.learn(changes.finished_runs, changes.assets, changes.queued_tries)
             for t in changes.succeeded_tries:
                 key = (t.dag_id, t.task_id)
                 if t.end is not None and key in self._producer_tasks:
@@ -368,6 +382,74 @@ class MetricsState:
                 target[r.dag_id] = max(target.get(r.dag_id, 0.0), _clamp(r.end, now))
             for r, _tries in changes.finished_runs:
                 self.running.pop((r.dag_id, r.run_id), None)
+
+    def reset_baselines(self) -> None:
+        """Empty baselines, to be learned again from the state DB's history."""
+        with self.lock:
+            self.baselines = Baselines()
+            self.baselines.configure(_update_sources(self.catalog))
+
+    def learn(
+        self,
+        runs: Iterable[tuple[DagRun, list[TaskTry]]],
+        assets: Iterable[AssetUpdate] = (),
+        waits: Iterable[TaskTry] | None = None,
+    ) -> None:
+        """Facts into the learned baselines: finished runs with their tries, asset updates,
+        and tries that left the queue (`waits`; None: those of the runs' tries, on restore).
+        Writer thread, lock held."""
+        b = self.baselines
+        for r, tries in runs:
+            if self.dags and r.dag_id not in self.dags:
+                continue  # (restored history of a DAG Airflow no longer has)
+            b.observe_run(r, tries)
+            b.observe_terminal(r)
+            for t in tries:
+                if t.state == "success":
+                    b.observe_success(t)
+                if waits is None:
+                    b.observe_wait(t)
+        for t in waits or ():
+            b.observe_wait(t)
+        for a in assets:
+            b.observe_asset(a)
+
+    # --- thresholds: the catalog's, else learned ---------------------------------------------
+    def freshness_limit(self, ds: Dataset, last: float | None) -> tuple[float, str] | None:
+        """(max age, source) of a data product: the catalog's, else the learned one (after
+        the last update at `last`); None while there is neither."""
+        if ds.freshness:
+            return ds.freshness, CATALOG
+        if last is None:
+            return None
+        cadence = self.baselines.updates.get(_source_of(ds))
+        found = learned_freshness(cadence, last) if cadence is not None else None
+        return None if found is None else (found.limit, LEARNED)
+
+    def usual_update_by(self, ds: Dataset, last: float | None) -> float | None:
+        """When the update after `last` usually comes by (learned), for "usually updated by"."""
+        cadence = self.baselines.updates.get(_source_of(ds))
+        if last is None or cadence is None:
+            return None
+        found = learned_freshness(cadence, last)
+        return None if found is None else found.by
+
+    def baseline_updates(self, ds: Dataset) -> int | None:
+        """How many updates the data product's learned cadence holds (None: none seen)."""
+        cadence = self.baselines.updates.get(_source_of(ds))
+        return None if cadence is None else len(cadence)
+
+    def max_duration(self, dag_id: str, start: float) -> tuple[float, str] | None:
+        """(duration limit, source) for a run of `dag_id` started at `start`: the catalog's,
+        else the learned one; None while there is neither."""
+        pipeline = self.catalog.pipelines.get(dag_id)
+        if pipeline is not None and pipeline.max_duration:
+            return pipeline.max_duration, CATALOG
+        durations = self.baselines.runs.get(dag_id)
+        if durations is None:
+            return None
+        limit = learned_max_duration(durations.usual(start))
+        return None if limit is None else (limit, LEARNED)
 
     def _pool_label(self, dag_id: str, pool: str, seen: dict[str, set[str]]) -> str:
         """`pool`, or OTHER once the DAG has POOLS_PER_DAG pool labels (`seen`: the labels of
@@ -501,11 +583,15 @@ class MetricsState:
             return ("critical",)
         return ("warning", "critical") if ratio > 2 else ("warning",)
 
-    def _check_duration(self, staged: Staged, dag_id: str, run_id: str, took: float) -> None:
-        pipeline = self.catalog.pipelines.get(dag_id)
-        if pipeline is None or not pipeline.max_duration or took <= pipeline.max_duration:
+    def _check_duration(
+        self, staged: Staged, dag_id: str, run_id: str, start: float, took: float
+    ) -> None:
+        found = self.max_duration(dag_id, start)
+        if found is None or took <= found[0]:
             return
-        ladder = self._ladder(took / pipeline.max_duration, pipeline.tier == "critical")
+        pipeline = self.catalog.pipelines.get(dag_id)
+        critical = pipeline is not None and pipeline.tier == "critical"
+        ladder = self._ladder(took / found[0], critical)
         labels = (self.team(dag_id), "duration", dag_id, "")
         self._count(staged, f"duration|{dag_id}|{run_id}", ladder, labels)
 
@@ -522,11 +608,14 @@ class MetricsState:
         with self.lock:
             for name, ds in self.catalog.datasets.items():
                 last = self.dataset_last_updated(ds)
-                if last is None or not ds.freshness or self.producer_paused(ds):
+                if last is None or self.producer_paused(ds):
+                    continue
+                found = self.freshness_limit(ds, last)
+                if found is None:
                     continue
                 age = now - last
-                if age > ds.freshness:
-                    ladder = self._ladder(age / ds.freshness, ds.tier == "critical")
+                if age > found[0]:
+                    ladder = self._ladder(age / found[0], ds.tier == "critical")
                     labels = (
                         self.catalog.team_of_dataset(name),
                         "freshness",
@@ -535,7 +624,7 @@ class MetricsState:
                     )
                     self._count(staged, f"freshness|{name}|{last:.3f}", ladder, labels)
             for (dag_id, run_id), started in self.running.items():
-                self._check_duration(staged, dag_id, run_id, now - started)
+                self._check_duration(staged, dag_id, run_id, started, now - started)
             for dag_id, pipeline in self.catalog.pipelines.items():
                 if self.dag_paused(dag_id):
                     continue
@@ -552,6 +641,23 @@ class MetricsState:
                     labels = (self.team(dag_id), "deadline", dag_id, "")
                     self._count(staged, f"deadline|{dag_id}|af:{deadline_id}", severity, labels)
         return staged
+
+
+def _source_of(ds: Dataset) -> str:
+    """The learned baselines' key of what refreshes a data product."""
+    p = ds.produced_by
+    if p is None:
+        return ""
+    if p.asset_uri is not None:
+        return asset_source(p.asset_uri)
+    if p.task_id is not None:
+        return task_source(p.dag_id or "", p.task_id)
+    return dag_source(p.dag_id or "")
+
+
+def _update_sources(catalog: Catalog) -> set[str]:
+    """What refreshes the catalog's data products: the update cadences worth learning."""
+    return {_source_of(ds) for ds in catalog.datasets.values() if ds.produced_by is not None}
 
 
 def _producer_tasks(catalog: Catalog) -> frozenset[tuple[str, str]]:
