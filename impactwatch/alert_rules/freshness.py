@@ -23,6 +23,7 @@ from impactwatch.alert_rules.promql import (
     human_duration,
     latest,
     lookup_duration,
+    lookup_time_of_day,
     prom_duration,
     template_literal,
 )
@@ -44,6 +45,8 @@ from impactwatch.contract.alerts import (
     DATA_PRODUCT_STALE,
     DATASET,
     FRESHNESS,
+    LEARNED,
+    SOURCE,
     WARNING,
     Severity,
 )
@@ -62,7 +65,12 @@ def freshness_group(catalog: Catalog, settings: RuleSettings) -> Group:
     own = sorted(name for name, ds in catalog.datasets.items() if ds.freshness)
     for name in own:
         rules.extend(_dataset_alerts(catalog, catalog.datasets[name], settings))
-    rules.extend(_generic_alerts(own, settings))
+    learned = sorted(
+        name for name, ds in catalog.datasets.items() if not ds.freshness and ds.produced_by
+    )
+    for name in learned:
+        rules.extend(_learned_alerts(catalog, catalog.datasets[name], settings))
+    rules.extend(_generic_alerts(sorted(own + learned), settings))
     return Group(
         GROUP,
         "Data-product freshness: one alert per data product of the catalog, in its words, "
@@ -108,6 +116,38 @@ def _dataset_alerts(catalog: Catalog, ds: Dataset, settings: RuleSettings) -> li
     return [
         alert(WARNING, 1, escalate),
         alert(CRITICAL, 2, f"Critical: stale for more than twice its {limit} limit."),
+    ]
+
+
+def _learned_alerts(catalog: Catalog, ds: Dataset, settings: RuleSettings) -> list[Alert]:
+    """A data product the catalog gives no freshness: late past what its history says (the
+    collector exports a learned limit once it has enough history; before that, no alert)."""
+    title = template_literal(ds.title)
+    usually = lookup_time_of_day(c.DATASET_USUAL_UPDATE_BY, "dataset")
+    summary = f"{title} {verb(ds.title)} {VALUE_AGE} stale: usually updated by {usually}"
+    learned = (
+        "No freshness limit in the catalog: the limit is learned from its update history "
+        "(add freshness to the catalog to set one)."
+    )
+
+    def alert(severity: Severity, factor: int, ladder: str) -> Alert:
+        return Alert(
+            name=DATA_PRODUCT_STALE,
+            expr=stale_expr(eq("dataset", ds.name), factor),
+            severity=severity,
+            kind=FRESHNESS,
+            summary=summary,
+            description=template_literal(_describe(catalog, ds, f"{learned} {ladder}")),
+            runbook=dataset_runbook_path(ds.name),
+            for_seconds=settings.freshness_for,
+            labels={DATASET: ds.name, SOURCE: LEARNED},
+        )
+
+    if ds.tier == "critical":
+        return [alert(CRITICAL, 1, "Critical-tier data product: critical from the start.")]
+    return [
+        alert(WARNING, 1, "Escalates to critical past twice its learned limit."),
+        alert(CRITICAL, 2, "Critical: stale for more than twice its learned limit."),
     ]
 
 
@@ -187,9 +227,13 @@ def _titles(catalog: Catalog, names: list[str]) -> str:
 
 def _describe(catalog: Catalog, ds: Dataset, ladder: str) -> str:
     team = catalog.team_of_dataset(ds.name)
+    limit = (
+        f"must be refreshed at least every {human_duration(ds.freshness)}."
+        if ds.freshness
+        else "usually refreshed on a schedule learned from its history."
+    )
     parts = [
-        f"Owned by {team}, {ds.tier} tier; must be refreshed at least every "
-        f"{human_duration(ds.freshness or 0)}.",
+        f"Owned by {team}, {ds.tier} tier; {limit}",
         f"Updated by {producer_phrase(catalog, ds)}.",
     ]
     if ds.upstream:

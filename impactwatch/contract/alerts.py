@@ -77,6 +77,9 @@ DATASET = "dataset"  # the data product the alert is about
 DAG_ID = "dag_id"  # the pipeline the alert is about
 COMPONENT = "component"  # platform alerts: what is broken (scheduler, pool, collector, ...)
 POOL = "pool"
+SOURCE = "source"  # where the alert's threshold comes from: CATALOG, or LEARNED from history
+CATALOG: Final = "catalog"
+LEARNED: Final = "learned"
 
 SUBJECT_LABELS = (DATASET, DAG_ID, COMPONENT)
 """What an alert is about, most specific first: the router's incident subject (else the alert's

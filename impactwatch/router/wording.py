@@ -98,6 +98,8 @@ def problem(catalog: Catalog, alert: AlertState, now: float) -> str:
         text = esc.text(esc.clip(summary, 300)) if summary else esc.text(alert.alertname)
         return f"{text}, started {since}"
     open_for = now - alert.starts_at
+    if alert.labels.get(alerts.SOURCE) == alerts.LEARNED:
+        return learned_problem(alert, since)
     if alert.kind == alerts.FRESHNESS and subject.kind == "dataset":
         dataset = catalog.datasets.get(subject.name)
         if dataset is not None and dataset.freshness:
@@ -125,6 +127,14 @@ def problem(catalog: Catalog, alert: AlertState, now: float) -> str:
     summary = alert.annotations.get("summary") or alert.annotations.get("description")
     text = esc.text(esc.clip(summary, 300)) if summary else esc.text(alert.alertname)
     return f"{text} (since {since})"
+
+
+def learned_problem(alert: AlertState, since: str) -> str:
+    """An alert on a threshold learned from history (no limit in the catalog): the rule's
+    summary ("... usually updated by 06:40 UTC"), and where the limit came from."""
+    summary = alert.annotations.get("summary")
+    text = esc.text(esc.clip(summary, 300)) if summary else esc.text(alert.alertname)
+    return f"{text} (since {since}); limit learned from history: set one in the catalog to fix it"
 
 
 def producer(catalog: Catalog, lineage: Lineage, subject: Subject) -> str | None:
