@@ -24,6 +24,8 @@ from impactwatch.alert_rules.promql import (
     latest,
     lookup_duration,
     lookup_time_of_day,
+    producers_by_label,
+    producers_of_datasets,
     prom_duration,
     template_literal,
 )
@@ -46,6 +48,7 @@ from impactwatch.contract.alerts import (
     DATASET,
     FRESHNESS,
     LEARNED,
+    PRODUCERS,
     SOURCE,
     WARNING,
     Severity,
@@ -96,6 +99,7 @@ def _dataset_alerts(catalog: Catalog, ds: Dataset, settings: RuleSettings) -> li
     title = template_literal(ds.title)
     summary = f"{title} {verb(ds.title)} {VALUE_AGE} stale (limit {limit})"
     match = eq("dataset", ds.name)
+    producers = producers_of_datasets([ds.name, *catalog.upstream_of(ds.name)])
 
     def alert(severity: Severity, factor: int, ladder: str) -> Alert:
         return Alert(
@@ -108,6 +112,7 @@ def _dataset_alerts(catalog: Catalog, ds: Dataset, settings: RuleSettings) -> li
             runbook=dataset_runbook_path(ds.name),
             for_seconds=settings.freshness_for,
             labels={DATASET: ds.name},  # as on the series; keeps each rule distinct for lint
+            annotations={PRODUCERS: producers},
         )
 
     if ds.tier == "critical":
@@ -176,6 +181,7 @@ def _generic_alerts(own: list[str], settings: RuleSettings) -> list[Alert]:
         description=f"{declared} Escalates to critical past twice its limit.",
         runbook=runbook_path(DATA_PRODUCT_STALE),
         for_seconds=settings.freshness_for,
+        annotations={PRODUCERS: producers_by_label(DATASET)},
     )
     return [
         first,

@@ -21,6 +21,7 @@ from impactwatch.alert_rules.promql import (
     current,
     latest,
     lookup_duration,
+    producers_by_label,
     prom_duration,
 )
 from impactwatch.alert_rules.rules_model import DAG_PAUSED, Alert, Group, Record, runbook_path
@@ -31,12 +32,14 @@ from impactwatch.contract.alerts import (
     CATALOG,
     CRITICAL,
     CRITICAL_PIPELINE_FAILED,
+    DAG_ID,
     DEADLINE,
     DURATION,
     FAILURE,
     LEARNED,
     PIPELINE_MISSED_DEADLINE,
     PIPELINE_RUN_TOO_LONG,
+    PRODUCERS,
     SOURCE,
     WARNING,
 )
@@ -44,6 +47,7 @@ from impactwatch.contract.promql import Matcher, alternation
 
 GROUP = "impactwatch-pipelines"
 UNLESS_PAUSED = f"unless on (dag_id)\n  {DAG_PAUSED} == 1"
+PRODUCTS = {PRODUCERS: producers_by_label(DAG_ID)}  # what the pipeline refreshes: the router folds
 
 
 def critical_pipelines(catalog: Catalog) -> list[str]:
@@ -111,6 +115,7 @@ def _duration(
         runbook=runbook_path(PIPELINE_RUN_TOO_LONG),
         for_seconds=settings.pipeline_for,
         labels=labels,
+        annotations=PRODUCTS,
     )
     return [
         warning,
@@ -144,6 +149,7 @@ def _deadline(
         ),
         runbook=runbook_path(PIPELINE_MISSED_DEADLINE),
         for_seconds=settings.pipeline_for,
+        annotations=PRODUCTS,
     )
     return [
         warning,
@@ -173,6 +179,7 @@ def _failure(settings: RuleSettings, window: str, is_crit: Matcher) -> list[Aler
             ),
             runbook=runbook_path(CRITICAL_PIPELINE_FAILED),
             for_seconds=settings.pipeline_for,
+            annotations=PRODUCTS,
         )
     ]
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from impactwatch.contract import metrics as c
 from impactwatch.contract.metrics import MetricSpec
-from impactwatch.contract.promql import Matcher, agg, name_of, selector
+from impactwatch.contract.promql import Matcher, agg, alternation, name_of, selector
 
 
 def latest(metric: MetricSpec | str, by: Iterable[str], window: str, *matchers: Matcher) -> str:
@@ -107,4 +108,26 @@ def lookup_age(metric: MetricSpec | str) -> str:
         f'{{{{ with query "{query}" }}}}'
         f"{{{{ . | first | value | humanizeDuration | {_STRIP_SECONDS} }}}}"
         "{{ end }}"
+    )
+
+
+# -- producers: Airflow's lineage carried to the router in an annotation -----------------------
+_PRODUCER_LABELS = c.DATASET_PRODUCER.labels
+_PRODUCER_WORD = "{{ .Labels.dataset }}={{ .Labels.dag_id }}/{{ .Labels.task_id }} "
+
+
+def producers_of_datasets(names: Iterable[str]) -> str:
+    """Template text listing what refreshes the data products `names`, as the collector exports
+    it (`dataset=dag_id/task_id` words; contract.alerts.PRODUCERS)."""
+    matcher: Matcher = ("dataset", "=~", alternation(names))
+    query = agg("max", _PRODUCER_LABELS, selector(c.DATASET_PRODUCER, matcher))
+    return f'{{{{ range query `{query}` | sortByLabel "dataset" }}}}{_PRODUCER_WORD}{{{{ end }}}}'
+
+
+def producers_by_label(label: str) -> str:
+    """The same for the data products whose `label` (dataset or dag_id) is the alert's."""
+    query = agg("max", _PRODUCER_LABELS, f"{name_of(c.DATASET_PRODUCER)}{{{label}=%q}}")
+    return (
+        f'{{{{ range printf "{query}" $labels.{label} | query | sortByLabel "dataset" }}}}'
+        f"{_PRODUCER_WORD}{{{{ end }}}}"
     )

@@ -60,6 +60,7 @@ def _alert(alert: Alert, settings: RuleSettings) -> dict[str, Any]:
         "summary": alert.summary,
         "description": alert.description,
         "runbook_url": stamp_runbook(alert, settings),
+        **alert.annotations,
     }
     return rule
 

@@ -33,6 +33,7 @@ class Alert:
     for_seconds: float
     labels: Mapping[str, str] = field(default_factory=dict)
     keep_firing_seconds: float = 0.0
+    annotations: Mapping[str, str] = field(default_factory=dict)  # beyond the three above
 
 
 @dataclass(frozen=True)

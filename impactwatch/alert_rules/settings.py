@@ -23,9 +23,9 @@ Seconds = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds; written as "30s", "1m", "1h30m" or a number of seconds."""
 
 DEFAULT_ROUTER_URL = "http://127.0.0.1:9465/alertmanager"
-DEFAULT_RUNBOOK_BASE_URL = (
-    "https://github.com/impactwatch/impactwatch/blob/main/examples/generated/prometheus/runbooks"
-)
+# The router serves the generated runbooks (IMPACTWATCH_ROUTER_RUNBOOKS_DIR) at /runbooks on its
+# default listen address: the links open where impactwatch runs. Set it to where yours are.
+DEFAULT_RUNBOOK_BASE_URL = "http://127.0.0.1:9465/runbooks"
 
 
 def _platform(name: str) -> Any:

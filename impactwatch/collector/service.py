@@ -345,7 +345,7 @@ class CollectorService:
         self.store.forget_series(gone)  # first: a kill between the two leaves nothing extra
         self.state.set_dags(
             {d.dag_id: DagInfo(paused=d.is_paused) for d in dags},
-            {a.uri: [dag_id for dag_id, _task in a.producers] for a in assets},
+            {a.uri: a.producers for a in assets},
         )
         if changed:
             self.state.restore(self.store.summary(self.state.producer_tasks), self._cost_history)

@@ -81,6 +81,12 @@ SOURCE = "source"  # where the alert's threshold comes from: CATALOG, or LEARNED
 CATALOG: Final = "catalog"
 LEARNED: Final = "learned"
 
+# -- annotations the router reads beyond summary, description and runbook_url -------------------
+PRODUCERS = "producers"
+"""What refreshes the data products an alert is about (and those upstream of them), as Prometheus
+knows from `impactwatch_dataset_producer`: `dataset=dag_id/task_id` words separated by spaces
+(task_id empty: the whole DAG). The router folds by it (docs/design-notes.md, "Producers")."""
+
 SUBJECT_LABELS = (DATASET, DAG_ID, COMPONENT)
 """What an alert is about, most specific first: the router's incident subject (else the alert's
 name), and with `team` what Alertmanager groups notifications by."""

@@ -88,6 +88,14 @@ DATASET_PRODUCER_PAUSED = MetricSpec(
     DS,
     "1 when the DAG producing the data product is paused (freshness alerts hold off).",
 )
+DATASET_PRODUCER = MetricSpec(
+    "impactwatch_dataset_producer",
+    "gauge",
+    ("dataset", "dag_id", "task_id"),
+    "1 for each DAG and task that refreshes the data product (task_id empty: every successful "
+    "run): the catalog's produced_by, or an Asset's declared writers and its events' sources. "
+    'Alert annotations carry it to the router (docs/design-notes.md, "Producers").',
+)
 DAG_RUN_DURATION = MetricSpec(
     "impactwatch_dag_run_duration_seconds",
     "histogram",
@@ -274,6 +282,7 @@ BUSINESS_METRICS: tuple[MetricSpec, ...] = (
     DATASET_LAST_UPDATED,
     DATASET_FRESHNESS_SLA,
     DATASET_PRODUCER_PAUSED,
+    DATASET_PRODUCER,
     DATASET_USUAL_UPDATE_BY,
     DATASET_BASELINE_UPDATES,
     DAG_RUN_DURATION,

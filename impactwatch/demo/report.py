@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import urllib.request
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from impactwatch.catalog.durations import format_duration
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract import metrics as c
+from impactwatch.demo.scenario import RootCause
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -120,3 +123,66 @@ def summarize(samples: Samples, catalog: Catalog, now: float) -> str:
         f"{rows_read:.0f} rows read from Airflow's DB."
     )
     return "\n".join(out)
+
+
+_PREFIXES = ("Critical: ", "Warning: ", "Resolved: ", "Affected by an upstream problem: ",
+             "Upstream problem over: ", "Merged: ")  # fmt: skip
+
+
+def _headline(text: str) -> str:
+    text = text.split(": ", 1)[1] if text.startswith("Escalation ") else text
+    for prefix in _PREFIXES:
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text
+
+
+def top_level_by_incident(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The router's top-level posts (not thread replies, not updates), by incident id (the
+    outbox key the record carries is `<incident>:<role>`; digests have none)."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.get("method") != "chat.postMessage" or r.get("thread_ts"):
+            continue
+        incident = str(r.get("key") or "").split(":", 1)[0] or "(no incident)"
+        out[incident].append(r)
+    return dict(out)
+
+
+def root_cause_check(
+    records: Iterable[dict[str, Any]], causes: Sequence[RootCause]
+) -> tuple[str, list[str]]:
+    """A table of top-level messages per root cause of the story, and what broke its limits:
+    more than one incident for a root cause, or more top-level messages than it may take."""
+    by_incident = top_level_by_incident(records)
+    found: dict[str, list[tuple[str, list[dict[str, Any]]]]] = defaultdict(list)
+    for incident, posts in sorted(by_incident.items()):
+        headline = _headline(str(posts[0].get("text", "")))
+        cause = next((c.name for c in causes if any(m in headline for m in c.markers)), None)
+        found[cause or f"other: {headline}"].append((incident, posts))
+    rows, failures = [], []
+    for cause in causes:
+        incidents = found.pop(cause.name, [])
+        count = sum(len(posts) for _i, posts in incidents)
+        channels = sorted({str(p.get("channel")) for _i, posts in incidents for p in posts})
+        ok = len(incidents) == 1 and count <= cause.max_top_level
+        rows.append(
+            (
+                cause.name,
+                str(len(incidents)),
+                f"{count} (at most {cause.max_top_level})",
+                ", ".join(channels),
+                "ok" if ok else "FAILED",
+            )
+        )
+        if not ok:
+            failures.append(
+                f"{cause.name}: {len(incidents)} incident(s), {count} top-level message(s); "
+                f"expected 1 incident and at most {cause.max_top_level}"
+            )
+    for name, incidents in sorted(found.items()):
+        count = sum(len(posts) for _i, posts in incidents)
+        channels = sorted({str(p.get("channel")) for _i, posts in incidents for p in posts})
+        rows.append((name, str(len(incidents)), str(count), ", ".join(channels), "-"))
+    header = ("root cause", "incidents", "top-level messages", "channels", "check")
+    return table("Slack top-level messages per root cause", header, rows), failures

@@ -11,6 +11,7 @@ Everything started here is stopped on exit, on Ctrl-C and on SIGTERM (see proces
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import signal
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from impactwatch.alert_rules.settings import SettingsError
 from impactwatch.catalog.loader import load_catalog
@@ -26,8 +28,8 @@ from impactwatch.collector.http_app import collector_app
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.settings import CollectorSettings
 from impactwatch.demo.processes import Processes, StartError
-from impactwatch.demo.report import scrape, summarize, table
-from impactwatch.demo.scenario import QUIET_SECONDS, SETTLE_SECONDS, Step, story
+from impactwatch.demo.report import root_cause_check, scrape, summarize, table
+from impactwatch.demo.scenario import QUIET_SECONDS, ROOT_CAUSES, SETTLE_SECONDS, Step, story
 from impactwatch.demo.stack import EXAMPLE_CATALOG, Stack
 from impactwatch.demo.watch import (
     AlertBoard,
@@ -171,12 +173,15 @@ def _run_stack_and_story(stack: Stack, scale: float, wait: bool) -> int:
             and time.monotonic() - w.messages.last_at > QUIET_SECONDS
         ),
     )
-    _say(_summary(stack, w))
+    text, failures = _summary(stack, w)
+    _say(text)
+    for failure in failures:
+        _say(f"story check FAILED: {failure}")
     if wait and sys.stdin.isatty():
         _say("\nthe stack keeps running; press Ctrl-C to stop it")
         while True:
             w.wait_until(time.monotonic() + 3600)
-    return 0
+    return 1 if failures else 0
 
 
 def _minutes(seconds: float) -> str:
@@ -197,7 +202,18 @@ def _urls(stack: Stack) -> str:
     return table("     open these while it runs:", ("what", "where"), rows)
 
 
-def _summary(stack: Stack, w: Watcher) -> str:
+def _records(path: Path) -> list[dict[str, Any]]:
+    records = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a kill: not a message
+    return records
+
+
+def _summary(stack: Stack, w: Watcher) -> tuple[str, list[str]]:
     catalog = load_catalog(stack.catalog_path)
     out = ["\n=== what happened ==="]
     rows = [(k[2], k[0], k[1], summary) for k, summary in sorted(w.board.fired.items())]
@@ -210,13 +226,15 @@ def _summary(stack: Stack, w: Watcher) -> str:
         f"\nSlack: {sum(w.messages.methods.values())} calls ({kinds or 'none'}); "
         f"by channel: {per_channel or 'none'}"
     )
+    causes, failures = root_cause_check(_records(stack.messages_path), ROOT_CAUSES)
+    out.append(causes)
     try:
         samples = scrape(f"{stack.url('collector')}/metrics")
         out.append(summarize(samples, catalog, time.time()))
     except OSError as exc:
         out.append(f"(the collector did not answer: {exc})")
     out.append(_urls(stack))
-    return "\n".join(out)
+    return "\n".join(out), failures
 
 
 def run_against(airflow_db: str, workdir: str = ".demo-parts", catalog: str | None = None) -> int:

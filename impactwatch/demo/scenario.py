@@ -136,6 +136,24 @@ def story(scale: float = 1.0) -> list[Step]:
     return [Step(s.at * scale, s.title, s.runs) for s in steps]
 
 
+@dataclass(frozen=True)
+class RootCause:
+    """One root cause of the story and the most top-level Slack messages it may take: the
+    owner's incident, one "affected" message per downstream team, escalations."""
+
+    name: str
+    markers: tuple[str, ...]  # words of the headlines of its incidents
+    max_top_level: int
+
+
+ROOT_CAUSES = (
+    # The owner's incident (#markets-data), risk, compliance and reporting told they are
+    # affected, one escalation to #data-incidents: 5 (before issue 15: 7, in two incidents).
+    RootCause("market data outage", ("market_data_ingest", "Market prices"), 5),
+    # The platform team's incident and at most one escalation.
+    RootCause("heavy ETL cost spike", ("nightly_heavy_etl",), 2),
+)
+
 # How long the demo keeps watching after the last step for the incident to resolve.
 SETTLE_SECONDS = 90.0
 # ... and the router has written nothing for this long (Alertmanager's group interval + 5 s).

@@ -103,7 +103,7 @@ class Stack:
             [f"{k}={v}" for k, v in DEMO_RULE_SETTINGS.items()],
             router_url=f"{self.url('router')}/alertmanager",
             router_token_file=str(token_file),
-            runbook_base_url=(out / "runbooks").as_uri(),
+            runbook_base_url=f"{self.url('router')}/runbooks",  # the router serves them
             collector_targets=[f"127.0.0.1:{self.ports.collector}"],
             router_targets=[f"127.0.0.1:{self.ports.router}"],
             alertmanager_targets=[f"127.0.0.1:{self.ports.alertmanager}"],
@@ -162,6 +162,7 @@ class Stack:
             "IMPACTWATCH_ROUTER_JSONL_PATH": str(self.messages_path),
             # no Slack token: messages go to the console (the router's log) and the JSONL file
             "IMPACTWATCH_ROUTER_SETTLE_SECONDS": "2",
+            "IMPACTWATCH_ROUTER_RUNBOOKS_DIR": str(self.work / "prometheus" / "runbooks"),
         }
         if self.airflow_ui:
             env["IMPACTWATCH_ROUTER_AIRFLOW_URL"] = self.url("airflow")
@@ -173,6 +174,9 @@ class Stack:
             f"--config.file={config_dir / 'prometheus.yml'}",
             f"--storage.tsdb.path={self.work / 'prometheus-data'}",
             f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
+            # The alerts' "Alert source" links (generatorURL) are built on this: without it,
+            # Prometheus uses the machine's hostname, which a browser here may not resolve.
+            f"--web.external-url={self.url('prometheus')}",
             "--storage.tsdb.retention.time=1d",
         ]
         self.processes.start(
@@ -185,6 +189,7 @@ class Stack:
             f"--config.file={config_dir / 'alertmanager.yml'}",
             f"--storage.path={self.work / 'alertmanager-data'}",
             f"--web.listen-address=127.0.0.1:{self.ports.alertmanager}",
+            f"--web.external-url={self.url('alertmanager')}",
             "--cluster.listen-address=",  # one instance: no gossip port
         ]
         self.processes.start("alertmanager", argv, ready_url=f"{self.url('alertmanager')}/-/ready")

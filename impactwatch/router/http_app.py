@@ -26,7 +26,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from impactwatch.router.interactions import InteractionError, parse_action
 from impactwatch.router.metrics import RouterCollector
@@ -34,6 +35,7 @@ from impactwatch.router.payload import PayloadError, parse_notification
 from impactwatch.router.service import RouterService
 
 log = logging.getLogger(__name__)
+RUNBOOKS_PATH = "/runbooks"  # alert_rules/settings.py's default runbook_base_url ends with it
 
 SLACK_WINDOW = 300  # seconds: Slack's replay window (slack_sdk's verifier uses the same)
 _STAMP = re.compile(r"[0-9]{1,12}")
@@ -233,6 +235,17 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail}, exc.status_code, exc.headers)
 
 
+class Runbooks(StaticFiles):
+    """The runbooks `impactwatch rules` wrote (`--out DIR`: DIR/runbooks), so every alert's
+    runbook link opens where the router runs. Markdown is sent as text/plain, which every
+    browser shows instead of downloading it."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["content-type"] = "text/plain; charset=utf-8"
+        return response
+
+
 def create_app(service: RouterService, webhook_token: str | None) -> Starlette:
     """The router's ASGI app; limits and the Slack signing secret come from `service.settings`.
     The endpoints (and the app's own CollectorRegistry) are at `app.state.endpoints`."""
@@ -243,6 +256,11 @@ def create_app(service: RouterService, webhook_token: str | None) -> Starlette:
             Route("/slack/interactions", endpoints.interaction, methods=["POST"]),
             Route("/metrics", endpoints.metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            *(
+                [Mount(RUNBOOKS_PATH, Runbooks(directory=service.settings.runbooks_dir))]
+                if service.settings.runbooks_dir
+                else []
+            ),
         ],
         exception_handlers={HTTPException: _http_error},
     )

@@ -15,6 +15,7 @@ from impactwatch.catalog.model import Catalog, EscalationStep
 from impactwatch.router import escalation
 from impactwatch.router.model import AlertState, Changes, Incident, View
 from impactwatch.router.payload import Alert, Notification
+from impactwatch.router.producers import Learned, learn
 from impactwatch.router.routing import SEVERITY_RANK, Lineage, Subject, route
 
 StepsOf = Callable[[str], Sequence[EscalationStep]]
@@ -38,16 +39,20 @@ class Decider:
     def keys_for(self, notification: Notification) -> set[str]:
         """Incident keys the store must load so lineage decisions see every candidate."""
         keys: set[str] = set()
+        learned = learn(a.annotations for a in notification.alerts)
         for alert in notification.alerts:
             subject = route(alert, self.catalog).subject
-            keys |= self.lineage.upstream_keys(subject) | self.lineage.downstream_keys(subject)
+            keys |= self.lineage.upstream_keys(subject, learned)
+            keys |= self.lineage.downstream_keys(subject, learned)
         return keys
 
     def locks_for(self, notification: Notification) -> list[str]:
         """The lineage components a notification can touch (each is locked while deciding)."""
-        return sorted(
-            {self.lineage.component(route(a, self.catalog).subject) for a in notification.alerts}
-        )
+        learned = learn(a.annotations for a in notification.alerts)
+        found: set[str] = set()
+        for alert in notification.alerts:
+            found |= self.lineage.components(route(alert, self.catalog).subject, learned)
+        return sorted(found)
 
     def lock_for_key(self, key: str) -> str:
         return self.lineage.component(Subject.from_key(key))
@@ -56,8 +61,13 @@ class Decider:
     def apply(self, view: View, notification: Notification, now: float) -> Changes:
         changes = Changes()
         group = notification.group_key or None
+        learned = learn(
+            [*(a.annotations for a in notification.alerts)]
+            + [a.annotations for a in view.alerts.values() if a.status == "firing"]
+            + [a.annotations for i in view.incidents.values() for a in i.alerts.values()]
+        )
         for alert in notification.alerts:
-            self._one(view, alert, now, changes, group)
+            self._one(view, alert, now, changes, group, learned)
         if group is not None and not notification.truncated:
             self._suppressed(view, notification, group, changes)
         self._settle(view, now, changes)
@@ -83,7 +93,13 @@ class Decider:
                 changes.count("suppressed")
 
     def _one(
-        self, view: View, alert: Alert, now: float, changes: Changes, group: str | None = None
+        self,
+        view: View,
+        alert: Alert,
+        now: float,
+        changes: Changes,
+        group: str | None = None,
+        learned: Learned | None = None,
     ) -> None:
         state = view.alerts.get(alert.fingerprint)
         if state is not None and group is not None and state.group_key != group:
@@ -135,7 +151,7 @@ class Decider:
             return
         view.alerts[alert.fingerprint] = new_state
         changes.count("new" if fresh else "updated")
-        self._attach(view, new_state, now, changes)
+        self._attach(view, new_state, now, changes, learned or {})
 
     def _attached(self, view: View, state: AlertState) -> bool:
         incident = self.live(view, state.incident_id)
@@ -154,19 +170,21 @@ class Decider:
             incident_id = incident.merged_into
         return None
 
-    def _attach(self, view: View, state: AlertState, now: float, changes: Changes) -> None:
+    def _attach(
+        self, view: View, state: AlertState, now: float, changes: Changes, learned: Learned
+    ) -> None:
         current = self.live(view, state.incident_id)
         if current is not None and current.status == "open":
             self._move(view, state, current)
             return
         subject = state.subject
-        target = self._covering(view, subject)
+        target = self._covering(view, subject, learned)
         if target is None:
             if state.team in self.digest_teams and state.severity == "warning":
                 state.incident_id, state.held = None, True
                 changes.held.append(state)
                 return
-            target = self._open(view, subject, state.team, now)
+            target = self._open(view, subject, state.team, now, learned)
         state.held = False
         self._move(view, state, target)
 
@@ -180,22 +198,25 @@ class Decider:
         target.alerts[state.fingerprint] = state
         target.dirty = True
 
-    def _covering(self, view: View, subject: Subject) -> Incident | None:
+    def _covering(self, view: View, subject: Subject, learned: Learned) -> Incident | None:
+        covers = self.lineage.covers
         found = [
             i
             for i in view.incidents.values()
-            if i.status == "open" and self.lineage.covers(i.subject, subject)
+            if i.status == "open" and covers(i.subject, subject, learned)
         ]
         if not found:
             return None
         roots = [
             i
             for i in found
-            if not any(j is not i and self.lineage.covers(j.subject, i.subject) for j in found)
+            if not any(j is not i and covers(j.subject, i.subject, learned) for j in found)
         ] or found
         return min(roots, key=lambda i: (i.opened_at, i.key))
 
-    def _open(self, view: View, subject: Subject, team: str, now: float) -> Incident:
+    def _open(
+        self, view: View, subject: Subject, team: str, now: float, learned: Learned
+    ) -> Incident:
         incident = Incident(
             id=self.new_id(), key=subject.key, team=team, opened_at=now, new=True, dirty=True
         )
@@ -204,7 +225,7 @@ class Decider:
             if (
                 other is not incident
                 and other.status == "open"
-                and self.lineage.covers(subject, other.subject)
+                and self.lineage.covers(subject, other.subject, learned)
             ):
                 for alert in list(other.alerts.values()):
                     self._move(view, alert, incident)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from impactwatch.contract.alerts import CRITICAL
+from impactwatch.contract.alerts import CRITICAL, FRESHNESS
 from impactwatch.router import escape as esc
 from impactwatch.router import wording as w
 from impactwatch.router.model import Incident
@@ -86,9 +86,7 @@ def thread_reply(
         added = sorted(set(new["scope"]) - set(told.get("scope", ())))
         gone = sorted(set(told.get("scope", ())) - set(new["scope"]))
         added = [k for k in added if k != incident.key]
-        if added:
-            names = [subject_title(ctx, k) for k in added]
-            lines.append(f"Now also affected: {_names(names)}.")
+        lines.extend(added_lines(ctx, incident, added))
         if gone:
             names = [subject_title(ctx, k) for k in gone]
             lines.append(f"Recovered: {_names(names)}.")
@@ -102,6 +100,24 @@ def thread_reply(
         until = esc.date(new["snoozed_until"], "{time}")
         lines.append(f":zzz: Snoozed until {until} by {esc.user(incident.snoozed_by or '')}.")
     return "\n".join(lines) if lines else None
+
+
+def added_lines(ctx: RenderContext, incident: Incident, keys: Sequence[str]) -> list[str]:
+    """What joined the incident: data products gone stale are "out of date", the rest
+    "affected" ("Now also out of date: Market prices")."""
+    stale = {
+        a.subject_key
+        for a in incident.alerts.values()
+        if a.kind == FRESHNESS and a.status == "firing"
+    }
+    late = [subject_title(ctx, k) for k in keys if k in stale]
+    other = [subject_title(ctx, k) for k in keys if k not in stale]
+    out = []
+    if late:
+        out.append(f"Now also out of date: {_names(late)}.")
+    if other:
+        out.append(f"Now also affected: {_names(other)}.")
+    return out
 
 
 def _names(names: Sequence[str], limit: int = 10) -> str:

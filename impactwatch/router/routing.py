@@ -16,6 +16,7 @@ from typing import Literal
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract import alerts
 from impactwatch.router.payload import Alert
+from impactwatch.router.producers import NOTHING, Learned
 
 SubjectKind = Literal["dataset", "dag", "component", "rule"]
 SEVERITY_RANK = alerts.SEVERITY_RANK  # incidents.py reads it here
@@ -181,53 +182,72 @@ class Lineage:
             self._down[dataset] = frozenset(self.catalog.downstream_of(dataset))
         return self._down[dataset]
 
-    def datasets_of(self, subject: Subject) -> frozenset[str]:
-        """The data products a subject is about: itself, or what its pipeline produces."""
+    def datasets_of(self, subject: Subject, learned: Learned = NOTHING) -> frozenset[str]:
+        """The data products a subject is about: itself, or what its pipeline produces (as the
+        catalog says, or as alerts say Airflow declares it: `learned`)."""
         if subject.kind == "dataset":
             return frozenset({subject.name})
         if subject.kind == "dag":
-            return self._products_of_dag.get(subject.name, frozenset())
+            own = self._products_of_dag.get(subject.name, frozenset())
+            extra = {name for name, dags in learned.items() if subject.name in dags}
+            return own | extra if extra else own
         return frozenset()
 
     def producer_dag(self, dataset: str) -> str | None:
         return self._producers.get(dataset)
 
-    def covers(self, root: Subject, subject: Subject) -> bool:
+    def producer_dags(self, dataset: str, learned: Learned = NOTHING) -> frozenset[str]:
+        """The catalog's producing DAG and those the alerts name."""
+        dag = self._producers.get(dataset)
+        found = learned.get(dataset, frozenset())
+        return found | {dag} if dag else found
+
+    def covers(self, root: Subject, subject: Subject, learned: Learned = NOTHING) -> bool:
         """Whether a problem with `root` explains one with `subject` (same, or downstream)."""
         if root == subject:
             return True
-        roots = self.datasets_of(root)
+        roots = self.datasets_of(root, learned)
         if not roots:
             return False
         reach = set(roots)
         for name in roots:
             reach |= self.downstream(name)
-        return bool(self.datasets_of(subject) & reach)
+        return bool(self.datasets_of(subject, learned) & reach)
 
-    def _keys(self, datasets: Iterable[str]) -> set[str]:
+    def _keys(self, datasets: Iterable[str], learned: Learned = NOTHING) -> set[str]:
         keys: set[str] = set()
         for name in datasets:
             keys.add(Subject("dataset", name).key)
-            dag = self.producer_dag(name)
-            if dag:
+            for dag in self.producer_dags(name, learned):
                 keys.add(Subject("dag", dag).key)
         return keys
 
-    def upstream_keys(self, subject: Subject) -> set[str]:
+    def upstream_keys(self, subject: Subject, learned: Learned = NOTHING) -> set[str]:
         """Keys of incidents that could cover `subject` (itself included)."""
-        own = self.datasets_of(subject)
+        own = self.datasets_of(subject, learned)
         names = set(own)
         for name in own:
             names |= self.upstream(name)
-        return self._keys(names) | {subject.key}
+        return self._keys(names, learned) | {subject.key}
 
-    def downstream_keys(self, subject: Subject) -> set[str]:
+    def downstream_keys(self, subject: Subject, learned: Learned = NOTHING) -> set[str]:
         """Keys of incidents that `subject` could cover (itself excluded)."""
         names: set[str] = set()
-        for name in self.datasets_of(subject):
+        for name in self.datasets_of(subject, learned):
             names |= self.downstream(name)
             names.add(name)
-        return self._keys(names) - {subject.key}
+        return self._keys(names, learned) - {subject.key}
+
+    def components(self, subject: Subject, learned: Learned = NOTHING) -> set[str]:
+        """The lineage components a decision about `subject` can touch: its own, and those the
+        alerts' producers join it to (an Asset's writer is not an edge of the catalog's)."""
+        found = {self.component(subject)}
+        for name in self.datasets_of(subject, learned):
+            found.add(self.component(Subject("dataset", name)))
+            for up in (name, *self.upstream(name)):
+                for dag in learned.get(up, ()):
+                    found.add(self.component(Subject("dag", dag)))
+        return found
 
     def title(self, subject: Subject) -> str:
         """How people call the subject: a data product's title, else its id."""

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,6 +42,11 @@ class RouterSettings(BaseSettings, ServedSettings):
         description="Dashboard path; {team}, {dataset}, {dag_id} are filled in",
     )
     airflow_url: str | None = Field(None, description="Airflow UI base URL for pipeline buttons")
+    runbooks_dir: str | None = Field(
+        None,
+        description="The runbooks `impactwatch rules --out DIR` wrote (DIR/runbooks), served at "
+        "/runbooks/ so the alerts' runbook links open here (the rules' default base URL)",
+    )
     jsonl_path: str = Field(
         "impactwatch-router-messages.jsonl",
         description="Without a Slack token, rendered messages are appended here (and printed)",
@@ -108,6 +115,16 @@ class RouterSettings(BaseSettings, ServedSettings):
     digest_at: str = Field(
         "09:00 UTC", description="Daily digest time for teams with `digest: true` (HH:MM zone)"
     )
+
+    @field_validator("runbooks_dir")
+    @classmethod
+    def _runbooks_folder(cls, value: str | None) -> str | None:
+        if value and not Path(value).is_dir():
+            raise ValueError(
+                f"{value!r} is not a folder: give the runbooks folder `impactwatch rules --out "
+                "DIR` wrote (DIR/runbooks), or leave it unset"
+            )
+        return value
 
     @field_validator("digest_at")
     @classmethod

@@ -19,7 +19,7 @@ from impactwatch.catalog.model import Catalog
 from impactwatch.collector.service import CollectorService
 from impactwatch.collector.state.store import task_try_t
 from impactwatch.devtools.airflow_home import AirflowHome, RunSpec
-from tests.integration.helpers import collector_with_intake, registry
+from tests.integration.helpers import catch_up, collector_with_intake, registry
 
 pytestmark = pytest.mark.integration
 
@@ -120,6 +120,7 @@ def test_cpu_heavy_and_sleeping_tasks_cost_by_basis(
     runner.run_dags(
         [RunSpec("cost_measured", expect="success"), RunSpec("cost_reserved", expect="success")]
     )
+    catch_up(service)  # the poller sees the DAGs: their listener events count from then on
 
     with service.store.engine.connect() as conn:
         rows = {(r.dag_id, r.task_id): r for r in conn.execute(select(task_try_t))}

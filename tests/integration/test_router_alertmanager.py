@@ -16,6 +16,7 @@ from impactwatch.router.settings import RouterSettings
 from impactwatch.serving import Server
 from tests.support.alertmanager_router import RouterAlertmanager, am_alert, router_config
 from tests.support.slack_standin import SlackStandIn
+from tests.unit.test_router_producers import asset_catalog
 from tests.unit.test_router_support import catalog
 
 pytestmark = pytest.mark.integration
@@ -157,5 +158,83 @@ def test_alerts_silenced_or_inhibited_in_alertmanager_are_not_shown_as_firing(
         wait_for(lambda: '"Warning: Market prices' in shown())
         assert "`DataProductStale` (warning, freshness)" in shown()
         assert f"`DataProductLate` (warning, deadline, {muted})" in shown()
+    finally:
+        am.stop()
+
+
+@pytest.fixture
+def asset_stack(tmp_path: Path) -> Iterator[tuple[SlackStandIn, RouterService, str]]:
+    slack = SlackStandIn()
+    settings = RouterSettings(
+        state_db=f"sqlite:///{tmp_path / 'router.db'}",
+        slack_bot_token=slack.token,
+        slack_api_url=slack.url,
+        settle_seconds=1,
+        channel_interval=0,
+        delivery_workers=2,
+    )
+    service = RouterService(settings, asset_catalog())
+    server = Server(create_app(service, TOKEN), "127.0.0.1", 0, settings.server_limits(), name="r")
+    server.start()
+    service.start()
+    try:
+        yield slack, service, f"http://127.0.0.1:{server.port}/alertmanager"
+    finally:
+        server.stop()
+        service.close()
+        slack.stop()
+
+
+def test_stale_asset_fed_products_fold_into_their_producers_failure(
+    asset_stack: tuple[SlackStandIn, RouterService, str],
+) -> None:
+    """The catalog names Assets only; the alerts' producers annotation (as the generated rules
+    write it) says which DAG writes them: one incident, its thread told, one message per
+    downstream team."""
+    slack, _service, url = asset_stack
+    am = RouterAlertmanager.for_router(url, TOKEN)
+    try:
+        started = time.time() - 600
+        failed = am_alert(
+            {"alertname": "CriticalPipelineFailed", "severity": "critical", "kind": "failure",
+             "team": "markets", "dag_id": "fx_ingest"},
+            {"summary": "Critical pipeline fx_ingest failed",
+             "producers": "fx_prices=fx_ingest/publish "},
+            starts=started,
+        )  # fmt: skip
+        am.post([failed])
+        wait_for(lambda: len(slack.top_level("#markets-data")) == 1)
+        stale = [
+            am_alert(
+                {"alertname": "DataProductStale", "severity": "warning", "kind": "freshness",
+                 "team": "markets", "dataset": "fx_prices"},
+                {"summary": "FX prices are stale", "producers": "fx_prices=fx_ingest/publish "},
+                starts=started + 60,
+            ),
+            am_alert(
+                {"alertname": "DataProductStale", "severity": "warning", "kind": "freshness",
+                 "team": "compliance", "dataset": "fx_exposure"},
+                {"summary": "FX exposure is stale",
+                 "producers": "fx_exposure=fx_risk/publish_exposure fx_prices=fx_ingest/publish "},
+                starts=started + 60,
+            ),
+        ]  # fmt: skip
+        am.post([failed, *stale])
+        (main,) = slack.top_level("#markets-data")
+        wait_for(
+            lambda: any(
+                "Now also out of date: FX exposure, FX prices." in r.text
+                for r in slack.replies(main.ts)
+            )
+        )
+        wait_for(lambda: len(slack.top_level("#compliance-alerts")) == 1)
+        time.sleep(2)  # anything else would have been posted by now
+        assert len(slack.top_level("#markets-data")) == 1
+        (affected,) = slack.top_level("#compliance-alerts")
+        assert (
+            affected.text
+            == "Affected by an upstream problem: Pipeline `fx_ingest` — pipeline run failed"
+        )
+        assert len(slack.top_level()) == 2
     finally:
         am.stop()

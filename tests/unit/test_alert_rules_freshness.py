@@ -53,12 +53,43 @@ def product(name: str, team: str, tier: str, last: str, sla: float, paused: str 
     return out + ([series(c.DATASET_LAST_UPDATED, labels, last)] if last else [])
 
 
-def stale(name: str, team: str, tier: str, severity: str, summary: str, description: str, runbook):
+def stale(
+    name: str,
+    team: str,
+    tier: str,
+    severity: str,
+    summary: str,
+    description: str,
+    runbook: str,
+    producers: str = "",
+) -> dict:
     labels = {**ds(name, team, tier), "severity": severity, "kind": "freshness"}
     return expect(
         labels,
-        {"summary": summary, "description": description, "runbook_url": f"{BASE}/{runbook}"},
+        {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{BASE}/{runbook}",
+            "producers": producers,
+        },
     )
+
+
+def producer(name: str, dag_id: str, task_id: str = "") -> dict[str, str]:
+    labels = {"dataset": name, "dag_id": dag_id, "task_id": task_id, **SCRAPE}
+    return series(c.DATASET_PRODUCER, labels, "1x1000")
+
+
+# The product's own producer and those of what it is built from, as Airflow declares them.
+SCORES_PRODUCERS = [
+    producer("customer_risk_scores", "risk_scoring", "publish_scores"),
+    producer("market_data", "market_data_ingest", "publish_prices"),
+    producer("daily_kpi_report", "morning_reporting"),  # downstream of it: not its producer
+]
+SCORES_WORDS = (
+    "customer_risk_scores=risk_scoring/publish_scores "
+    "market_data=market_data_ingest/publish_prices "
+)
 
 
 SCORES = "Owned by risk, critical tier; must be refreshed at least every 1h 30m. Updated by events of the Airflow Asset s3://fintech-lake/risk/customer_scores. Built from Market prices and FX rates: if those are stale too, start there. Also out of date until it is refreshed: Daily KPI report, Executive morning pack and Regulatory submission (daily). Credit and market risk score for every customer, used to approve trades. Critical-tier data product: critical from the start."  # noqa: E501
@@ -66,7 +97,7 @@ FX = "Owned by markets, high tier; must be refreshed at least every 2h. Updated 
 DECLARED = "Owned by {team}, {tier} tier. It is declared in Airflow (an Asset's extra or a DAG tag), not in the catalog file: add it there to get its title, lineage and runbook in this alert."  # noqa: E501
 
 
-def scores(summary: str) -> dict:
+def scores(summary: str, producers: str = "") -> dict:
     return stale(
         "customer_risk_scores",
         "risk",
@@ -75,6 +106,7 @@ def scores(summary: str) -> dict:
         summary,
         SCORES,
         "data-products/customer_risk_scores.md",
+        producers,
     )
 
 
@@ -101,18 +133,19 @@ SCENARIOS: dict[str, list[TestGroup]] = {
     "critical product: fires after for:, resolves when fresh": [
         group(
             "customer_risk_scores",
-            product("customer_risk_scores", "risk", "critical", "0x400 6000x40", 5400),
+            product("customer_risk_scores", "risk", "critical", "0x400 6000x40", 5400)
+            + SCORES_PRODUCERS,
             [
                 case("90m30s", names.DATA_PRODUCT_STALE),
                 case(
                     "90m45s",
                     names.DATA_PRODUCT_STALE,
-                    scores("Customer risk scores are 1h 30m stale (limit 1h 30m)"),
+                    scores("Customer risk scores are 1h 30m stale (limit 1h 30m)", SCORES_WORDS),
                 ),
                 case(
                     "100m",
                     names.DATA_PRODUCT_STALE,
-                    scores("Customer risk scores are 1h 40m stale (limit 1h 30m)"),
+                    scores("Customer risk scores are 1h 40m stale (limit 1h 30m)", SCORES_WORDS),
                 ),
                 case("100m15s", names.DATA_PRODUCT_STALE),
             ],

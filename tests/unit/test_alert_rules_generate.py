@@ -226,7 +226,14 @@ def test_every_alert_is_labelled_annotated_and_has_its_runbook(files: dict[str, 
         )
         if labels["kind"] == "platform":  # business alerts take team, dataset or dag_id
             assert {"team", "component"} <= set(labels)  # from the series (promtool tests)
-        assert set(notes) == {"summary", "description", "runbook_url"}
+        # Alerts about data products and pipelines also say what refreshes them (the router
+        # folds by it); platform and cost alerts do not.
+        producers = (
+            {"producers"}
+            if labels["kind"] in ("freshness", "duration", "deadline", "failure")
+            else set()
+        )
+        assert set(notes) == {"summary", "description", "runbook_url"} | producers, a["alert"]
         assert notes["runbook_url"].startswith(base + "/")
         page = "runbooks/" + notes["runbook_url"][len(base) + 1 :]
         assert page in files, f"{a['alert']}: no runbook {page}"

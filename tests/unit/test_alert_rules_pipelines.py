@@ -46,6 +46,7 @@ def pipe(alert: str, dag_id: str, team: str, severity: str, kind: str, summary: 
             "summary": summary,
             "description": about.format(team=team),
             "runbook_url": f"{BASE}/{alert}.md",
+            "producers": "",
         },
     )
 
@@ -123,6 +124,7 @@ SCENARIOS: dict[str, list[TestGroup]] = {
                             "usually takes 20m 0s (learned limit 30m)",
                             "description": LEARNED_ABOUT.format(team="platform"),
                             "runbook_url": f"{BASE}/{names.PIPELINE_RUN_TOO_LONG}.md",
+                            "producers": "",
                         },
                     ),
                 ),

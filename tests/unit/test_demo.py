@@ -14,7 +14,8 @@ import yaml
 
 from impactwatch.catalog.loader import load_catalog
 from impactwatch.demo.processes import Processes, StartError
-from impactwatch.demo.scenario import FRESHNESS, TIERS, demo_catalog, story
+from impactwatch.demo.report import root_cause_check
+from impactwatch.demo.scenario import FRESHNESS, TIERS, RootCause, demo_catalog, story
 from impactwatch.demo.stack import EXAMPLE_CATALOG
 from impactwatch.demo.watch import AlertBoard, MessageLog, alert_key, worth_showing
 
@@ -122,3 +123,31 @@ def test_a_child_that_dies_at_start_is_reported_with_its_log(tmp_path: Path) -> 
 def test_a_missing_program_is_a_start_error(tmp_path: Path) -> None:
     with pytest.raises(StartError, match="cannot start nothing"):
         Processes(tmp_path).start("nothing", [str(tmp_path / "no-such-program")])
+
+
+def _post(key: str, channel: str, text: str, thread: str | None = None) -> dict:
+    return {"method": "chat.postMessage", "key": key, "channel": channel, "text": text,
+            "thread_ts": thread}  # fmt: skip
+
+
+def test_the_story_check_counts_top_level_messages_per_root_cause() -> None:
+    causes = (RootCause("outage", ("market_data_ingest", "Market prices"), 3),)
+    head = "Pipeline `market_data_ingest` — pipeline run failed"
+    records = [
+        _post("i1:primary", "#markets-data", f"Critical: {head}"),
+        _post("i1:primary", "#markets-data", "Now also out of date: Market prices.", "1.1"),
+        {"method": "chat.update", "key": "", "channel": "#markets-data", "text": "x"},
+        _post("i1:affected:risk", "#risk-alerts", f"Affected by an upstream problem: {head}"),
+        _post("i1:escalation:0", "#data-incidents", f"Escalation 1: Critical: {head}"),
+    ]
+    text, failures = root_cause_check(records, causes)
+    assert failures == [] and "3 (at most 3)" in text
+    # A second incident for the same root cause, and one message too many: both reported.
+    records.append(_post("i2:primary", "#markets-data", "Warning: Market prices — out of date"))
+    text, failures = root_cause_check(records, causes)
+    assert failures == [
+        "outage: 2 incident(s), 4 top-level message(s); expected 1 incident and at most 3"
+    ]
+    records.append(_post("i3:primary", "#data-platform", "Warning: Pipeline other — slow"))
+    text, _ = root_cause_check(records, causes)
+    assert "other: Pipeline other — slow" in text

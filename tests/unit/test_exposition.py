@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from impactwatch.catalog.model import Catalog
 from impactwatch.collector.events import AssetUpdate
 from impactwatch.collector.metrics.exporter import ImpactwatchCollector
-from impactwatch.collector.metrics.state import MetricsState
+from impactwatch.collector.metrics.state import DagInfo, MetricsState
 from impactwatch.collector.state.store import Changes
 
 T0 = 1_795_500_000.0
@@ -22,6 +22,9 @@ impactwatch_dataset_freshness_sla_seconds{dataset="scores",source="catalog",team
 # HELP impactwatch_dataset_producer_paused 1 when the DAG producing the data product is paused (freshness alerts hold off).
 # TYPE impactwatch_dataset_producer_paused gauge
 impactwatch_dataset_producer_paused{dataset="scores",team="risk",tier="standard"} 0.0
+# HELP impactwatch_dataset_producer 1 for each DAG and task that refreshes the data product (task_id empty: every successful run): the catalog's produced_by, or an Asset's declared writers and its events' sources. Alert annotations carry it to the router (docs/design-notes.md, "Producers").
+# TYPE impactwatch_dataset_producer gauge
+impactwatch_dataset_producer{dag_id="risk_scoring",dataset="scores",task_id="publish"} 1.0
 # HELP impactwatch_dataset_usual_update_by_timestamp_seconds When the update after the last one usually comes by, learned from history (Unix time).
 # TYPE impactwatch_dataset_usual_update_by_timestamp_seconds gauge
 # HELP impactwatch_dataset_baseline_updates Updates the data product's learned cadence is made of (none learned below 8).
@@ -43,6 +46,7 @@ impactwatch_dataset_baseline_updates{dataset="scores",team="risk",tier="standard
 # TYPE impactwatch_dag_baseline_runs gauge
 # HELP impactwatch_dag_paused 1 when the DAG is paused in Airflow.
 # TYPE impactwatch_dag_paused gauge
+impactwatch_dag_paused{dag_id="risk_scoring",team="platform"} 0.0
 # HELP impactwatch_xcom_largest_bytes Largest XCom value written by the DAG's runs in the last 24 hours.
 # TYPE impactwatch_xcom_largest_bytes gauge
 # HELP impactwatch_sla_breaches_total SLA breaches by kind (freshness, duration, deadline), counted once per severity reached.
@@ -88,7 +92,9 @@ def test_exposition_is_byte_exact() -> None:
         }
     )
     state = MetricsState(catalog)
-    changes = Changes(assets=[AssetUpdate(uri="s3://b/s", timestamp=T0)], outcomes={"new": 1})
+    state.set_dags({"risk_scoring": DagInfo()})
+    update = AssetUpdate(uri="s3://b/s", timestamp=T0, dag_id="risk_scoring", task_id="publish")
+    changes = Changes(assets=[update], outcomes={"new": 1})
     state.apply(changes, "poller", T0)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ImpactwatchCollector(state, clock=lambda: T0))

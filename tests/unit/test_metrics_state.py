@@ -223,7 +223,9 @@ def test_an_asset_product_is_paused_when_every_writer_of_the_asset_is() -> None:
     state = MetricsState(CATALOG)
     labels = {"dataset": "kpis", "team": "risk", "tier": "standard"}
     state.apply(Changes(assets=[AssetUpdate(uri="s3://b/kpis", timestamp=T0)]), "poller", T0)
-    state.set_dags({"a": DagInfo(paused=True), "b": DagInfo()}, {"s3://b/kpis": ["a", "b"]})
+    state.set_dags(
+        {"a": DagInfo(paused=True), "b": DagInfo()}, {"s3://b/kpis": [("a", "t"), ("b", "t")]}
+    )
     assert scrape(state, T0).get_sample_value("impactwatch_dataset_producer_paused", labels) == 0
     state.set_dags({"a": DagInfo(paused=True), "b": DagInfo(paused=True)})
     assert scrape(state, T0).get_sample_value("impactwatch_dataset_producer_paused", labels) == 1

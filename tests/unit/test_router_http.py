@@ -238,3 +238,17 @@ def test_settings_read_the_documented_environment(monkeypatch: pytest.MonkeyPatc
     limits = settings.server_limits()
     assert (limits.request_timeout, limits.max_connections) == (12.5, 1000)
     assert settings.interactions_max_body_bytes == 32768
+
+
+def test_the_router_serves_the_generated_runbooks_as_text(tmp_path: Path) -> None:
+    folder = tmp_path / "runbooks" / "data-products"
+    folder.mkdir(parents=True)
+    (folder / "market_data.md").write_text("# Market prices\n", encoding="utf-8")
+    (tmp_path / "secret.txt").write_text("not a runbook", encoding="utf-8")
+    for served in serve(tmp_path, runbooks_dir=str(tmp_path / "runbooks")):
+        status, text = served.call("/runbooks/data-products/market_data.md", method="GET")
+        assert (status, text) == (200, "# Market prices\n")
+        assert served.call("/runbooks/../secret.txt", method="GET")[0] == 404
+        assert served.call("/runbooks/nope.md", method="GET")[0] == 404
+    with pytest.raises(ValueError, match="is not a folder"):
+        RouterSettings(runbooks_dir=str(tmp_path / "missing"))

@@ -167,7 +167,7 @@ def test_thread_replies_say_what_changed_once() -> None:
     inc.severity = "critical"
     inc.alerts["x"] = state("dataset:customer_risk_scores", "risk", fingerprint="x")
     reply = notices.thread_reply(ctx(), inc, told, T0)
-    assert reply == "Severity raised to *critical*.\nNow also affected: Customer risk scores."
+    assert reply == "Severity raised to *critical*.\nNow also out of date: Customer risk scores."
     told = notices.snapshot(inc)
     inc.status, inc.resolved_at = "resolved", inc.opened_at + 42 * 60
     assert notices.thread_reply(ctx(), inc, told, T0) == ":white_check_mark: Resolved after 42 min."
@@ -197,3 +197,15 @@ def test_digest_lists_warnings_that_did_not_become_incidents(
     out = notices.render_digest(ctx(), "reporting", [item], T0 - 86400, T0)
     assert out.text == "Daily digest for reporting: 1 warning(s)"
     assert "Daily KPI report: `DataProductStale`" in all_text(out) and shown in all_text(out)
+
+
+def test_thread_reply_names_stale_products_apart_from_other_problems() -> None:
+    inc = incident(state("dag:market_data_ingest", "markets", kind="failure"),
+                   key="dag:market_data_ingest")  # fmt: skip
+    told = notices.snapshot(inc)
+    inc.alerts["p"] = state("dataset:market_data", "markets", fingerprint="p")
+    inc.alerts["q"] = state("dag:risk_scoring", "risk", fingerprint="q", kind="duration")
+    reply = notices.thread_reply(ctx(), inc, told, T0)
+    assert (
+        reply == "Now also out of date: Market prices.\nNow also affected: Pipeline `risk_scoring`."
+    )

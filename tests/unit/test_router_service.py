@@ -119,7 +119,7 @@ def test_repeats_send_nothing_and_changes_edit_in_place_with_one_thread_reply(
     reply = next(x for x in router.lines() if x.get("thread_ts"))
     assert reply["text"] == (
         "Severity raised to *critical*.\n"
-        "Now also affected: Customer risk scores, Regulatory submission."
+        "Now also out of date: Customer risk scores, Regulatory submission."
     )
     clock.advance(42 * 60)
     router.send(

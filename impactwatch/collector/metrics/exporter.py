@@ -80,10 +80,11 @@ class ImpactwatchCollector(Collector):
 
     def _datasets(self) -> Iterator[Metric]:
         s = self.state
-        updated, sla, paused = (
+        updated, sla, paused, producer = (
             _gauge(c.DATASET_LAST_UPDATED),
             _gauge(c.DATASET_FRESHNESS_SLA),
             _gauge(c.DATASET_PRODUCER_PAUSED),
+            _gauge(c.DATASET_PRODUCER),
         )
         usual_by, history = _gauge(c.DATASET_USUAL_UPDATE_BY), _gauge(c.DATASET_BASELINE_UPDATES)
         for name, ds in s.catalog.datasets.items():
@@ -94,11 +95,13 @@ class ImpactwatchCollector(Collector):
             if (limit := s.freshness_limit(ds, last)) is not None:
                 sla.add_metric([*labels, limit[1]], limit[0])
             paused.add_metric(labels, 1.0 if s.producer_paused(ds) else 0.0)
+            for dag_id, task_id in s.producers(ds):
+                producer.add_metric([name, dag_id, task_id], 1.0)
             if (by := s.usual_update_by(ds, last)) is not None:
                 usual_by.add_metric(labels, by)
             if (n := s.baseline_updates(ds)) is not None:
                 history.add_metric(labels, float(n))
-        yield from (updated, sla, paused, usual_by, history)
+        yield from (updated, sla, paused, producer, usual_by, history)
 
     def _dag_dynamic(self, now: float) -> Iterator[Metric]:
         """DAG gauges that move with the clock: ages of runs in flight, next deadlines."""

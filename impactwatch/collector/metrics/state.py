@@ -158,7 +158,10 @@ class MetricsState:
         self.import_errors: int | None = None
         self.heartbeat: float | None = None
         self.missed_airflow_deadlines: dict[str, list[tuple[str, float]]] = {}
-        self.asset_producers: dict[str, set[str]] = {}
+        # Asset URI -> (dag_id, task_id) writing it: the tasks' declared outlets, and the
+        # sources of its events (kept for DAGs Airflow knows, so the set stays bounded).
+        self.asset_producers: dict[str, set[tuple[str, str]]] = {}
+        self.asset_sources: dict[str, set[tuple[str, str]]] = {}
         self._paused: frozenset[str] = frozenset()
         self.baselines = Baselines()
         self.baselines.configure(_update_sources(catalog))
@@ -209,12 +212,12 @@ class MetricsState:
     def set_dags(
         self,
         dags: Mapping[str, DagInfo],
-        asset_producers: Mapping[str, Iterable[str]] | None = None,
+        asset_producers: Mapping[str, Iterable[tuple[str, str]]] | None = None,
     ) -> None:
-        """The DAGs Airflow knows now (and which write each Asset URI). Series of any other DAG
-        go away: deleted DAGs', and any restored from a state DB that holds DAGs Airflow does
-        not know (the intake keeps new ones out: `Batch.held_dags`). The service forgets in the
-        store only the DAGs a previous list had (`_set_declarations`)."""
+        """The DAGs Airflow knows now (and the (dag_id, task_id) writing each Asset URI). Series
+        of any other DAG go away: deleted DAGs', and any restored from a state DB that holds
+        DAGs Airflow does not know (the intake keeps new ones out: `Batch.held_dags`). The
+        service forgets in the store only the DAGs a previous list had (`_set_declarations`)."""
         with self.lock:
             if asset_producers is not None:
                 self.asset_producers = {uri: set(d) for uri, d in asset_producers.items()}
@@ -374,6 +377,8 @@ class MetricsState:
                 self.asset_updates[a.uri] = max(
                     self.asset_updates.get(a.uri, 0.0), _clamp(a.timestamp, now)
                 )
+                if a.dag_id and a.task_id and a.dag_id in self.dags:
+                    self.asset_sources.setdefault(a.uri, set()).add((a.dag_id, a.task_id))
             for r in changes.terminal_runs:
                 self._touch(r.dag_id)
                 if r.end is None:
@@ -528,8 +533,21 @@ class MetricsState:
         if p is None:
             return []
         if p.asset_uri is not None:
-            return sorted(self.asset_producers.get(p.asset_uri, ()))
+            return sorted({dag for dag, _task in self.asset_producers.get(p.asset_uri, ())})
         return [p.dag_id] if p.dag_id else []
+
+    def producers(self, ds: Dataset) -> list[tuple[str, str]]:
+        """(dag_id, task_id) of what refreshes a data product (task_id "" for a whole DAG):
+        the catalog's `produced_by`, or for an Asset its declared writers and the sources of
+        its events that Airflow still knows."""
+        p = ds.produced_by
+        if p is None:
+            return []
+        if p.asset_uri is not None:
+            found = self.asset_producers.get(p.asset_uri, set())
+            found = found | self.asset_sources.get(p.asset_uri, set())
+            return sorted(w for w in found if w[0] in self.dags or not self.dags)
+        return [(p.dag_id, p.task_id or "")] if p.dag_id else []
 
     def producer_dag(self, ds: Dataset) -> str:
         dags = self.producer_dags(ds)
