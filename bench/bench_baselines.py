@@ -2,8 +2,10 @@
 
 Learns 32 successful runs of 5 tasks for each of 10,000 DAGs (hourly and daily, weekday and
 weekend), then times what the writer does per poll cycle with 300 runs in flight: learning a
-cycle's finished runs, counting breaches against learned thresholds, and rendering the
-clock-driven part of /metrics (learned limits move with the clock). Prints figure beside target.
+cycle's finished runs, counting breaches against learned thresholds; then the clock-driven part
+of /metrics, and a whole /metrics through the cached exposition after a poll cycle that changed
+the runs in flight (learned limits are kept per DAG for its oldest run in flight, rendered again
+only when that run or the DAG's baseline changes). Prints figure beside target.
 The machine is shared: absolute timings vary with other work on it.
 
     PYTHONPATH=. .venv/bin/python bench/bench_baselines.py
@@ -19,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from impactwatch.catalog.model import Catalog
 from impactwatch.collector.events import DagRun, TaskTry
 from impactwatch.collector.metrics.exporter import ImpactwatchCollector
+from impactwatch.collector.metrics.exposition import CachedExposition
 from impactwatch.collector.metrics.state import DagInfo, MetricsState
 
 DAGS, TASKS, RUNS, IN_FLIGHT = 10_000, 5, 32, 300
@@ -84,10 +87,22 @@ def main() -> None:
     started = time.perf_counter()
     generate_latest(registry)
     scrape = time.perf_counter() - started
+    # The whole /metrics as served (metrics/exposition.py): rendered once, then a poll cycle
+    # in which the 300 runs in flight are new ones (their learned limits change), then a scrape.
+    exposition = CachedExposition(state, lambda: now)
+    exposition.refresh()
+    with state.lock:
+        state.learn(cycle)
+    state.set_running({(f"dag{d}", "next"): now - 60 for d in range(IN_FLIGHT)})
+    started = time.perf_counter()
+    body = exposition.render()
+    warm = time.perf_counter() - started
+    learned = body.count(b'source="learned"')
     rows = [
         ("RSS growth, baselines of 10,000 DAGs x 5 tasks (MB)", grown, "< 50"),
         ("learn + evaluate per poll cycle, 300 in flight (ms, p50)", per_cycle, "< 20"),
-        ("clock-driven /metrics part with learned limits (ms)", scrape * 1000, "-"),
+        ("clock-driven part of /metrics (ms)", scrape * 1000, "-"),
+        (f"/metrics after that cycle ({learned} learned limits) (ms)", warm * 1000, "< 1000"),
     ]
     print(f"{'what':58} {'figure':>10} {'target':>10}")
     for what, figure, target in rows:

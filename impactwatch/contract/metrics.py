@@ -114,14 +114,14 @@ DAG_RUN_MAX_DURATION = MetricSpec(
     "gauge",
     (*DAG, "source"),
     "Duration SLA of the pipeline: a run longer than this breaches; source: catalog, or "
-    "learned from its usual durations (for the oldest run in flight, else a run starting now).",
+    "learned from its usual durations (only while a run is in flight: for the oldest one).",
 )
 DAG_RUN_USUAL_DURATION = MetricSpec(
     "impactwatch_dag_run_usual_duration_seconds",
     "gauge",
     (*DAG, "quantile"),
-    "Learned duration of successful runs (quantile 0.5 or 0.9), for the oldest run in flight "
-    "or else a run starting now.",
+    "Learned duration of successful runs (quantile 0.5 or 0.9) for the seasonal bucket of the "
+    "oldest run in flight (only while one is).",
 )
 DAG_BASELINE_RUNS = MetricSpec(
     "impactwatch_dag_baseline_runs",

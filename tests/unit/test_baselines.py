@@ -275,3 +275,37 @@ def test_history_from_the_state_db_learns_what_the_writer_would(tmp_path: Path) 
     assert len(state.baselines.updates["task\x1fetl\x1fpublish"]) == 7
     assert len(state.baselines.tasks[("etl", "publish")]) == 7
     store.close()
+
+
+def test_learned_duration_limits_are_kept_by_the_writer_not_the_scrape() -> None:
+    """The learned limit of a DAG's oldest run in flight is computed when runs start, end or
+    are learned, and marks the DAG for the exposition; a scrape only reads it."""
+    state = MetricsState(EMPTY)
+    state.learn((_run("etl", MONDAY + d * DAY + 6 * H, 1200.0), []) for d in range(21))
+    assert state.learned_durations == {}  # no run in flight: nothing to hold to a limit
+    state.take_dirty()
+    start = MONDAY + 21 * DAY + 6 * H
+    state.set_running({("etl", "now"): start})
+    assert state.learned_durations["etl"].limit == pytest.approx(1800.0)
+    assert state.take_dirty() == {"etl"}
+    state.set_running({("etl", "now"): start})  # the same runs: nothing recomputed or marked
+    assert state.take_dirty() == set()
+    # A slower run learned: the limit moves, and the DAG is marked again.
+    state.learn([(_run("etl", MONDAY + 22 * DAY + 6 * H, 3000.0), [])])
+    assert state.learned_durations["etl"].limit > 1800.0
+    assert state.take_dirty() == {"etl"}
+    # A catalog max_duration wins: the learned one goes.
+    state.set_catalog(
+        Catalog.model_validate(
+            {
+                "teams": {"risk": {"slack_channel": "#r"}},
+                "defaults": {"team": "risk"},
+                "pipelines": {"etl": {"max_duration": "1h"}},
+            }
+        )
+    )
+    assert state.learned_durations == {}
+    state.set_catalog(EMPTY)
+    assert "etl" in state.learned_durations
+    state.set_running({})
+    assert state.learned_durations == {}

@@ -30,10 +30,6 @@ impactwatch_dataset_producer{dag_id="risk_scoring",dataset="scores",task_id="pub
 # HELP impactwatch_dataset_baseline_updates Updates the data product's learned cadence is made of (none learned below 8).
 # TYPE impactwatch_dataset_baseline_updates gauge
 impactwatch_dataset_baseline_updates{dataset="scores",team="risk",tier="standard"} 1.0
-# HELP impactwatch_dag_run_max_duration_seconds Duration SLA of the pipeline: a run longer than this breaches; source: catalog, or learned from its usual durations (for the oldest run in flight, else a run starting now).
-# TYPE impactwatch_dag_run_max_duration_seconds gauge
-# HELP impactwatch_dag_run_usual_duration_seconds Learned duration of successful runs (quantile 0.5 or 0.9), for the oldest run in flight or else a run starting now.
-# TYPE impactwatch_dag_run_usual_duration_seconds gauge
 # HELP impactwatch_dag_run_oldest_running_seconds Age of the oldest DAG run still running (duration SLA in flight).
 # TYPE impactwatch_dag_run_oldest_running_seconds gauge
 # HELP impactwatch_dag_run_deadline_timestamp_seconds The next deadline not yet met by a successful run (Unix time); in the past means missed.
@@ -42,6 +38,10 @@ impactwatch_dataset_baseline_updates{dataset="scores",team="risk",tier="standard
 # TYPE impactwatch_dag_run_last_success_timestamp_seconds gauge
 # HELP impactwatch_dag_run_last_failure_timestamp_seconds End of the last failed DAG run (Unix time).
 # TYPE impactwatch_dag_run_last_failure_timestamp_seconds gauge
+# HELP impactwatch_dag_run_max_duration_seconds Duration SLA of the pipeline: a run longer than this breaches; source: catalog, or learned from its usual durations (only while a run is in flight: for the oldest one).
+# TYPE impactwatch_dag_run_max_duration_seconds gauge
+# HELP impactwatch_dag_run_usual_duration_seconds Learned duration of successful runs (quantile 0.5 or 0.9) for the seasonal bucket of the oldest run in flight (only while one is).
+# TYPE impactwatch_dag_run_usual_duration_seconds gauge
 # HELP impactwatch_dag_baseline_runs Successful runs the DAG's learned durations are made of (none learned below 5).
 # TYPE impactwatch_dag_baseline_runs gauge
 # HELP impactwatch_dag_paused 1 when the DAG is paused in Airflow.

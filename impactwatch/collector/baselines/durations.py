@@ -39,41 +39,54 @@ class Usual:
 
 class RunDurations:
     """A DAG's successful run durations: the last RUN_WINDOW, and the last BUCKET_WINDOW of
-    each seasonal bucket in one flat array (1.5 KB a DAG)."""
+    each seasonal bucket it has run in. A bucket's row is made on its first run (a daily DAG
+    fills 2 of the 48 rows, 64 bytes; an hourly one all of them, 1.5 KB). The usual duration
+    of the last bucket asked for is cached until the next run (the scrape and the poll cycle
+    ask for the same buckets: the runs in flight)."""
 
-    __slots__ = ("_buckets", "_filled", "_next", "all")
+    __slots__ = ("_cached", "_meta", "_rows", "all")
 
     def __init__(self) -> None:
         self.all = Window(RUN_WINDOW)
-        self._buckets: array[float] | None = None
-        self._filled = bytearray()
-        self._next = bytearray()
+        self._rows = array("f")  # BUCKET_WINDOW slots per bucket seen, in order of first use
+        self._meta = bytearray()  # per bucket: row + 1 (0: none yet), filled, next slot
+        self._cached: tuple[int, Usual | None] | None = None
 
     def add(self, start: float, duration: float) -> None:
         self.all.add(duration)
+        self._cached = None
         b = bucket(start)
-        if self._buckets is None:
-            self._buckets = array("f", bytes(4 * BUCKETS * BUCKET_WINDOW))
-            self._filled = bytearray(BUCKETS)
-            self._next = bytearray(BUCKETS)
-        slot = self._next[b]
-        self._buckets[b * BUCKET_WINDOW + slot] = duration
-        self._next[b] = (slot + 1) % BUCKET_WINDOW
-        self._filled[b] = min(self._filled[b] + 1, BUCKET_WINDOW)
+        if not self._meta:
+            self._meta = bytearray(3 * BUCKETS)
+        row = self._meta[3 * b]
+        if row == 0:
+            self._rows.frombytes(bytes(4 * BUCKET_WINDOW))  # BUCKET_WINDOW zeros
+            row = self._meta[3 * b] = len(self._rows) // BUCKET_WINDOW
+        slot = self._meta[3 * b + 2]
+        self._rows[(row - 1) * BUCKET_WINDOW + slot] = duration
+        self._meta[3 * b + 2] = (slot + 1) % BUCKET_WINDOW
+        self._meta[3 * b + 1] = min(self._meta[3 * b + 1] + 1, BUCKET_WINDOW)
 
     def __len__(self) -> int:
         return len(self.all)
 
     def usual(self, start: float) -> Usual | None:
         """The usual duration of a run starting at `start`; None before MIN_RUNS."""
+        b = bucket(start)
+        if self._cached is not None and self._cached[0] == b:
+            return self._cached[1]
+        found = self._usual(b)
+        self._cached = (b, found)
+        return found
+
+    def _usual(self, b: int) -> Usual | None:
         n = len(self.all)
         if n < MIN_RUNS:
             return None
-        b = bucket(start)
-        filled = self._filled[b] if self._buckets is not None else 0
-        if filled >= MIN_BUCKET_RUNS and self._buckets is not None:
-            at = b * BUCKET_WINDOW
-            ordered = sorted(self._buckets[at : at + filled])
+        row, filled = (self._meta[3 * b], self._meta[3 * b + 1]) if self._meta else (0, 0)
+        if filled >= MIN_BUCKET_RUNS:
+            at = (row - 1) * BUCKET_WINDOW
+            ordered = sorted(self._rows[at : at + filled])
             return Usual(quantile(ordered, 0.5), quantile(ordered, 0.9), filled, True)
         median, p90 = self.all.stats()
         return Usual(median, p90, n, False)

@@ -112,7 +112,6 @@ class ImpactwatchCollector(Collector):
         running = _gauge(c.DAG_RUN_OLDEST_RUNNING)
         for dag_id, started in oldest.items():
             running.add_metric([dag_id, s.team(dag_id)], max(now - started, 0.0))
-        yield from self._duration_limits(oldest, now)
         deadline = _gauge(c.DAG_RUN_DEADLINE)
         for dag_id, pipeline in s.catalog.pipelines.items():
             if pipeline.deadline is None and dag_id not in s.missed_airflow_deadlines:
@@ -123,27 +122,6 @@ class ImpactwatchCollector(Collector):
             if due is not None:
                 deadline.add_metric([dag_id, s.team(dag_id)], due)
         yield from (running, deadline)
-
-    def _duration_limits(self, oldest: dict[str, float], now: float) -> Iterator[Metric]:
-        """Duration limits, the catalog's and the learned ones, and usual durations. Learned
-        ones are for the seasonal bucket of the oldest run in flight, else of a run starting
-        now: they move with the clock, so they are rendered with every scrape."""
-        s = self.state
-        limit, usual = _gauge(c.DAG_RUN_MAX_DURATION), _gauge(c.DAG_RUN_USUAL_DURATION)
-        for dag_id, pipeline in s.catalog.pipelines.items():
-            if pipeline.max_duration:
-                limit.add_metric([dag_id, s.team(dag_id), CATALOG], pipeline.max_duration)
-        for dag_id, durations in s.baselines.runs.items():
-            start = oldest.get(dag_id, now)
-            found = s.max_duration(dag_id, start)
-            if found is None or found[1] != LEARNED:
-                continue
-            team = s.team(dag_id)
-            limit.add_metric([dag_id, team, LEARNED], found[0])
-            if (got := durations.usual(start)) is not None:
-                usual.add_metric([dag_id, team, "0.5"], got.median)
-                usual.add_metric([dag_id, team, "0.9"], got.p90)
-        yield from (limit, usual)
 
     def _dag_static(self, dags: Collection[str]) -> Iterator[Metric]:
         """Families keyed by DAG that change only when something happens to that DAG."""
@@ -156,6 +134,17 @@ class ImpactwatchCollector(Collector):
         for dag_id in dags:
             if (ts := s.last_failure.get(dag_id)) is not None:
                 failure.add_metric([dag_id, s.team(dag_id)], ts)
+        limit, usual = _gauge(c.DAG_RUN_MAX_DURATION), _gauge(c.DAG_RUN_USUAL_DURATION)
+        for dag_id in dags:
+            pipeline = s.catalog.pipelines.get(dag_id)
+            if pipeline is not None and pipeline.max_duration:
+                limit.add_metric([dag_id, s.team(dag_id), CATALOG], pipeline.max_duration)
+            elif (learned := s.learned_durations.get(dag_id)) is not None:
+                limit.add_metric([dag_id, s.team(dag_id), LEARNED], learned.limit)
+        for dag_id in dags:
+            if (learned := s.learned_durations.get(dag_id)) is not None:
+                usual.add_metric([dag_id, s.team(dag_id), "0.5"], learned.usual.median)
+                usual.add_metric([dag_id, s.team(dag_id), "0.9"], learned.usual.p90)
         history = _gauge(c.DAG_BASELINE_RUNS)
         for dag_id in dags:
             if (durations := s.baselines.runs.get(dag_id)) is not None:
@@ -169,7 +158,7 @@ class ImpactwatchCollector(Collector):
         breaches = _counter(c.SLA_BREACHES)
         for labels in s.breach_labels(dags):
             breaches.add_metric(list(labels), float(s.breaches[labels]))
-        yield from (success, failure, history, paused, xcom, breaches)
+        yield from (success, failure, limit, usual, history, paused, xcom, breaches)
         yield _histogram(c.DAG_RUN_DURATION, s.duration, dags)
         yield _histogram(c.DAG_RUN_SCHEDULE_DELAY, s.delay, dags)
         yield _histogram(c.TASK_QUEUED, s.queued, dags)

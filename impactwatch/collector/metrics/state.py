@@ -8,6 +8,7 @@ severity ladder and returns the breach keys to persist, so a restart never count
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from impactwatch.catalog.deadlines import next_unmet_deadline
 from impactwatch.catalog.model import Catalog, CostModel, Dataset
+from impactwatch.collector.baselines.durations import Usual as UsualDuration
 from impactwatch.collector.baselines.learner import (
     Baselines,
     asset_source,
@@ -37,6 +39,18 @@ log = logging.getLogger(__name__)
 XCOM_WINDOW = 86400.0
 FUTURE_TOLERANCE = 300.0  # a timestamp further ahead than this is clock skew: clamp to now
 CATALOG, LEARNED = "catalog", "learned"  # where a threshold comes from (label `source`)
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedDuration:
+    """The learned duration limit of a DAG's oldest run in flight (started at `start`): for
+    its seasonal bucket, with the usual duration it comes from."""
+
+    start: float
+    limit: float
+    usual: UsualDuration
+
+
 POOLS_PER_DAG = 16
 """Pool label values a DAG's queued-time histogram takes beyond the pools Airflow has (the
 poller's last read); tries in any further pool are observed under OTHER."""
@@ -165,6 +179,11 @@ class MetricsState:
         self._paused: frozenset[str] = frozenset()
         self.baselines = Baselines()
         self.baselines.configure(_update_sources(catalog))
+        # The oldest run in flight of each DAG, and the learned duration limit for it (DAGs
+        # the catalog gives no max_duration): kept by the writer as runs start, end and are
+        # learned, so a scrape only reads them (`_refresh_learned`).
+        self._oldest: dict[str, float] = {}
+        self.learned_durations: dict[str, LearnedDuration] = {}
         self.self_stats = SelfStats()
 
     # --- what changed since the exposition was last rendered ---------------------------------
@@ -186,6 +205,7 @@ class MetricsState:
             keys = set(self.last_success) | set(self.last_failure) | set(self.dags)
             keys |= set(self.xcom) | set(self._breaches_by_dag) | set(self.costs.dags)
             keys |= {d for d, p in self.catalog.pipelines.items() if p.max_duration}
+            keys |= set(self.learned_durations)
             for hist in (self.duration, self.delay, self.queued, self.cost):
                 keys |= set(hist.by_dag)
             return keys
@@ -208,6 +228,7 @@ class MetricsState:
             self._producer_tasks = _producer_tasks(catalog)
             self._asset_uris = _asset_uris(catalog)
             self.baselines.configure(_update_sources(catalog))
+            self._refresh_learned(self._oldest)  # a catalog max_duration wins, or no longer
 
     def set_dags(
         self,
@@ -238,6 +259,7 @@ class MetricsState:
                 self.costs.drop(gone)
                 self.baselines.forget(gone)
                 self.running = {k: v for k, v in self.running.items() if k[0] not in gone}
+                self._refresh_learned()
 
     def restore(
         self,
@@ -387,12 +409,14 @@ class MetricsState:
                 target[r.dag_id] = max(target.get(r.dag_id, 0.0), _clamp(r.end, now))
             for r, _tries in changes.finished_runs:
                 self.running.pop((r.dag_id, r.run_id), None)
+            self._refresh_learned({r.dag_id for r, _tries in changes.finished_runs})
 
     def reset_baselines(self) -> None:
         """Empty baselines, to be learned again from the state DB's history."""
         with self.lock:
             self.baselines = Baselines()
             self.baselines.configure(_update_sources(self.catalog))
+            self._refresh_learned(self._oldest)
 
     def learn(
         self,
@@ -404,10 +428,13 @@ class MetricsState:
         and tries that left the queue (`waits`; None: those of the runs' tries, on restore).
         Writer thread, lock held."""
         b = self.baselines
+        learned: set[str] = set()
         for r, tries in runs:
             if self.dags and r.dag_id not in self.dags:
                 continue  # (restored history of a DAG Airflow no longer has)
             b.observe_run(r, tries)
+            if r.dag_id in self._oldest:
+                learned.add(r.dag_id)
             b.observe_terminal(r)
             for t in tries:
                 if t.state == "success":
@@ -418,6 +445,40 @@ class MetricsState:
             b.observe_wait(t)
         for a in assets:
             b.observe_asset(a)
+        self._refresh_learned(learned)
+
+    def _refresh_learned(self, also: Iterable[str] = ()) -> None:
+        """The learned duration limit of each DAG whose oldest run in flight changed, and of
+        the DAGs `also` (their baselines or catalog entries changed); a changed one marks its
+        DAG for the exposition to render again. O(runs in flight + changed DAGs). Lock held."""
+        oldest: dict[str, float] = {}
+        for (dag_id, _run), started in self.running.items():
+            if started < oldest.get(dag_id, math.inf):
+                oldest[dag_id] = started
+        changed = set(also)
+        changed.update(
+            d for d in oldest.keys() | self._oldest.keys() if oldest.get(d) != self._oldest.get(d)
+        )
+        self._oldest = oldest
+        for dag_id in changed:
+            found = self._learned_duration(dag_id, oldest.get(dag_id))
+            if found != self.learned_durations.get(dag_id):
+                if found is None:
+                    del self.learned_durations[dag_id]
+                else:
+                    self.learned_durations[dag_id] = found
+                self._touch(dag_id)
+
+    def _learned_duration(self, dag_id: str, start: float | None) -> LearnedDuration | None:
+        pipeline = self.catalog.pipelines.get(dag_id)
+        if start is None or (pipeline is not None and pipeline.max_duration):
+            return None
+        durations = self.baselines.runs.get(dag_id)
+        usual = durations.usual(start) if durations is not None else None
+        limit = learned_max_duration(usual)
+        if usual is None or limit is None:
+            return None
+        return LearnedDuration(start, limit, usual)
 
     # --- thresholds: the catalog's, else learned ---------------------------------------------
     def freshness_limit(self, ds: Dataset, last: float | None) -> tuple[float, str] | None:
@@ -483,6 +544,7 @@ class MetricsState:
         """Runs queued or running now, with when they started (or were queued)."""
         with self.lock:
             self.running = dict(running)
+            self._refresh_learned()
 
     def set_platform(
         self,
