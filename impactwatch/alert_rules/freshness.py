@@ -20,10 +20,12 @@ from dataclasses import replace
 
 from impactwatch.alert_rules.promql import (
     VALUE_AGE,
+    current,
     human_duration,
     latest,
     lookup_duration,
     lookup_time_of_day,
+    lookup_value,
     producers_by_label,
     producers_of_datasets,
     prom_duration,
@@ -43,13 +45,20 @@ from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.model import Catalog, Dataset
 from impactwatch.contract import metrics as c
 from impactwatch.contract.alerts import (
+    BEHIND,
     CRITICAL,
+    DAG_ID,
+    DATA_PRODUCT_LIKELY_LATE,
     DATA_PRODUCT_STALE,
     DATASET,
+    DUE_AT,
+    EXPECTED_AT,
     FRESHNESS,
     LEARNED,
+    PREDICTED,
     PRODUCERS,
     SOURCE,
+    TASK_ID,
     WARNING,
     Severity,
 )
@@ -74,6 +83,7 @@ def freshness_group(catalog: Catalog, settings: RuleSettings) -> Group:
     for name in learned:
         rules.extend(_learned_alerts(catalog, catalog.datasets[name], settings))
     rules.extend(_generic_alerts(sorted(own + learned), settings))
+    rules.append(likely_late_alert(settings))
     return Group(
         GROUP,
         "Data-product freshness: one alert per data product of the catalog, in its words, "
@@ -129,6 +139,7 @@ def _learned_alerts(catalog: Catalog, ds: Dataset, settings: RuleSettings) -> li
     collector exports a learned limit once it has enough history; before that, no alert)."""
     title = template_literal(ds.title)
     usually = lookup_time_of_day(c.DATASET_USUAL_UPDATE_BY, "dataset")
+    producers = producers_of_datasets([ds.name, *catalog.upstream_of(ds.name)])
     summary = f"{title} {verb(ds.title)} {VALUE_AGE} stale: usually updated by {usually}"
     learned = (
         "No freshness limit in the catalog: the limit is learned from its update history "
@@ -146,6 +157,7 @@ def _learned_alerts(catalog: Catalog, ds: Dataset, settings: RuleSettings) -> li
             runbook=dataset_runbook_path(ds.name),
             for_seconds=settings.freshness_for,
             labels={DATASET: ds.name, SOURCE: LEARNED},
+            annotations={PRODUCERS: producers},
         )
 
     if ds.tier == "critical":
@@ -253,3 +265,50 @@ def _describe(catalog: Catalog, ds: Dataset, ladder: str) -> str:
         parts.append(ds.description.strip())
     parts.append(ladder)
     return " ".join(parts)
+
+
+def likely_late_expr(margin: float) -> str:
+    """The expected next update (from the pace of the run that makes it) past when the
+    product turns late by more than `margin`, unless its producer is paused."""
+    expected = current(c.DATASET_EXPECTED_UPDATE, (*c.DS, DAG_ID))
+    due = current(c.DATASET_UPDATE_DUE, (DATASET,))
+    paused = selector(DATASET_PAUSED)
+    return (
+        f"{expected}\n  - on (dataset) group_left ()\n  {due}\n  > {margin:g}\n"
+        f"unless on (dataset)\n  {paused} == 1"
+    )
+
+
+def likely_late_alert(settings: RuleSettings) -> Alert:
+    """A predicted miss: one rule for every data product (the collector exports an expected
+    update only for those it can predict). Its annotations carry the task, times and lag the
+    router words ("will likely be ~40 min late: ... expected 07:40, limit 07:00"); the task is
+    not a label, so the alert stays one as the run moves from task to task."""
+    name = c.DATASET_EXPECTED_UPDATE.family
+    return Alert(
+        name=DATA_PRODUCT_LIKELY_LATE,
+        expr=likely_late_expr(settings.predicted_margin),
+        severity=WARNING,
+        kind=PREDICTED,
+        summary=(
+            "{{ $labels.dataset }} will likely be ~{{ $value | humanizeDuration }} late: "
+            "{{ $labels.dag_id }} is behind its usual pace"
+        ),
+        description=(
+            "Owned by {{ $labels.team }}. Not late yet: the run that makes it is behind its "
+            "usual pace, learned from history. Becomes the stale data product's incident if "
+            "the breach comes; resolves (caught up) if the run recovers."
+        ),
+        runbook=runbook_path(DATA_PRODUCT_LIKELY_LATE),
+        for_seconds=settings.freshness_for,
+        annotations={
+            PRODUCERS: producers_by_label(DATASET),
+            EXPECTED_AT: lookup_value(f"max({name}{{dataset=%q}})", DATASET),
+            DUE_AT: lookup_value(f"max({c.DATASET_UPDATE_DUE.family}{{dataset=%q}})", DATASET),
+            TASK_ID: (
+                f'{{{{ with printf "max by (task_id) ({name}{{dataset=%q}})" $labels.dataset'
+                ' | query }}{{ . | first | label "task_id" }}{{ end }}'
+            ),
+            BEHIND: lookup_value(f"max({c.DAG_RUN_BEHIND.family}{{dag_id=%q}})", DAG_ID),
+        },
+    )

@@ -129,6 +129,34 @@ DAG_BASELINE_RUNS = MetricSpec(
     DAG,
     "Successful runs the DAG's learned durations are made of (none learned below 5).",
 )
+DATASET_EXPECTED_UPDATE = MetricSpec(
+    "impactwatch_dataset_expected_update_timestamp_seconds",
+    "gauge",
+    (*DS, "dag_id", "task_id"),
+    "When the data product's next update will likely come, from the pace of the run that "
+    "makes it (in flight, or late to start: task_id empty) and learned task times (Unix time).",
+)
+DATASET_UPDATE_DUE = MetricSpec(
+    "impactwatch_dataset_update_due_timestamp_seconds",
+    "gauge",
+    DS,
+    "When the data product turns late (last update plus its limit, catalog or learned), for "
+    "products with an expected update (Unix time).",
+)
+DAG_RUN_BEHIND = MetricSpec(
+    "impactwatch_dag_run_behind_seconds",
+    "gauge",
+    (*DAG, "task_id"),
+    "How far the DAG's oldest run in flight (or a run late to start: task_id empty) is behind "
+    "its usual pace, at task_id, the first task not finished (negative: ahead).",
+)
+DAG_RUN_EXPECTED_END = MetricSpec(
+    "impactwatch_dag_run_expected_end_timestamp_seconds",
+    "gauge",
+    DAG,
+    "When the DAG's oldest run in flight (or a run late to start) will likely end, at its "
+    "usual pace from where it is (Unix time).",
+)
 DAG_RUN_LAST_SUCCESS = MetricSpec(
     "impactwatch_dag_run_last_success_timestamp_seconds",
     "gauge",
@@ -290,6 +318,10 @@ BUSINESS_METRICS: tuple[MetricSpec, ...] = (
     DAG_RUN_MAX_DURATION,
     DAG_RUN_USUAL_DURATION,
     DAG_BASELINE_RUNS,
+    DATASET_EXPECTED_UPDATE,
+    DATASET_UPDATE_DUE,
+    DAG_RUN_BEHIND,
+    DAG_RUN_EXPECTED_END,
     DAG_RUN_LAST_SUCCESS,
     DAG_RUN_LAST_FAILURE,
     DAG_RUN_DEADLINE,

@@ -30,10 +30,18 @@ impactwatch_dataset_producer{dag_id="risk_scoring",dataset="scores",task_id="pub
 # HELP impactwatch_dataset_baseline_updates Updates the data product's learned cadence is made of (none learned below 8).
 # TYPE impactwatch_dataset_baseline_updates gauge
 impactwatch_dataset_baseline_updates{dataset="scores",team="risk",tier="standard"} 1.0
+# HELP impactwatch_dataset_expected_update_timestamp_seconds When the data product's next update will likely come, from the pace of the run that makes it (in flight, or late to start: task_id empty) and learned task times (Unix time).
+# TYPE impactwatch_dataset_expected_update_timestamp_seconds gauge
+# HELP impactwatch_dataset_update_due_timestamp_seconds When the data product turns late (last update plus its limit, catalog or learned), for products with an expected update (Unix time).
+# TYPE impactwatch_dataset_update_due_timestamp_seconds gauge
 # HELP impactwatch_dag_run_oldest_running_seconds Age of the oldest DAG run still running (duration SLA in flight).
 # TYPE impactwatch_dag_run_oldest_running_seconds gauge
 # HELP impactwatch_dag_run_deadline_timestamp_seconds The next deadline not yet met by a successful run (Unix time); in the past means missed.
 # TYPE impactwatch_dag_run_deadline_timestamp_seconds gauge
+# HELP impactwatch_dag_run_behind_seconds How far the DAG's oldest run in flight (or a run late to start: task_id empty) is behind its usual pace, at task_id, the first task not finished (negative: ahead).
+# TYPE impactwatch_dag_run_behind_seconds gauge
+# HELP impactwatch_dag_run_expected_end_timestamp_seconds When the DAG's oldest run in flight (or a run late to start) will likely end, at its usual pace from where it is (Unix time).
+# TYPE impactwatch_dag_run_expected_end_timestamp_seconds gauge
 # HELP impactwatch_dag_run_last_success_timestamp_seconds End of the last successful DAG run (Unix time).
 # TYPE impactwatch_dag_run_last_success_timestamp_seconds gauge
 # HELP impactwatch_dag_run_last_failure_timestamp_seconds End of the last failed DAG run (Unix time).

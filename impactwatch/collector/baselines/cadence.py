@@ -49,12 +49,13 @@ class Expected:
 
 
 class Cadence:
-    __slots__ = ("_next", "_usual", "times")
+    __slots__ = ("_after", "_next", "_usual", "times")
 
     def __init__(self) -> None:
         self.times = array("d")
         self._next = 0
         self._usual: Usual | None = None
+        self._after: tuple[float, Expected] | None = None  # the last `expected` asked for
 
     def add(self, ts: float) -> None:
         """An event at `ts` (one within SAME_EVENT of the latest is the same event)."""
@@ -65,7 +66,7 @@ class Cadence:
         else:
             self.times[self._next] = ts
             self._next = (self._next + 1) % CADENCE_WINDOW
-        self._usual = None
+        self._usual = self._after = None
 
     def latest(self) -> float:
         return max(self.times)
@@ -82,7 +83,11 @@ class Cadence:
 
     def expected(self, after: float) -> Expected | None:
         usual = self.usual()
-        return None if usual is None else expect(usual, after)
+        if usual is None:
+            return None
+        if self._after is None or self._after[0] != after:
+            self._after = (after, expect(usual, after))
+        return self._after[1]
 
 
 def learn(times: list[float]) -> Usual:

@@ -34,6 +34,8 @@ class Baselines:
         self.runs: dict[str, RunDurations] = {}
         self.starts: dict[str, Cadence] = {}
         self.tasks: dict[tuple[str, str], TaskTimes] = {}
+        self.task_ids: dict[str, list[str]] = {}  # the tasks of each DAG in `tasks`
+        self._start_by: dict[str, float | None] = {}  # usual_start, until the next start
         self.pools: dict[str, PoolWaits] = {}
         self.updates: dict[str, Cadence] = {}
         self._sources: frozenset[str] = frozenset()
@@ -47,11 +49,13 @@ class Baselines:
     def forget(self, dag_ids: Collection[str]) -> None:
         """DAGs Airflow no longer has."""
         gone = set(dag_ids)
-        for store in (self.runs, self.starts):
+        for store in (self.runs, self.starts, self._start_by):
             for dag_id in gone & store.keys():
                 del store[dag_id]
         for key in [k for k in self.tasks if k[0] in gone]:
             del self.tasks[key]
+        for dag_id in gone & self.task_ids.keys():
+            del self.task_ids[dag_id]
 
     # --- facts ------------------------------------------------------------------------------
     def observe_run(self, run: DagRun, tries: Iterable[TaskTry]) -> None:
@@ -59,6 +63,7 @@ class Baselines:
         if run.start is None:
             return
         self.starts.setdefault(run.dag_id, Cadence()).add(run.start)
+        self._start_by.pop(run.dag_id, None)
         if run.state != "success" or run.end is None or run.end < run.start:
             return
         self.runs.setdefault(run.dag_id, RunDurations()).add(run.start, run.end - run.start)
@@ -71,6 +76,7 @@ class Baselines:
         times = self.tasks.get((t.dag_id, t.task_id))
         if times is None:
             times = self.tasks[(t.dag_id, t.task_id)] = TaskTimes()
+            self.task_ids.setdefault(t.dag_id, []).append(t.task_id)
         times.add(t.end - t.start, max(t.start - run_start, 0.0), max(t.end - run_start, 0.0))
 
     def observe_wait(self, t: TaskTry) -> None:
@@ -99,3 +105,23 @@ class Baselines:
     def observe_terminal(self, r: DagRun) -> None:
         if r.state == "success" and r.end is not None:
             self.observe_update(dag_source(r.dag_id), r.end)
+
+    # --- what is usual ----------------------------------------------------------------------
+    def usual_ends(self, dag_id: str) -> dict[str, float]:
+        """When each task of `dag_id` with enough history usually ends, after its run starts."""
+        ends: dict[str, float] = {}
+        for task_id in self.task_ids.get(dag_id, ()):
+            stats = self.tasks[(dag_id, task_id)].stats()
+            if stats is not None:
+                ends[task_id] = stats[3]
+        return ends
+
+    def usual_start(self, dag_id: str) -> float | None:
+        """When the run after the DAG's latest start usually starts by (None: not learned);
+        kept until the DAG's next start (asked for every DAG in every poll cycle)."""
+        if dag_id in self._start_by:
+            return self._start_by[dag_id]
+        starts = self.starts.get(dag_id)
+        found = starts.expected(starts.latest()) if starts is not None and len(starts) else None
+        by = self._start_by[dag_id] = None if found is None else found.by
+        return by

@@ -101,7 +101,12 @@ class ImpactwatchCollector(Collector):
                 usual_by.add_metric(labels, by)
             if (n := s.baseline_updates(ds)) is not None:
                 history.add_metric(labels, float(n))
-        yield from (updated, sla, paused, producer, usual_by, history)
+        expected, due = _gauge(c.DATASET_EXPECTED_UPDATE), _gauge(c.DATASET_UPDATE_DUE)
+        for name, got in sorted(s.expected_updates.items()):
+            labels = [name, s.catalog.team_of_dataset(name), s.catalog.datasets[name].tier]
+            expected.add_metric([*labels, got.dag_id, got.at], got.expected)
+            due.add_metric(labels, got.due)
+        yield from (updated, sla, paused, producer, usual_by, history, expected, due)
 
     def _dag_dynamic(self, now: float) -> Iterator[Metric]:
         """DAG gauges that move with the clock: ages of runs in flight, next deadlines."""
@@ -121,7 +126,11 @@ class ImpactwatchCollector(Collector):
             due = s.deadline(dag_id, now)
             if due is not None:
                 deadline.add_metric([dag_id, s.team(dag_id)], due)
-        yield from (running, deadline)
+        behind, end = _gauge(c.DAG_RUN_BEHIND), _gauge(c.DAG_RUN_EXPECTED_END)
+        for dag_id, pace in sorted(s.paces.items()):
+            behind.add_metric([dag_id, s.team(dag_id), pace.at], pace.behind)
+            end.add_metric([dag_id, s.team(dag_id)], pace.expected_end)
+        yield from (running, deadline, behind, end)
 
     def _dag_static(self, dags: Collection[str]) -> Iterator[Metric]:
         """Families keyed by DAG that change only when something happens to that DAG."""

@@ -24,6 +24,7 @@ from impactwatch.collector.baselines.learner import (
     dag_source,
     task_source,
 )
+from impactwatch.collector.baselines.predict import Pace, pace, pace_unstarted
 from impactwatch.collector.baselines.thresholds import learned_freshness, learned_max_duration
 from impactwatch.collector.cost.history import DagHistory
 from impactwatch.collector.cost.pricing import ZERO, Pricing
@@ -49,6 +50,18 @@ class LearnedDuration:
     start: float
     limit: float
     usual: UsualDuration
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedUpdate:
+    """A data product's next update as the pace of the run that makes it says (predict.py):
+    `expected`, against `due` (its last update plus its limit, the catalog's or learned)."""
+
+    expected: float
+    due: float
+    dag_id: str
+    at: str  # the task the run is at ("": not started)
+    behind: float
 
 
 POOLS_PER_DAG = 16
@@ -184,6 +197,13 @@ class MetricsState:
         # learned, so a scrape only reads them (`_refresh_learned`).
         self._oldest: dict[str, float] = {}
         self.learned_durations: dict[str, LearnedDuration] = {}
+        # Predicted misses (`predict`, each poll cycle): the tasks each run in flight has
+        # finished, the pace of each DAG's oldest run (or of a run late to start), and the
+        # expected next update of each data product they make.
+        self._finished_tasks: dict[tuple[str, str], dict[str, float]] = {}
+        self.paces: dict[str, Pace] = {}
+        self.expected_updates: dict[str, ExpectedUpdate] = {}
+        self._made_by = _made_by(catalog)
         self.self_stats = SelfStats()
 
     # --- what changed since the exposition was last rendered ---------------------------------
@@ -229,6 +249,7 @@ class MetricsState:
             self._asset_uris = _asset_uris(catalog)
             self.baselines.configure(_update_sources(catalog))
             self._refresh_learned(self._oldest)  # a catalog max_duration wins, or no longer
+            self._made_by = _made_by(catalog)
 
     def set_dags(
         self,
@@ -388,6 +409,9 @@ class MetricsState:
                 self.self_stats.count(source, outcome, n)
             self.learn(changes.finished_runs, changes.assets, changes.queued_tries)
             for t in changes.succeeded_tries:
+                if t.end is not None and (t.dag_id in self.dags or not self.dags):
+                    done = self._finished_tasks.setdefault((t.dag_id, t.run_id), {})
+                    done[t.task_id] = t.end
                 key = (t.dag_id, t.task_id)
                 if t.end is not None and key in self._producer_tasks:
                     self.task_success[key] = max(
@@ -409,6 +433,7 @@ class MetricsState:
                 target[r.dag_id] = max(target.get(r.dag_id, 0.0), _clamp(r.end, now))
             for r, _tries in changes.finished_runs:
                 self.running.pop((r.dag_id, r.run_id), None)
+                self._finished_tasks.pop((r.dag_id, r.run_id), None)
             self._refresh_learned({r.dag_id for r, _tries in changes.finished_runs})
 
     def reset_baselines(self) -> None:
@@ -517,6 +542,53 @@ class MetricsState:
         limit = learned_max_duration(durations.usual(start))
         return None if limit is None else (limit, LEARNED)
 
+    # --- predicted misses ---------------------------------------------------------------------
+    def predict(self, now: float) -> None:
+        """The pace of each DAG's oldest run in flight, and of each DAG making a data product
+        that has not started when it usually would have; from them the expected next update of
+        each data product they make (collector/baselines/predict.py). Writer, each poll cycle,
+        lock held: O(runs in flight + DAGs making data products)."""
+        b = self.baselines
+        oldest: dict[str, tuple[float, str]] = {}
+        for (dag_id, run_id), started in self.running.items():
+            if (started, run_id) < oldest.get(dag_id, (math.inf, "")):
+                oldest[dag_id] = (started, run_id)
+        paces: dict[str, Pace] = {}
+        for dag_id, (started, run_id) in oldest.items():
+            ends = b.usual_ends(dag_id)
+            durations = b.runs.get(dag_id)
+            usual = durations.usual(started) if durations is not None else None
+            total = usual.median if usual is not None else 0.0
+            done = self._finished_tasks.get((dag_id, run_id), {})
+            if (found := pace(started, now, done, ends, total)) is not None:
+                paces[dag_id] = found
+        for dag_id in self._made_by:
+            if dag_id in oldest or dag_id in paces or self.dag_paused(dag_id):
+                continue
+            if (by := b.usual_start(dag_id)) is None or by >= now:
+                continue
+            durations = b.runs.get(dag_id)
+            usual = durations.usual(now) if durations is not None else None
+            total = usual.median if usual is not None else 0.0
+            if (found := pace_unstarted(by, now, b.usual_ends(dag_id), total)) is not None:
+                paces[dag_id] = found
+        self.paces = paces
+        expected: dict[str, ExpectedUpdate] = {}
+        for dag_id, found in paces.items():
+            for name, task_id in self._made_by.get(dag_id, ()):
+                when = found.task_ends.get(task_id) if task_id else found.expected_end
+                if when is None:
+                    continue  # that task already finished in this run: the product is updated
+                ds = self.catalog.datasets[name]
+                last = self.dataset_last_updated(ds)
+                limit = self.freshness_limit(ds, last)
+                if last is None or limit is None or self.producer_paused(ds):
+                    continue
+                got = ExpectedUpdate(when, last + limit[0], dag_id, found.at, found.behind)
+                if name not in expected or got.expected < expected[name].expected:
+                    expected[name] = got
+        self.expected_updates = expected
+
     def _pool_label(self, dag_id: str, pool: str, seen: dict[str, set[str]]) -> str:
         """`pool`, or OTHER once the DAG has POOLS_PER_DAG pool labels (`seen`: the labels of
         its series, held and staged, filled on first use)."""
@@ -545,6 +617,8 @@ class MetricsState:
         with self.lock:
             self.running = dict(running)
             self._refresh_learned()
+            for key in self._finished_tasks.keys() - self.running.keys():
+                del self._finished_tasks[key]
 
     def set_platform(
         self,
@@ -686,6 +760,7 @@ class MetricsState:
         commits them here."""
         staged = Staged(self, now)
         with self.lock:
+            self.predict(now)
             for name, ds in self.catalog.datasets.items():
                 last = self.dataset_last_updated(ds)
                 if last is None or self.producer_paused(ds):
@@ -733,6 +808,17 @@ def _source_of(ds: Dataset) -> str:
     if p.task_id is not None:
         return task_source(p.dag_id or "", p.task_id)
     return dag_source(p.dag_id or "")
+
+
+def _made_by(catalog: Catalog) -> dict[str, list[tuple[str, str]]]:
+    """DAG -> (data product, task_id or "" for the whole run) it makes, by the catalog's
+    `produced_by` (an Asset's writers are Airflow's, not the catalog's: not predicted yet)."""
+    made: dict[str, list[tuple[str, str]]] = {}
+    for name, ds in catalog.datasets.items():
+        p = ds.produced_by
+        if p is not None and p.asset_uri is None and p.dag_id:
+            made.setdefault(p.dag_id, []).append((name, p.task_id or ""))
+    return made
 
 
 def _update_sources(catalog: Catalog) -> set[str]:
