@@ -20,9 +20,12 @@ from dataclasses import replace
 
 from impactwatch.alert_rules.promql import (
     VALUE_AGE,
+    current,
     human_duration,
     latest,
     lookup_duration,
+    lookup_time_of_day,
+    lookup_value,
     producers_by_label,
     producers_of_datasets,
     prom_duration,
@@ -42,11 +45,20 @@ from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.model import Catalog, Dataset
 from impactwatch.contract import metrics as c
 from impactwatch.contract.alerts import (
+    BEHIND,
     CRITICAL,
+    DAG_ID,
+    DATA_PRODUCT_LIKELY_LATE,
     DATA_PRODUCT_STALE,
     DATASET,
+    DUE_AT,
+    EXPECTED_AT,
     FRESHNESS,
+    LEARNED,
+    PREDICTED,
     PRODUCERS,
+    SOURCE,
+    TASK_ID,
     WARNING,
     Severity,
 )
@@ -65,7 +77,13 @@ def freshness_group(catalog: Catalog, settings: RuleSettings) -> Group:
     own = sorted(name for name, ds in catalog.datasets.items() if ds.freshness)
     for name in own:
         rules.extend(_dataset_alerts(catalog, catalog.datasets[name], settings))
-    rules.extend(_generic_alerts(own, settings))
+    learned = sorted(
+        name for name, ds in catalog.datasets.items() if not ds.freshness and ds.produced_by
+    )
+    for name in learned:
+        rules.extend(_learned_alerts(catalog, catalog.datasets[name], settings))
+    rules.extend(_generic_alerts(sorted(own + learned), settings))
+    rules.append(likely_late_alert(settings))
     return Group(
         GROUP,
         "Data-product freshness: one alert per data product of the catalog, in its words, "
@@ -113,6 +131,40 @@ def _dataset_alerts(catalog: Catalog, ds: Dataset, settings: RuleSettings) -> li
     return [
         alert(WARNING, 1, escalate),
         alert(CRITICAL, 2, f"Critical: stale for more than twice its {limit} limit."),
+    ]
+
+
+def _learned_alerts(catalog: Catalog, ds: Dataset, settings: RuleSettings) -> list[Alert]:
+    """A data product the catalog gives no freshness: late past what its history says (the
+    collector exports a learned limit once it has enough history; before that, no alert)."""
+    title = template_literal(ds.title)
+    usually = lookup_time_of_day(c.DATASET_USUAL_UPDATE_BY, "dataset")
+    producers = producers_of_datasets([ds.name, *catalog.upstream_of(ds.name)])
+    summary = f"{title} {verb(ds.title)} {VALUE_AGE} stale: usually updated by {usually}"
+    learned = (
+        "No freshness limit in the catalog: the limit is learned from its update history "
+        "(add freshness to the catalog to set one)."
+    )
+
+    def alert(severity: Severity, factor: int, ladder: str) -> Alert:
+        return Alert(
+            name=DATA_PRODUCT_STALE,
+            expr=stale_expr(eq("dataset", ds.name), factor),
+            severity=severity,
+            kind=FRESHNESS,
+            summary=summary,
+            description=template_literal(_describe(catalog, ds, f"{learned} {ladder}")),
+            runbook=dataset_runbook_path(ds.name),
+            for_seconds=settings.freshness_for,
+            labels={DATASET: ds.name, SOURCE: LEARNED},
+            annotations={PRODUCERS: producers},
+        )
+
+    if ds.tier == "critical":
+        return [alert(CRITICAL, 1, "Critical-tier data product: critical from the start.")]
+    return [
+        alert(WARNING, 1, "Escalates to critical past twice its learned limit."),
+        alert(CRITICAL, 2, "Critical: stale for more than twice its learned limit."),
     ]
 
 
@@ -193,9 +245,13 @@ def _titles(catalog: Catalog, names: list[str]) -> str:
 
 def _describe(catalog: Catalog, ds: Dataset, ladder: str) -> str:
     team = catalog.team_of_dataset(ds.name)
+    limit = (
+        f"must be refreshed at least every {human_duration(ds.freshness)}."
+        if ds.freshness
+        else "usually refreshed on a schedule learned from its history."
+    )
     parts = [
-        f"Owned by {team}, {ds.tier} tier; must be refreshed at least every "
-        f"{human_duration(ds.freshness or 0)}.",
+        f"Owned by {team}, {ds.tier} tier; {limit}",
         f"Updated by {producer_phrase(catalog, ds)}.",
     ]
     if ds.upstream:
@@ -209,3 +265,50 @@ def _describe(catalog: Catalog, ds: Dataset, ladder: str) -> str:
         parts.append(ds.description.strip())
     parts.append(ladder)
     return " ".join(parts)
+
+
+def likely_late_expr(margin: float) -> str:
+    """The expected next update (from the pace of the run that makes it) past when the
+    product turns late by more than `margin`, unless its producer is paused."""
+    expected = current(c.DATASET_EXPECTED_UPDATE, (*c.DS, DAG_ID))
+    due = current(c.DATASET_UPDATE_DUE, (DATASET,))
+    paused = selector(DATASET_PAUSED)
+    return (
+        f"{expected}\n  - on (dataset) group_left ()\n  {due}\n  > {margin:g}\n"
+        f"unless on (dataset)\n  {paused} == 1"
+    )
+
+
+def likely_late_alert(settings: RuleSettings) -> Alert:
+    """A predicted miss: one rule for every data product (the collector exports an expected
+    update only for those it can predict). Its annotations carry the task, times and lag the
+    router words ("will likely be ~40 min late: ... expected 07:40, limit 07:00"); the task is
+    not a label, so the alert stays one as the run moves from task to task."""
+    name = c.DATASET_EXPECTED_UPDATE.family
+    return Alert(
+        name=DATA_PRODUCT_LIKELY_LATE,
+        expr=likely_late_expr(settings.predicted_margin),
+        severity=WARNING,
+        kind=PREDICTED,
+        summary=(
+            "{{ $labels.dataset }} will likely be ~{{ $value | humanizeDuration }} late: "
+            "{{ $labels.dag_id }} is behind its usual pace"
+        ),
+        description=(
+            "Owned by {{ $labels.team }}. Not late yet: the run that makes it is behind its "
+            "usual pace, learned from history. Becomes the stale data product's incident if "
+            "the breach comes; resolves (caught up) if the run recovers."
+        ),
+        runbook=runbook_path(DATA_PRODUCT_LIKELY_LATE),
+        for_seconds=settings.freshness_for,
+        annotations={
+            PRODUCERS: producers_by_label(DATASET),
+            EXPECTED_AT: lookup_value(f"max({name}{{dataset=%q}})", DATASET),
+            DUE_AT: lookup_value(f"max({c.DATASET_UPDATE_DUE.family}{{dataset=%q}})", DATASET),
+            TASK_ID: (
+                f'{{{{ with printf "max by (task_id) ({name}{{dataset=%q}})" $labels.dataset'
+                ' | query }}{{ . | first | label "task_id" }}{{ end }}'
+            ),
+            BEHIND: lookup_value(f"max({c.DAG_RUN_BEHIND.family}{{dag_id=%q}})", DAG_ID),
+        },
+    )

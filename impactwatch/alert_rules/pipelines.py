@@ -29,15 +29,18 @@ from impactwatch.alert_rules.settings import RuleSettings
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract import metrics as c
 from impactwatch.contract.alerts import (
+    CATALOG,
     CRITICAL,
     CRITICAL_PIPELINE_FAILED,
     DAG_ID,
     DEADLINE,
     DURATION,
     FAILURE,
+    LEARNED,
     PIPELINE_MISSED_DEADLINE,
     PIPELINE_RUN_TOO_LONG,
     PRODUCERS,
+    SOURCE,
     WARNING,
 )
 from impactwatch.contract.promql import Matcher, alternation
@@ -58,6 +61,7 @@ def pipelines_group(catalog: Catalog, settings: RuleSettings) -> Group:
     not_crit: Matcher = ("dag_id", "!~", crit)
     rules: list[Alert | Record] = [Record(DAG_PAUSED, latest(c.DAG_PAUSED, c.DAG, window))]
     rules += _duration(settings, is_crit, not_crit)
+    rules += _duration(settings, is_crit, not_crit, LEARNED)
     rules += _deadline(settings, window, is_crit, not_crit)
     if crit:
         rules += _failure(settings, window, is_crit)
@@ -69,9 +73,14 @@ def pipelines_group(catalog: Catalog, settings: RuleSettings) -> Group:
     )
 
 
-def _duration(settings: RuleSettings, is_crit: Matcher, not_crit: Matcher) -> list[Alert]:
+def _duration(
+    settings: RuleSettings, is_crit: Matcher, not_crit: Matcher, source: str = CATALOG
+) -> list[Alert]:
+    """Runs over their limit: the catalog's (`source` CATALOG), or the learned one."""
+    picked: Matcher = ("source", "=", LEARNED) if source == LEARNED else ("source", "!=", LEARNED)
+
     def over(factor: int, *matchers: Matcher) -> str:
-        limit = current(c.DAG_RUN_MAX_DURATION, c.DAG)
+        limit = current(c.DAG_RUN_MAX_DURATION, c.DAG, picked)
         limit = f"{factor} * {limit}" if factor != 1 else limit
         return f"{current(c.DAG_RUN_OLDEST_RUNNING, c.DAG, *matchers)}\n  > {limit}"
 
@@ -84,6 +93,18 @@ def _duration(settings: RuleSettings, is_crit: Matcher, not_crit: Matcher) -> li
         "Owned by {{ $labels.team }}. Every data product this pipeline refreshes will be late "
         "until the run finishes."
     )
+    labels: dict[str, str] = {}
+    if source == LEARNED:
+        summary = (
+            f"Pipeline {{{{ $labels.dag_id }}}} has been running for {VALUE_AGE}; it usually "
+            f"takes {_usual_duration()} "
+            f"(learned limit {lookup_duration(c.DAG_RUN_MAX_DURATION, 'dag_id')})"
+        )
+        about += (
+            " No max_duration in the catalog: the limit is learned from its run history "
+            "(add max_duration to the catalog to set one)."
+        )
+        labels = {SOURCE: LEARNED}
     warning = Alert(
         name=PIPELINE_RUN_TOO_LONG,
         expr=f"{over(1, not_crit)}\n{UNLESS_PAUSED}",
@@ -93,6 +114,7 @@ def _duration(settings: RuleSettings, is_crit: Matcher, not_crit: Matcher) -> li
         description=f"{about} Escalates to critical past twice the limit.",
         runbook=runbook_path(PIPELINE_RUN_TOO_LONG),
         for_seconds=settings.pipeline_for,
+        labels=labels,
         annotations=PRODUCTS,
     )
     return [
@@ -160,6 +182,15 @@ def _failure(settings: RuleSettings, window: str, is_crit: Matcher) -> list[Aler
             annotations=PRODUCTS,
         )
     ]
+
+
+def _usual_duration() -> str:
+    """Template text printing the learned median duration of the alert's DAG."""
+    query = f'max({c.DAG_RUN_USUAL_DURATION.name}{{dag_id=%q,quantile="0.5"}})'
+    return (
+        f"{{{{ with printf `{query}` $labels.dag_id | query }}}}"
+        "{{ . | first | value | humanizeDuration }}{{ end }}"
+    )
 
 
 def _indent(text: str) -> str:

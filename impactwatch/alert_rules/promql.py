@@ -91,6 +91,26 @@ def lookup_duration(metric: MetricSpec | str, label: str) -> str:
     )
 
 
+def lookup_time_of_day(metric: MetricSpec | str, label: str) -> str:
+    """Template text printing timestamp `metric` for the alert's `label` value as "06:40 UTC"."""
+    query = f"max({name_of(metric)}{{{label}=%q}})"
+    return (
+        f'{{{{ with printf "{query}" $labels.{label} | query }}}}'
+        '{{ (. | first | value | toTime).Format "15:04 MST" }}'
+        "{{ end }}"
+    )
+
+
+def lookup_value(query: str, label: str) -> str:
+    """Template text printing the value of `query` (a printf format taking the alert's `label`
+    value) as a plain number, for the router to read."""
+    return (
+        f'{{{{ with printf "{query}" $labels.{label} | query }}}}'
+        '{{ . | first | value | printf "%.0f" }}'
+        "{{ end }}"
+    )
+
+
 def lookup_age(metric: MetricSpec | str) -> str:
     """Template text printing how long ago the newest value of timestamp `metric` was."""
     query = f"time() - max({name_of(metric)})"

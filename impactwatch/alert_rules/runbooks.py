@@ -198,6 +198,23 @@ def _runbooks(s: RuleSettings) -> dict[str, Runbook]:
             ),
             "when a later run costs less than the limit again.",
         ),
+        alerts.DATA_PRODUCT_LIKELY_LATE: Runbook(
+            "A data product will likely be late",
+            "The run that makes a data product is behind its usual pace (or has not started when "
+            "it usually does): at the usual pace of its remaining tasks, learned from history, "
+            "the product's next update comes after its limit (the catalog's freshness, else the "
+            f"learned one) by more than {human_duration(s.predicted_margin)}. Nothing is late "
+            "yet: this warns before the breach, and becomes the DataProductStale incident if the "
+            "breach comes.",
+            (
+                "The alert names the task the run is at and how far behind it is: open that "
+                "task's log in Airflow (slow query, lock, retry, upstream data not there).",
+                "Task queued but not running: the pool is full (Platform dashboard, pool slots).",
+                "Run not started: is the scheduler up, the DAG paused, an upstream sensor waiting?",
+                "Warn the product's users if it cannot catch up.",
+            ),
+            "when the expected update is back within the limit (caught up) or the run ends.",
+        ),
         alerts.COST_MODEL_OFF: Runbook(
             "The cost model disagrees with the AWS bill",
             "`impactwatch cost reconcile` found a pipeline whose actual cost per day (AWS Cost "

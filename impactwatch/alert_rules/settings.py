@@ -115,6 +115,12 @@ class RuleSettings(BaseModel):
         description="A data product must stay stale this long before anyone is told: drops "
         "near-misses of a product refreshed seconds late, keeps the alert under a minute",
     )
+    predicted_margin: Seconds = Field(
+        600.0,
+        ge=0,
+        description="A data product's expected update must pass its limit by this much before "
+        "a predicted miss (DataProductLikelyLate) warns: a run a few minutes behind is noise",
+    )
     pipeline_for: Seconds = Field(
         60.0,
         ge=0,

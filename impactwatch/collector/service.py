@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
 GROUP_EVENTS = 10_000  # events written in one transaction at most
+HISTORY_DAYS = 28  # how far back the learned baselines are read on start (windows fill first)
 
 
 class QueueFull(Exception):
@@ -182,6 +183,7 @@ class CollectorService:
                 )
                 summary = self.store.summary(self.state.producer_tasks)
                 self.state.restore(summary, self._cost_history if stale else None)
+                self._learn_history(now)
                 if stale:  # priced again: stored, so the next start need not
                     self.store.save_counts(self.state.cost_counts())
                 self.exposition.refresh()  # the whole render of the restored state
@@ -196,6 +198,15 @@ class CollectorService:
             log.info("state restored in %.1f s", time.perf_counter() - started)
             self.ready.set()
             return
+
+    def _learn_history(self, now: float) -> None:
+        """The learned baselines from the state DB's last HISTORY_DAYS (collector/baselines),
+        chunk by chunk: scrapes go on between chunks. Afterwards the writer feeds them as it
+        stores new facts."""
+        self.state.reset_baselines()
+        for runs, assets in self.store.history(now - HISTORY_DAYS * 86400.0):
+            with self.state.lock:
+                self.state.learn(runs, assets)
 
     def _write_forever(self) -> None:
         self._restore()
@@ -338,6 +349,7 @@ class CollectorService:
         )
         if changed:
             self.state.restore(self.store.summary(self.state.producer_tasks), self._cost_history)
+            self._learn_history(self.clock())  # the data products' cadences may be new
 
     def _count_failure(self, db: str, reason: str) -> None:
         with self.state.lock:

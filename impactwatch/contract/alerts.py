@@ -19,13 +19,14 @@ SEVERITIES: tuple[Severity, ...] = (WARNING, CRITICAL)
 SEVERITY_RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(SEVERITIES, 1)}
 
 # -- kinds: what an alert is about (its `kind` label) ----------------------------------------------
-Kind = Literal["freshness", "duration", "deadline", "failure", "platform", "cost"]
+Kind = Literal["freshness", "duration", "deadline", "failure", "platform", "cost", "predicted"]
 FRESHNESS: Final = "freshness"
 DURATION: Final = "duration"
 DEADLINE: Final = "deadline"
 FAILURE: Final = "failure"
 PLATFORM: Final = "platform"
 COST: Final = "cost"
+PREDICTED: Final = "predicted"  # a breach expected from the pace of a run, before it happens
 BREACH_KINDS: tuple[Kind, ...] = (FRESHNESS, DURATION, DEADLINE)
 """The SLA breaches: the `kind` values of `impactwatch_sla_breaches_total`."""
 
@@ -45,6 +46,7 @@ ROUTER_FAILING = "ImpactwatchRouterFailing"
 ROUTER_OUTBOX_STUCK = "ImpactwatchRouterOutboxStuck"
 PIPELINE_COST_ANOMALY = "PipelineCostAnomaly"
 COST_MODEL_OFF = "CostModelOff"
+DATA_PRODUCT_LIKELY_LATE = "DataProductLikelyLate"
 
 ALERT_NAMES = (
     DATA_PRODUCT_STALE,
@@ -62,6 +64,7 @@ ALERT_NAMES = (
     ROUTER_OUTBOX_STUCK,
     PIPELINE_COST_ANOMALY,
     COST_MODEL_OFF,
+    DATA_PRODUCT_LIKELY_LATE,
 )
 
 OUT_OF_BAND = (ROUTER_FAILING, ROUTER_OUTBOX_STUCK)
@@ -77,6 +80,12 @@ DATASET = "dataset"  # the data product the alert is about
 DAG_ID = "dag_id"  # the pipeline the alert is about
 COMPONENT = "component"  # platform alerts: what is broken (scheduler, pool, collector, ...)
 POOL = "pool"
+TASK_ID = "task_id"  # predicted misses: the task the run is at
+# predicted misses: Unix times and seconds the router words ("expected 07:40, limit 07:00")
+EXPECTED_AT, DUE_AT, BEHIND = "expected_at", "due_at", "behind_seconds"
+SOURCE = "source"  # where the alert's threshold comes from: CATALOG, or LEARNED from history
+CATALOG: Final = "catalog"
+LEARNED: Final = "learned"
 
 # -- annotations the router reads beyond summary, description and runbook_url -------------------
 PRODUCERS = "producers"

@@ -62,11 +62,25 @@ DATASET_LAST_UPDATED = MetricSpec(
     DS,
     "Last successful update of the data product (Unix time).",
 )
+THRESHOLD_SOURCES = ("catalog", "learned")  # a threshold's `source` label
 DATASET_FRESHNESS_SLA = MetricSpec(
     "impactwatch_dataset_freshness_sla_seconds",
     "gauge",
+    (*DS, "source"),
+    "Maximum allowed age of the data product before it counts as stale; source: catalog, or "
+    "learned from its usual update times.",
+)
+DATASET_USUAL_UPDATE_BY = MetricSpec(
+    "impactwatch_dataset_usual_update_by_timestamp_seconds",
+    "gauge",
     DS,
-    "Maximum allowed age of the data product before it counts as stale.",
+    "When the update after the last one usually comes by, learned from history (Unix time).",
+)
+DATASET_BASELINE_UPDATES = MetricSpec(
+    "impactwatch_dataset_baseline_updates",
+    "gauge",
+    DS,
+    "Updates the data product's learned cadence is made of (none learned below 8).",
 )
 DATASET_PRODUCER_PAUSED = MetricSpec(
     "impactwatch_dataset_producer_paused",
@@ -98,8 +112,50 @@ DAG_RUN_OLDEST_RUNNING = MetricSpec(
 DAG_RUN_MAX_DURATION = MetricSpec(
     "impactwatch_dag_run_max_duration_seconds",
     "gauge",
+    (*DAG, "source"),
+    "Duration SLA of the pipeline: a run longer than this breaches; source: catalog, or "
+    "learned from its usual durations (only while a run is in flight: for the oldest one).",
+)
+DAG_RUN_USUAL_DURATION = MetricSpec(
+    "impactwatch_dag_run_usual_duration_seconds",
+    "gauge",
+    (*DAG, "quantile"),
+    "Learned duration of successful runs (quantile 0.5 or 0.9) for the seasonal bucket of the "
+    "oldest run in flight (only while one is).",
+)
+DAG_BASELINE_RUNS = MetricSpec(
+    "impactwatch_dag_baseline_runs",
+    "gauge",
     DAG,
-    "Duration SLA of the pipeline: a run longer than this breaches.",
+    "Successful runs the DAG's learned durations are made of (none learned below 5).",
+)
+DATASET_EXPECTED_UPDATE = MetricSpec(
+    "impactwatch_dataset_expected_update_timestamp_seconds",
+    "gauge",
+    (*DS, "dag_id", "task_id"),
+    "When the data product's next update will likely come, from the pace of the run that "
+    "makes it (in flight, or late to start: task_id empty) and learned task times (Unix time).",
+)
+DATASET_UPDATE_DUE = MetricSpec(
+    "impactwatch_dataset_update_due_timestamp_seconds",
+    "gauge",
+    DS,
+    "When the data product turns late (last update plus its limit, catalog or learned), for "
+    "products with an expected update (Unix time).",
+)
+DAG_RUN_BEHIND = MetricSpec(
+    "impactwatch_dag_run_behind_seconds",
+    "gauge",
+    (*DAG, "task_id"),
+    "How far the DAG's oldest run in flight (or a run late to start: task_id empty) is behind "
+    "its usual pace, at task_id, the first task not finished (negative: ahead).",
+)
+DAG_RUN_EXPECTED_END = MetricSpec(
+    "impactwatch_dag_run_expected_end_timestamp_seconds",
+    "gauge",
+    DAG,
+    "When the DAG's oldest run in flight (or a run late to start) will likely end, at its "
+    "usual pace from where it is (Unix time).",
 )
 DAG_RUN_LAST_SUCCESS = MetricSpec(
     "impactwatch_dag_run_last_success_timestamp_seconds",
@@ -255,9 +311,17 @@ BUSINESS_METRICS: tuple[MetricSpec, ...] = (
     DATASET_FRESHNESS_SLA,
     DATASET_PRODUCER_PAUSED,
     DATASET_PRODUCER,
+    DATASET_USUAL_UPDATE_BY,
+    DATASET_BASELINE_UPDATES,
     DAG_RUN_DURATION,
     DAG_RUN_OLDEST_RUNNING,
     DAG_RUN_MAX_DURATION,
+    DAG_RUN_USUAL_DURATION,
+    DAG_BASELINE_RUNS,
+    DATASET_EXPECTED_UPDATE,
+    DATASET_UPDATE_DUE,
+    DAG_RUN_BEHIND,
+    DAG_RUN_EXPECTED_END,
     DAG_RUN_LAST_SUCCESS,
     DAG_RUN_LAST_FAILURE,
     DAG_RUN_DEADLINE,

@@ -6,6 +6,9 @@ annotations go through `escape.text`/`escape.code`; only our own markup is left 
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+
 from impactwatch.catalog.model import Catalog
 from impactwatch.contract import alerts
 from impactwatch.router import escape as esc
@@ -18,6 +21,7 @@ HEADLINES = {
     alerts.DEADLINE: "late: deadline missed",
     alerts.DURATION: "running too long",
     alerts.FAILURE: "pipeline run failed",
+    alerts.PREDICTED: "will likely be late",
 }
 EMOJI = {alerts.CRITICAL: ":red_circle:", alerts.WARNING: ":large_orange_circle:"}
 SUPPRESSED = "silenced or inhibited in Alertmanager"
@@ -63,6 +67,7 @@ def main_alert(incident: Incident) -> AlertState | None:
             a.subject_key != incident.key,
             a.status != "firing",
             -alerts.SEVERITY_RANK.get(a.severity, 0),
+            a.kind == alerts.PREDICTED,  # the breach, once it comes, names the problem
             a.starts_at,
             a.fingerprint,
         ),
@@ -90,6 +95,8 @@ def problem(catalog: Catalog, alert: AlertState, now: float) -> str:
     since = esc.date(alert.starts_at)
     if alert.status == "suppressed":
         return f"{SUPPRESSED} (firing since {since})"
+    if alert.kind == alerts.PREDICTED:
+        return predicted_problem(catalog, alert, since)
     if alert.status == "resolved":
         took = human((alert.ends_at or now) - alert.starts_at)
         return f"recovered after {took} (from {since})"
@@ -98,6 +105,8 @@ def problem(catalog: Catalog, alert: AlertState, now: float) -> str:
         text = esc.text(esc.clip(summary, 300)) if summary else esc.text(alert.alertname)
         return f"{text}, started {since}"
     open_for = now - alert.starts_at
+    if alert.labels.get(alerts.SOURCE) == alerts.LEARNED:
+        return learned_problem(alert, since)
     if alert.kind == alerts.FRESHNESS and subject.kind == "dataset":
         dataset = catalog.datasets.get(subject.name)
         if dataset is not None and dataset.freshness:
@@ -125,6 +134,58 @@ def problem(catalog: Catalog, alert: AlertState, now: float) -> str:
     summary = alert.annotations.get("summary") or alert.annotations.get("description")
     text = esc.text(esc.clip(summary, 300)) if summary else esc.text(alert.alertname)
     return f"{text} (since {since})"
+
+
+def learned_problem(alert: AlertState, since: str) -> str:
+    """An alert on a threshold learned from history (no limit in the catalog): the rule's
+    summary ("... usually updated by 06:40 UTC"), and where the limit came from."""
+    summary = alert.annotations.get("summary")
+    text = esc.text(esc.clip(summary, 300)) if summary else esc.text(alert.alertname)
+    return f"{text} (since {since}); limit learned from history: set one in the catalog to fix it"
+
+
+def predicted_problem(catalog: Catalog, alert: AlertState, since: str) -> str:
+    """A predicted miss, from the times its rule's annotations carry: "Customer risk scores
+    will likely be ~40 min late: `risk_scoring` is at `score_customers`, 35 min behind its
+    usual pace; expected 07:40, limit 07:00 (UTC)"; resolved without the breach: caught up."""
+    if alert.status == "resolved":
+        return f"caught up: no longer expected late (warned from {since})"
+    notes = alert.annotations
+    expected, due = _epoch(notes.get(alerts.EXPECTED_AT)), _epoch(notes.get(alerts.DUE_AT))
+    if expected is None or due is None:
+        summary = notes.get("summary")
+        text = esc.text(esc.clip(summary, 300)) if summary else esc.text(alert.alertname)
+        return f"{text} (since {since})"
+    name = alert.subject.name
+    dataset = catalog.datasets.get(name)
+    what = esc.text(esc.clip(dataset.title if dataset is not None else name, 150))
+    dag = esc.code(alert.labels.get(alerts.DAG_ID, ""), 150)
+    task = notes.get(alerts.TASK_ID, "")
+    where = f"is at {esc.code(task, 150)}" if task else "has not started"
+    behind = _number(notes.get(alerts.BEHIND))
+    pace = f", {human(behind)} behind its usual pace" if behind is not None and behind > 0 else ""
+    return (
+        f"{what} will likely be ~{human(expected - due)} late: {dag} {where}{pace}; "
+        f"expected {_clock(expected)}, limit {_clock(due)} (UTC)"
+    )
+
+
+def _number(text: str | None) -> float | None:
+    """A number an annotation carries (Alertmanager's input: anything else is None)."""
+    try:
+        value = float(text or "")
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _epoch(text: str | None) -> float | None:
+    value = _number(text)
+    return value if value is not None and printable(value) else None
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M")
 
 
 def producer(catalog: Catalog, lineage: Lineage, subject: Subject) -> str | None:

@@ -127,7 +127,60 @@ def fx(severity: str, summary: str) -> dict:
     )
 
 
+LIKELY_LATE = "Owned by markets. Not late yet: the run that makes it is behind its usual pace, learned from history. Becomes the stale data product's incident if the breach comes; resolves (caught up) if the run recovers."  # noqa: E501
+FX_RUN = {"dag_id": "market_data_ingest", "team": "markets"}
+
+
+def expected_fx(values: str) -> list[dict[str, str]]:
+    """fx_rates (due at 2h: updated at 0, limit 2h) and its run's predicted update."""
+    labels = {**ds("fx_rates", "markets", "high"), **SCRAPE}
+    at = {**labels, "dag_id": "market_data_ingest", "task_id": "fetch_fx_rates"}
+    return [
+        series(c.DATASET_EXPECTED_UPDATE, at, values),
+        series(c.DATASET_UPDATE_DUE, labels, "7200x400"),
+        series(c.DAG_RUN_BEHIND, {**FX_RUN, "task_id": "fetch_fx_rates", **SCRAPE}, "2100x400"),
+    ]
+
+
 SCENARIOS: dict[str, list[TestGroup]] = {
+    # fx_rates is due at 2h; its run is expected to update it 5 min late until 10m (within
+    # the 10 min margin), then 40 min late: pending at 10m15s, firing 30s later with the
+    # times the router words; back within the margin past 60m, it resolves (caught up).
+    "predicted miss: past the limit by the margin, then caught up": [
+        group(
+            "likely late",
+            product("fx_rates", "markets", "high", "0x400", 7200)
+            + expected_fx("7500x40 9600x200 7300x100"),
+            [
+                case("10m", names.DATA_PRODUCT_LIKELY_LATE),
+                case("10m30s", names.DATA_PRODUCT_LIKELY_LATE),
+                case(
+                    "10m45s",
+                    names.DATA_PRODUCT_LIKELY_LATE,
+                    expect(
+                        {
+                            **ds("fx_rates", "markets", "high"),
+                            "dag_id": "market_data_ingest",
+                            "severity": "warning",
+                            "kind": "predicted",
+                        },
+                        {
+                            "summary": "fx_rates will likely be ~40m 0s late: "
+                            "market_data_ingest is behind its usual pace",
+                            "description": LIKELY_LATE,
+                            "runbook_url": f"{BASE}/DataProductLikelyLate.md",
+                            "producers": "",
+                            "expected_at": "9600",
+                            "due_at": "7200",
+                            "task_id": "fetch_fx_rates",
+                            "behind_seconds": "2100",
+                        },
+                    ),
+                ),
+                case("61m", names.DATA_PRODUCT_LIKELY_LATE),
+            ],
+        )
+    ],
     # Stale at 90m (first evaluation past it: 90m15s), pending for 30s, firing at 90m45s;
     # a fresh update at 100m15s resolves it at that very evaluation.
     "critical product: fires after for:, resolves when fresh": [
@@ -275,4 +328,4 @@ def test_promtool_scenario(scenario: str, rule_files: list[Path]) -> None:
 
 def test_every_freshness_alert_has_a_firing_and_a_silent_case() -> None:
     firing, silent = alerts_covered(g for groups in SCENARIOS.values() for g in groups)
-    assert {names.DATA_PRODUCT_STALE} <= firing & silent
+    assert {names.DATA_PRODUCT_STALE, names.DATA_PRODUCT_LIKELY_LATE} <= firing & silent

@@ -223,6 +223,7 @@ def test_every_alert_is_labelled_annotated_and_has_its_runbook(files: dict[str, 
             "failure",
             "platform",
             "cost",
+            "predicted",
         )
         if labels["kind"] == "platform":  # business alerts take team, dataset or dag_id
             assert {"team", "component"} <= set(labels)  # from the series (promtool tests)
@@ -233,6 +234,8 @@ def test_every_alert_is_labelled_annotated_and_has_its_runbook(files: dict[str, 
             if labels["kind"] in ("freshness", "duration", "deadline", "failure")
             else set()
         )
+        if labels["kind"] == "predicted":  # the times and task the router words
+            producers = {"producers", "expected_at", "due_at", "task_id", "behind_seconds"}
         assert set(notes) == {"summary", "description", "runbook_url"} | producers, a["alert"]
         assert notes["runbook_url"].startswith(base + "/")
         page = "runbooks/" + notes["runbook_url"][len(base) + 1 :]

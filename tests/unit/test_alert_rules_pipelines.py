@@ -79,7 +79,58 @@ def too_long(dag_id: str, team: str, severity: str, summary: str) -> dict:
     )
 
 
+def learned(dag_id: str, team: str, limit: float, usual: float, oldest: str) -> list:
+    return [
+        series(c.DAG_RUN_OLDEST_RUNNING, dag(dag_id, team), oldest),
+        series(
+            c.DAG_RUN_MAX_DURATION, {**dag(dag_id, team), "source": "learned"}, f"{limit:g}x1000"
+        ),
+        series(
+            c.DAG_RUN_USUAL_DURATION,
+            {**dag(dag_id, team), "quantile": "0.5"},
+            f"{usual:g}x1000",
+        ),
+        series(c.DAG_PAUSED, dag(dag_id, team), "0x1000"),
+    ]
+
+
+LEARNED_ABOUT = (
+    RUN_LONG + " No max_duration in the catalog: the limit is learned from its run history "
+    "(add max_duration to the catalog to set one). Escalates to critical past twice the limit."
+)
+
 SCENARIOS: dict[str, list[TestGroup]] = {
+    # A DAG the catalog gives no max_duration: the collector's learned limit (30m, usually
+    # 20m) applies, and the alert says so; over at 30m15s, firing a minute later.
+    "run too long: learned limit": [
+        group(
+            "learned duration",
+            learned("fx_backfill", "platform", 1800, 1200, "0+15x200"),
+            [
+                case("31m", names.PIPELINE_RUN_TOO_LONG),
+                case(
+                    "31m15s",
+                    names.PIPELINE_RUN_TOO_LONG,
+                    expect(
+                        {
+                            "dag_id": "fx_backfill",
+                            "team": "platform",
+                            "severity": "warning",
+                            "kind": "duration",
+                            "source": "learned",
+                        },
+                        {
+                            "summary": "Pipeline fx_backfill has been running for 31m; it "
+                            "usually takes 20m 0s (learned limit 30m)",
+                            "description": LEARNED_ABOUT.format(team="platform"),
+                            "runbook_url": f"{BASE}/{names.PIPELINE_RUN_TOO_LONG}.md",
+                            "producers": "",
+                        },
+                    ),
+                ),
+            ],
+        )
+    ],
     # nightly_heavy_etl (high, 2h): a run started at 0; over 2h at 2h0m15s, firing at 2h1m15s,
     # critical past 4h; the run ends at 4h5m (series goes stale) and both resolve.
     # risk_scoring (critical tier, 20m): critical at once. Paused payments_reconciliation: never.

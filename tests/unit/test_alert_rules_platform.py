@@ -407,5 +407,6 @@ def test_every_platform_alert_has_a_firing_and_a_silent_case() -> None:
         names.CRITICAL_PIPELINE_FAILED,
         names.PIPELINE_COST_ANOMALY,  # cost alerts: tests/unit/test_alert_rules_cost.py
         names.COST_MODEL_OFF,
+        names.DATA_PRODUCT_LIKELY_LATE,  # tests/unit/test_alert_rules_freshness.py
     }
     assert platform <= firing & silent

@@ -16,25 +16,42 @@ EXPECTED = """\
 # HELP impactwatch_dataset_last_updated_timestamp_seconds Last successful update of the data product (Unix time).
 # TYPE impactwatch_dataset_last_updated_timestamp_seconds gauge
 impactwatch_dataset_last_updated_timestamp_seconds{dataset="scores",team="risk",tier="standard"} 1.7955e+09
-# HELP impactwatch_dataset_freshness_sla_seconds Maximum allowed age of the data product before it counts as stale.
+# HELP impactwatch_dataset_freshness_sla_seconds Maximum allowed age of the data product before it counts as stale; source: catalog, or learned from its usual update times.
 # TYPE impactwatch_dataset_freshness_sla_seconds gauge
-impactwatch_dataset_freshness_sla_seconds{dataset="scores",team="risk",tier="standard"} 1800.0
+impactwatch_dataset_freshness_sla_seconds{dataset="scores",source="catalog",team="risk",tier="standard"} 1800.0
 # HELP impactwatch_dataset_producer_paused 1 when the DAG producing the data product is paused (freshness alerts hold off).
 # TYPE impactwatch_dataset_producer_paused gauge
 impactwatch_dataset_producer_paused{dataset="scores",team="risk",tier="standard"} 0.0
 # HELP impactwatch_dataset_producer 1 for each DAG and task that refreshes the data product (task_id empty: every successful run): the catalog's produced_by, or an Asset's declared writers and its events' sources. Alert annotations carry it to the router (docs/design-notes.md, "Producers").
 # TYPE impactwatch_dataset_producer gauge
 impactwatch_dataset_producer{dag_id="risk_scoring",dataset="scores",task_id="publish"} 1.0
+# HELP impactwatch_dataset_usual_update_by_timestamp_seconds When the update after the last one usually comes by, learned from history (Unix time).
+# TYPE impactwatch_dataset_usual_update_by_timestamp_seconds gauge
+# HELP impactwatch_dataset_baseline_updates Updates the data product's learned cadence is made of (none learned below 8).
+# TYPE impactwatch_dataset_baseline_updates gauge
+impactwatch_dataset_baseline_updates{dataset="scores",team="risk",tier="standard"} 1.0
+# HELP impactwatch_dataset_expected_update_timestamp_seconds When the data product's next update will likely come, from the pace of the run that makes it (in flight, or late to start: task_id empty) and learned task times (Unix time).
+# TYPE impactwatch_dataset_expected_update_timestamp_seconds gauge
+# HELP impactwatch_dataset_update_due_timestamp_seconds When the data product turns late (last update plus its limit, catalog or learned), for products with an expected update (Unix time).
+# TYPE impactwatch_dataset_update_due_timestamp_seconds gauge
 # HELP impactwatch_dag_run_oldest_running_seconds Age of the oldest DAG run still running (duration SLA in flight).
 # TYPE impactwatch_dag_run_oldest_running_seconds gauge
 # HELP impactwatch_dag_run_deadline_timestamp_seconds The next deadline not yet met by a successful run (Unix time); in the past means missed.
 # TYPE impactwatch_dag_run_deadline_timestamp_seconds gauge
+# HELP impactwatch_dag_run_behind_seconds How far the DAG's oldest run in flight (or a run late to start: task_id empty) is behind its usual pace, at task_id, the first task not finished (negative: ahead).
+# TYPE impactwatch_dag_run_behind_seconds gauge
+# HELP impactwatch_dag_run_expected_end_timestamp_seconds When the DAG's oldest run in flight (or a run late to start) will likely end, at its usual pace from where it is (Unix time).
+# TYPE impactwatch_dag_run_expected_end_timestamp_seconds gauge
 # HELP impactwatch_dag_run_last_success_timestamp_seconds End of the last successful DAG run (Unix time).
 # TYPE impactwatch_dag_run_last_success_timestamp_seconds gauge
 # HELP impactwatch_dag_run_last_failure_timestamp_seconds End of the last failed DAG run (Unix time).
 # TYPE impactwatch_dag_run_last_failure_timestamp_seconds gauge
-# HELP impactwatch_dag_run_max_duration_seconds Duration SLA of the pipeline: a run longer than this breaches.
+# HELP impactwatch_dag_run_max_duration_seconds Duration SLA of the pipeline: a run longer than this breaches; source: catalog, or learned from its usual durations (only while a run is in flight: for the oldest one).
 # TYPE impactwatch_dag_run_max_duration_seconds gauge
+# HELP impactwatch_dag_run_usual_duration_seconds Learned duration of successful runs (quantile 0.5 or 0.9) for the seasonal bucket of the oldest run in flight (only while one is).
+# TYPE impactwatch_dag_run_usual_duration_seconds gauge
+# HELP impactwatch_dag_baseline_runs Successful runs the DAG's learned durations are made of (none learned below 5).
+# TYPE impactwatch_dag_baseline_runs gauge
 # HELP impactwatch_dag_paused 1 when the DAG is paused in Airflow.
 # TYPE impactwatch_dag_paused gauge
 impactwatch_dag_paused{dag_id="risk_scoring",team="platform"} 0.0

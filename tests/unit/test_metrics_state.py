@@ -91,7 +91,12 @@ def test_freshness_on_a_critical_data_product_is_critical_at_once_and_counted_on
     reg = scrape(state, T0 + 90 * MIN)
     labels = {"dataset": "scores", "team": "risk", "tier": "critical"}
     assert reg.get_sample_value("impactwatch_dataset_last_updated_timestamp_seconds", labels) == T0
-    assert reg.get_sample_value("impactwatch_dataset_freshness_sla_seconds", labels) == 1800
+    assert (
+        reg.get_sample_value(
+            "impactwatch_dataset_freshness_sla_seconds", {**labels, "source": "catalog"}
+        )
+        == 1800
+    )
     assert (
         breaches(
             reg,
@@ -154,7 +159,8 @@ def test_duration_histograms_cost_and_breaches_of_finished_and_running_runs() ->
     assert reg.get_sample_value(f"{hist}_bucket", {**dag, "state": "success", "le": "1200.0"}) == 0
     assert reg.get_sample_value(f"{hist}_bucket", {**dag, "state": "success", "le": "1800.0"}) == 1
     assert reg.get_sample_value("impactwatch_dag_run_oldest_running_seconds", dag) == 45 * MIN
-    assert reg.get_sample_value("impactwatch_dag_run_max_duration_seconds", dag) == 20 * MIN
+    limit = {**dag, "source": "catalog"}
+    assert reg.get_sample_value("impactwatch_dag_run_max_duration_seconds", limit) == 20 * MIN
     assert reg.get_sample_value("impactwatch_dag_run_last_success_timestamp_seconds", dag) == (
         T0 + 25 * MIN
     )

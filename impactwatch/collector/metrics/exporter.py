@@ -13,7 +13,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from impactwatch.collector.metrics.state import Histogram, MetricsState
+from impactwatch.collector.metrics.state import CATALOG, LEARNED, Histogram, MetricsState
 from impactwatch.contract import metrics as c
 from impactwatch.contract.metrics import MetricSpec
 
@@ -86,17 +86,27 @@ class ImpactwatchCollector(Collector):
             _gauge(c.DATASET_PRODUCER_PAUSED),
             _gauge(c.DATASET_PRODUCER),
         )
+        usual_by, history = _gauge(c.DATASET_USUAL_UPDATE_BY), _gauge(c.DATASET_BASELINE_UPDATES)
         for name, ds in s.catalog.datasets.items():
             labels = [name, s.catalog.team_of_dataset(name), ds.tier]
             last = s.dataset_last_updated(ds)
             if last is not None:
                 updated.add_metric(labels, last)
-            if ds.freshness:
-                sla.add_metric(labels, ds.freshness)
+            if (limit := s.freshness_limit(ds, last)) is not None:
+                sla.add_metric([*labels, limit[1]], limit[0])
             paused.add_metric(labels, 1.0 if s.producer_paused(ds) else 0.0)
             for dag_id, task_id in s.producers(ds):
                 producer.add_metric([name, dag_id, task_id], 1.0)
-        yield from (updated, sla, paused, producer)
+            if (by := s.usual_update_by(ds, last)) is not None:
+                usual_by.add_metric(labels, by)
+            if (n := s.baseline_updates(ds)) is not None:
+                history.add_metric(labels, float(n))
+        expected, due = _gauge(c.DATASET_EXPECTED_UPDATE), _gauge(c.DATASET_UPDATE_DUE)
+        for name, got in sorted(s.expected_updates.items()):
+            labels = [name, s.catalog.team_of_dataset(name), s.catalog.datasets[name].tier]
+            expected.add_metric([*labels, got.dag_id, got.at], got.expected)
+            due.add_metric(labels, got.due)
+        yield from (updated, sla, paused, producer, usual_by, history, expected, due)
 
     def _dag_dynamic(self, now: float) -> Iterator[Metric]:
         """DAG gauges that move with the clock: ages of runs in flight, next deadlines."""
@@ -116,27 +126,38 @@ class ImpactwatchCollector(Collector):
             due = s.deadline(dag_id, now)
             if due is not None:
                 deadline.add_metric([dag_id, s.team(dag_id)], due)
-        yield from (running, deadline)
+        behind, end = _gauge(c.DAG_RUN_BEHIND), _gauge(c.DAG_RUN_EXPECTED_END)
+        for dag_id, pace in sorted(s.paces.items()):
+            behind.add_metric([dag_id, s.team(dag_id), pace.at], pace.behind)
+            end.add_metric([dag_id, s.team(dag_id)], pace.expected_end)
+        yield from (running, deadline, behind, end)
 
     def _dag_static(self, dags: Collection[str]) -> Iterator[Metric]:
         """Families keyed by DAG that change only when something happens to that DAG."""
         s = self.state
         success, failure = _gauge(c.DAG_RUN_LAST_SUCCESS), _gauge(c.DAG_RUN_LAST_FAILURE)
-        limit, paused, xcom = (
-            _gauge(c.DAG_RUN_MAX_DURATION),
-            _gauge(c.DAG_PAUSED),
-            _gauge(c.XCOM_LARGEST),
-        )
+        paused, xcom = _gauge(c.DAG_PAUSED), _gauge(c.XCOM_LARGEST)
         for dag_id in dags:
             if (ts := s.last_success.get(dag_id)) is not None:
                 success.add_metric([dag_id, s.team(dag_id)], ts)
         for dag_id in dags:
             if (ts := s.last_failure.get(dag_id)) is not None:
                 failure.add_metric([dag_id, s.team(dag_id)], ts)
+        limit, usual = _gauge(c.DAG_RUN_MAX_DURATION), _gauge(c.DAG_RUN_USUAL_DURATION)
         for dag_id in dags:
             pipeline = s.catalog.pipelines.get(dag_id)
             if pipeline is not None and pipeline.max_duration:
-                limit.add_metric([dag_id, s.team(dag_id)], pipeline.max_duration)
+                limit.add_metric([dag_id, s.team(dag_id), CATALOG], pipeline.max_duration)
+            elif (learned := s.learned_durations.get(dag_id)) is not None:
+                limit.add_metric([dag_id, s.team(dag_id), LEARNED], learned.limit)
+        for dag_id in dags:
+            if (learned := s.learned_durations.get(dag_id)) is not None:
+                usual.add_metric([dag_id, s.team(dag_id), "0.5"], learned.usual.median)
+                usual.add_metric([dag_id, s.team(dag_id), "0.9"], learned.usual.p90)
+        history = _gauge(c.DAG_BASELINE_RUNS)
+        for dag_id in dags:
+            if (durations := s.baselines.runs.get(dag_id)) is not None:
+                history.add_metric([dag_id, s.team(dag_id)], float(len(durations)))
         for dag_id in dags:
             if (info := s.dags.get(dag_id)) is not None:
                 paused.add_metric([dag_id, s.team(dag_id)], 1.0 if info.paused else 0.0)
@@ -146,7 +167,7 @@ class ImpactwatchCollector(Collector):
         breaches = _counter(c.SLA_BREACHES)
         for labels in s.breach_labels(dags):
             breaches.add_metric(list(labels), float(s.breaches[labels]))
-        yield from (success, failure, limit, paused, xcom, breaches)
+        yield from (success, failure, limit, usual, history, paused, xcom, breaches)
         yield _histogram(c.DAG_RUN_DURATION, s.duration, dags)
         yield _histogram(c.DAG_RUN_SCHEDULE_DELAY, s.delay, dags)
         yield _histogram(c.TASK_QUEUED, s.queued, dags)

@@ -8,6 +8,7 @@ severity ladder and returns the breach keys to persist, so a restart never count
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -16,9 +17,19 @@ from zoneinfo import ZoneInfo
 
 from impactwatch.catalog.deadlines import next_unmet_deadline
 from impactwatch.catalog.model import Catalog, CostModel, Dataset
+from impactwatch.collector.baselines.durations import Usual as UsualDuration
+from impactwatch.collector.baselines.learner import (
+    Baselines,
+    asset_source,
+    dag_source,
+    task_source,
+)
+from impactwatch.collector.baselines.predict import Pace, pace, pace_unstarted
+from impactwatch.collector.baselines.thresholds import learned_freshness, learned_max_duration
 from impactwatch.collector.cost.history import DagHistory
 from impactwatch.collector.cost.pricing import ZERO, Pricing
 from impactwatch.collector.cost.tracking import CostTracker
+from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
 from impactwatch.collector.metrics import persisted
 from impactwatch.collector.metrics.staged import Staged
 from impactwatch.collector.state.store import Changes, Counts, Summary
@@ -28,6 +39,31 @@ log = logging.getLogger(__name__)
 
 XCOM_WINDOW = 86400.0
 FUTURE_TOLERANCE = 300.0  # a timestamp further ahead than this is clock skew: clamp to now
+CATALOG, LEARNED = "catalog", "learned"  # where a threshold comes from (label `source`)
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedDuration:
+    """The learned duration limit of a DAG's oldest run in flight (started at `start`): for
+    its seasonal bucket, with the usual duration it comes from."""
+
+    start: float
+    limit: float
+    usual: UsualDuration
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedUpdate:
+    """A data product's next update as the pace of the run that makes it says (predict.py):
+    `expected`, against `due` (its last update plus its limit, the catalog's or learned)."""
+
+    expected: float
+    due: float
+    dag_id: str
+    at: str  # the task the run is at ("": not started)
+    behind: float
+
+
 POOLS_PER_DAG = 16
 """Pool label values a DAG's queued-time histogram takes beyond the pools Airflow has (the
 poller's last read); tries in any further pool are observed under OTHER."""
@@ -154,6 +190,20 @@ class MetricsState:
         self.asset_producers: dict[str, set[tuple[str, str]]] = {}
         self.asset_sources: dict[str, set[tuple[str, str]]] = {}
         self._paused: frozenset[str] = frozenset()
+        self.baselines = Baselines()
+        self.baselines.configure(_update_sources(catalog))
+        # The oldest run in flight of each DAG, and the learned duration limit for it (DAGs
+        # the catalog gives no max_duration): kept by the writer as runs start, end and are
+        # learned, so a scrape only reads them (`_refresh_learned`).
+        self._oldest: dict[str, float] = {}
+        self.learned_durations: dict[str, LearnedDuration] = {}
+        # Predicted misses (`predict`, each poll cycle): the tasks each run in flight has
+        # finished, the pace of each DAG's oldest run (or of a run late to start), and the
+        # expected next update of each data product they make.
+        self._finished_tasks: dict[tuple[str, str], dict[str, float]] = {}
+        self.paces: dict[str, Pace] = {}
+        self.expected_updates: dict[str, ExpectedUpdate] = {}
+        self._made_by = _made_by(catalog)
         self.self_stats = SelfStats()
 
     # --- what changed since the exposition was last rendered ---------------------------------
@@ -175,6 +225,7 @@ class MetricsState:
             keys = set(self.last_success) | set(self.last_failure) | set(self.dags)
             keys |= set(self.xcom) | set(self._breaches_by_dag) | set(self.costs.dags)
             keys |= {d for d, p in self.catalog.pipelines.items() if p.max_duration}
+            keys |= set(self.learned_durations)
             for hist in (self.duration, self.delay, self.queued, self.cost):
                 keys |= set(hist.by_dag)
             return keys
@@ -196,6 +247,9 @@ class MetricsState:
             self.catalog = catalog
             self._producer_tasks = _producer_tasks(catalog)
             self._asset_uris = _asset_uris(catalog)
+            self.baselines.configure(_update_sources(catalog))
+            self._refresh_learned(self._oldest)  # a catalog max_duration wins, or no longer
+            self._made_by = _made_by(catalog)
 
     def set_dags(
         self,
@@ -224,7 +278,9 @@ class MetricsState:
                 for hist in (self.duration, self.delay, self.queued, self.cost):
                     hist.drop_dags(gone)
                 self.costs.drop(gone)
+                self.baselines.forget(gone)
                 self.running = {k: v for k, v in self.running.items() if k[0] not in gone}
+                self._refresh_learned()
 
     def restore(
         self,
@@ -342,7 +398,7 @@ class MetricsState:
                 total = sum(tasks.values(), ZERO)
                 staged.observe(c.DAG_RUN_COST.name, (r.dag_id, team), float(total))
                 staged.record_cost(r.dag_id, total, tasks)
-                self._check_duration(staged, r.dag_id, r.run_id, took)
+                self._check_duration(staged, r.dag_id, r.run_id, start or 0.0, took)
         return staged
 
     def apply_facts(self, changes: Changes, source: str, now: float) -> None:
@@ -351,7 +407,11 @@ class MetricsState:
         with self.lock:
             for outcome, n in changes.outcomes.items():
                 self.self_stats.count(source, outcome, n)
+            self.learn(changes.finished_runs, changes.assets, changes.queued_tries)
             for t in changes.succeeded_tries:
+                if t.end is not None and (t.dag_id in self.dags or not self.dags):
+                    done = self._finished_tasks.setdefault((t.dag_id, t.run_id), {})
+                    done[t.task_id] = t.end
                 key = (t.dag_id, t.task_id)
                 if t.end is not None and key in self._producer_tasks:
                     self.task_success[key] = max(
@@ -373,6 +433,161 @@ class MetricsState:
                 target[r.dag_id] = max(target.get(r.dag_id, 0.0), _clamp(r.end, now))
             for r, _tries in changes.finished_runs:
                 self.running.pop((r.dag_id, r.run_id), None)
+                self._finished_tasks.pop((r.dag_id, r.run_id), None)
+            self._refresh_learned({r.dag_id for r, _tries in changes.finished_runs})
+
+    def reset_baselines(self) -> None:
+        """Empty baselines, to be learned again from the state DB's history."""
+        with self.lock:
+            self.baselines = Baselines()
+            self.baselines.configure(_update_sources(self.catalog))
+            self._refresh_learned(self._oldest)
+
+    def learn(
+        self,
+        runs: Iterable[tuple[DagRun, list[TaskTry]]],
+        assets: Iterable[AssetUpdate] = (),
+        waits: Iterable[TaskTry] | None = None,
+    ) -> None:
+        """Facts into the learned baselines: finished runs with their tries, asset updates,
+        and tries that left the queue (`waits`; None: those of the runs' tries, on restore).
+        Writer thread, lock held."""
+        b = self.baselines
+        learned: set[str] = set()
+        for r, tries in runs:
+            if self.dags and r.dag_id not in self.dags:
+                continue  # (restored history of a DAG Airflow no longer has)
+            b.observe_run(r, tries)
+            if r.dag_id in self._oldest:
+                learned.add(r.dag_id)
+            b.observe_terminal(r)
+            for t in tries:
+                if t.state == "success":
+                    b.observe_success(t)
+                if waits is None:
+                    b.observe_wait(t)
+        for t in waits or ():
+            b.observe_wait(t)
+        for a in assets:
+            b.observe_asset(a)
+        self._refresh_learned(learned)
+
+    def _refresh_learned(self, also: Iterable[str] = ()) -> None:
+        """The learned duration limit of each DAG whose oldest run in flight changed, and of
+        the DAGs `also` (their baselines or catalog entries changed); a changed one marks its
+        DAG for the exposition to render again. O(runs in flight + changed DAGs). Lock held."""
+        oldest: dict[str, float] = {}
+        for (dag_id, _run), started in self.running.items():
+            if started < oldest.get(dag_id, math.inf):
+                oldest[dag_id] = started
+        changed = set(also)
+        changed.update(
+            d for d in oldest.keys() | self._oldest.keys() if oldest.get(d) != self._oldest.get(d)
+        )
+        self._oldest = oldest
+        for dag_id in changed:
+            found = self._learned_duration(dag_id, oldest.get(dag_id))
+            if found != self.learned_durations.get(dag_id):
+                if found is None:
+                    del self.learned_durations[dag_id]
+                else:
+                    self.learned_durations[dag_id] = found
+                self._touch(dag_id)
+
+    def _learned_duration(self, dag_id: str, start: float | None) -> LearnedDuration | None:
+        pipeline = self.catalog.pipelines.get(dag_id)
+        if start is None or (pipeline is not None and pipeline.max_duration):
+            return None
+        durations = self.baselines.runs.get(dag_id)
+        usual = durations.usual(start) if durations is not None else None
+        limit = learned_max_duration(usual)
+        if usual is None or limit is None:
+            return None
+        return LearnedDuration(start, limit, usual)
+
+    # --- thresholds: the catalog's, else learned ---------------------------------------------
+    def freshness_limit(self, ds: Dataset, last: float | None) -> tuple[float, str] | None:
+        """(max age, source) of a data product: the catalog's, else the learned one (after
+        the last update at `last`); None while there is neither."""
+        if ds.freshness:
+            return ds.freshness, CATALOG
+        if last is None:
+            return None
+        cadence = self.baselines.updates.get(_source_of(ds))
+        found = learned_freshness(cadence, last) if cadence is not None else None
+        return None if found is None else (found.limit, LEARNED)
+
+    def usual_update_by(self, ds: Dataset, last: float | None) -> float | None:
+        """When the update after `last` usually comes by (learned), for "usually updated by"."""
+        cadence = self.baselines.updates.get(_source_of(ds))
+        if last is None or cadence is None:
+            return None
+        found = learned_freshness(cadence, last)
+        return None if found is None else found.by
+
+    def baseline_updates(self, ds: Dataset) -> int | None:
+        """How many updates the data product's learned cadence holds (None: none seen)."""
+        cadence = self.baselines.updates.get(_source_of(ds))
+        return None if cadence is None else len(cadence)
+
+    def max_duration(self, dag_id: str, start: float) -> tuple[float, str] | None:
+        """(duration limit, source) for a run of `dag_id` started at `start`: the catalog's,
+        else the learned one; None while there is neither."""
+        pipeline = self.catalog.pipelines.get(dag_id)
+        if pipeline is not None and pipeline.max_duration:
+            return pipeline.max_duration, CATALOG
+        durations = self.baselines.runs.get(dag_id)
+        if durations is None:
+            return None
+        limit = learned_max_duration(durations.usual(start))
+        return None if limit is None else (limit, LEARNED)
+
+    # --- predicted misses ---------------------------------------------------------------------
+    def predict(self, now: float) -> None:
+        """The pace of each DAG's oldest run in flight, and of each DAG making a data product
+        that has not started when it usually would have; from them the expected next update of
+        each data product they make (collector/baselines/predict.py). Writer, each poll cycle,
+        lock held: O(runs in flight + DAGs making data products)."""
+        b = self.baselines
+        oldest: dict[str, tuple[float, str]] = {}
+        for (dag_id, run_id), started in self.running.items():
+            if (started, run_id) < oldest.get(dag_id, (math.inf, "")):
+                oldest[dag_id] = (started, run_id)
+        paces: dict[str, Pace] = {}
+        for dag_id, (started, run_id) in oldest.items():
+            ends = b.usual_ends(dag_id)
+            durations = b.runs.get(dag_id)
+            usual = durations.usual(started) if durations is not None else None
+            total = usual.median if usual is not None else 0.0
+            done = self._finished_tasks.get((dag_id, run_id), {})
+            if (found := pace(started, now, done, ends, total)) is not None:
+                paces[dag_id] = found
+        for dag_id in self._made_by:
+            if dag_id in oldest or dag_id in paces or self.dag_paused(dag_id):
+                continue
+            if (by := b.usual_start(dag_id)) is None or by >= now:
+                continue
+            durations = b.runs.get(dag_id)
+            usual = durations.usual(now) if durations is not None else None
+            total = usual.median if usual is not None else 0.0
+            if (found := pace_unstarted(by, now, b.usual_ends(dag_id), total)) is not None:
+                paces[dag_id] = found
+        self.paces = paces
+        expected: dict[str, ExpectedUpdate] = {}
+        for dag_id, found in paces.items():
+            for name, task_id in self._made_by.get(dag_id, ()):
+                when = found.task_ends.get(task_id) if task_id else found.expected_end
+                if when is None:
+                    continue  # that task already finished in this run: the product is updated
+                ds = self.catalog.datasets[name]
+                last = self.dataset_last_updated(ds)
+                limit = self.freshness_limit(ds, last)
+                if last is None or limit is None or self.producer_paused(ds):
+                    continue
+                got = ExpectedUpdate(when, last + limit[0], dag_id, found.at, found.behind)
+                if name not in expected or got.expected < expected[name].expected:
+                    expected[name] = got
+        self.expected_updates = expected
 
     def _pool_label(self, dag_id: str, pool: str, seen: dict[str, set[str]]) -> str:
         """`pool`, or OTHER once the DAG has POOLS_PER_DAG pool labels (`seen`: the labels of
@@ -401,6 +616,9 @@ class MetricsState:
         """Runs queued or running now, with when they started (or were queued)."""
         with self.lock:
             self.running = dict(running)
+            self._refresh_learned()
+            for key in self._finished_tasks.keys() - self.running.keys():
+                del self._finished_tasks[key]
 
     def set_platform(
         self,
@@ -519,11 +737,15 @@ class MetricsState:
             return ("critical",)
         return ("warning", "critical") if ratio > 2 else ("warning",)
 
-    def _check_duration(self, staged: Staged, dag_id: str, run_id: str, took: float) -> None:
-        pipeline = self.catalog.pipelines.get(dag_id)
-        if pipeline is None or not pipeline.max_duration or took <= pipeline.max_duration:
+    def _check_duration(
+        self, staged: Staged, dag_id: str, run_id: str, start: float, took: float
+    ) -> None:
+        found = self.max_duration(dag_id, start)
+        if found is None or took <= found[0]:
             return
-        ladder = self._ladder(took / pipeline.max_duration, pipeline.tier == "critical")
+        pipeline = self.catalog.pipelines.get(dag_id)
+        critical = pipeline is not None and pipeline.tier == "critical"
+        ladder = self._ladder(took / found[0], critical)
         labels = (self.team(dag_id), "duration", dag_id, "")
         self._count(staged, f"duration|{dag_id}|{run_id}", ladder, labels)
 
@@ -538,13 +760,17 @@ class MetricsState:
         commits them here."""
         staged = Staged(self, now)
         with self.lock:
+            self.predict(now)
             for name, ds in self.catalog.datasets.items():
                 last = self.dataset_last_updated(ds)
-                if last is None or not ds.freshness or self.producer_paused(ds):
+                if last is None or self.producer_paused(ds):
+                    continue
+                found = self.freshness_limit(ds, last)
+                if found is None:
                     continue
                 age = now - last
-                if age > ds.freshness:
-                    ladder = self._ladder(age / ds.freshness, ds.tier == "critical")
+                if age > found[0]:
+                    ladder = self._ladder(age / found[0], ds.tier == "critical")
                     labels = (
                         self.catalog.team_of_dataset(name),
                         "freshness",
@@ -553,7 +779,7 @@ class MetricsState:
                     )
                     self._count(staged, f"freshness|{name}|{last:.3f}", ladder, labels)
             for (dag_id, run_id), started in self.running.items():
-                self._check_duration(staged, dag_id, run_id, now - started)
+                self._check_duration(staged, dag_id, run_id, started, now - started)
             for dag_id, pipeline in self.catalog.pipelines.items():
                 if self.dag_paused(dag_id):
                     continue
@@ -570,6 +796,34 @@ class MetricsState:
                     labels = (self.team(dag_id), "deadline", dag_id, "")
                     self._count(staged, f"deadline|{dag_id}|af:{deadline_id}", severity, labels)
         return staged
+
+
+def _source_of(ds: Dataset) -> str:
+    """The learned baselines' key of what refreshes a data product."""
+    p = ds.produced_by
+    if p is None:
+        return ""
+    if p.asset_uri is not None:
+        return asset_source(p.asset_uri)
+    if p.task_id is not None:
+        return task_source(p.dag_id or "", p.task_id)
+    return dag_source(p.dag_id or "")
+
+
+def _made_by(catalog: Catalog) -> dict[str, list[tuple[str, str]]]:
+    """DAG -> (data product, task_id or "" for the whole run) it makes, by the catalog's
+    `produced_by` (an Asset's writers are Airflow's, not the catalog's: not predicted yet)."""
+    made: dict[str, list[tuple[str, str]]] = {}
+    for name, ds in catalog.datasets.items():
+        p = ds.produced_by
+        if p is not None and p.asset_uri is None and p.dag_id:
+            made.setdefault(p.dag_id, []).append((name, p.task_id or ""))
+    return made
+
+
+def _update_sources(catalog: Catalog) -> set[str]:
+    """What refreshes the catalog's data products: the update cadences worth learning."""
+    return {_source_of(ds) for ds in catalog.datasets.values() if ds.produced_by is not None}
 
 
 def _producer_tasks(catalog: Catalog) -> frozenset[tuple[str, str]]:

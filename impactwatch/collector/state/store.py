@@ -16,7 +16,7 @@ each batch alone again if a row of one is refused.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -371,6 +371,38 @@ class Store:
             q = select(*RUN_RECORD).where(dag_run_t.c.state.in_(OPEN_STATES))
             open_runs = [DagRun(**r._mapping) for r in conn.execute(q)]
         return Summary(last_success, last_failure, task_success, asset_updates, breaches, open_runs)
+
+    def history(
+        self, since: float, chunk: int = 500
+    ) -> Iterator[tuple[list[tuple[DagRun, list[TaskTry]]], list[AssetUpdate]]]:
+        """Finished runs that ended from `since` on, oldest first, with their tries, in chunks
+        of `chunk` runs; then the asset updates from `since` on (the last chunk's). For the
+        learned baselines on start (collector/baselines): streamed, so memory stays flat."""
+        runs = (
+            select(*RUN_RECORD)
+            .where(
+                dag_run_t.c.state.in_(("success", "failed")),
+                dag_run_t.c.end_ >= since,
+                _observed(dag_run_t),
+            )
+            .order_by(dag_run_t.c.end_)
+        )
+        assets = (
+            select(asset_update_t.c.uri, asset_update_t.c.timestamp)
+            .where(asset_update_t.c.timestamp >= since)
+            .order_by(asset_update_t.c.timestamp)
+        )
+        with self.engine.connect() as conn, self.engine.connect() as reader:
+            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(runs)
+            for rows in result.partitions(chunk):
+                page = [DagRun(**r._mapping) for r in rows]
+                by_run: dict[str, list[TaskTry]] = {r.key: [] for r in page}
+                for row in self._rows(reader, self._tries_by_run, by_run):
+                    values = dict(row._mapping)
+                    by_run[values.pop("run_k")].append(task_try(values))
+                yield [(r, by_run[r.key]) for r in page], []
+            updates = [AssetUpdate(uri=u, timestamp=ts) for u, ts in reader.execute(assets)]
+        yield [], updates
 
     def series(self) -> list[tuple[str, str]]:
         """Every stored counter and histogram series: (key, value)."""
