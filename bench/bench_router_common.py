@@ -29,11 +29,21 @@ TOKEN = "bench-webhook-token"
 
 
 def checkout(ref: str) -> Path:
-    """The `impactwatch` package as of git `ref`, unpacked in a temporary folder (read-only
-    use of git: `git archive`), for a before/after run. The caller deletes the folder."""
+    """The `impactwatch` package and the example catalog as of git `ref`, unpacked in a
+    temporary folder (read-only use of git: `git archive`), for a before/after run (a catalog
+    of a later version may use keys that version refuses). The caller deletes the folder."""
     folder = Path(tempfile.mkdtemp(prefix="iw-bench-baseline-"))
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", ref, "impactwatch"],
+        [
+            "git",
+            "-C",
+            str(ROOT),
+            "archive",
+            "--format=tar",
+            ref,
+            "impactwatch",
+            "examples/catalog.yaml",
+        ],
         capture_output=True,
     )
     if archive.returncode != 0:
