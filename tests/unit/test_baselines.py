@@ -189,6 +189,38 @@ def test_empty_catalog_gets_learned_freshness_and_duration_alerts_from_history()
     assert [k for k in state.evaluate(now + 31 * 60) if k.startswith("duration")]
 
 
+def test_a_product_is_checked_again_when_its_update_or_the_catalog_moves_its_limit() -> None:
+    state = MetricsState(EMPTY)
+    history = []
+    for day in range(21):
+        start = MONDAY + day * DAY + 6 * H
+        run = _run("etl", start, 1200.0)
+        history.append((run, [_try(run, "publish", start + 600, start + 1200)]))
+    state.learn(history)
+    now = MONDAY + 21 * DAY + 6 * H
+    state.apply(Changes(succeeded_tries=[history[-1][1][0]]), "poller", now)
+    late = now + 1200 + MIN_SLACK + 60
+    assert [k.split("|")[0] for k in state.evaluate(late)] == ["freshness"]
+    # Today's update arrives: the next limit is tomorrow's, nothing is late now.
+    run = _run("etl", now + 30 * 60, 1200.0)
+    today = _try(run, "publish", now + 40 * 60, now + 50 * 60)
+    state.apply(Changes(finished_runs=[(run, [today])], succeeded_tries=[today]), "p", now + 3000)
+    assert state.evaluate(late + 3600) == {}
+    # A catalog freshness wins and moves the limit at once: 2 h after today's update.
+    state.set_catalog(
+        Catalog.model_validate(
+            {
+                "teams": {"risk": {"slack_channel": "#r"}},
+                "defaults": {"team": "risk"},
+                "datasets": {"scores": {"produced_by": "etl.publish", "freshness": "2h"}},
+            }
+        )
+    )
+    assert state.evaluate(now + 50 * 60 + 2 * H - 60) == {}
+    fired = state.evaluate(now + 50 * 60 + 2 * H + 60)
+    assert [k.split("|")[0] for k in fired] == ["freshness"]
+
+
 def test_the_catalog_wins_over_what_is_learned() -> None:
     catalog = Catalog.model_validate(
         {

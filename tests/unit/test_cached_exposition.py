@@ -89,3 +89,34 @@ def test_cached_and_full_renders_agree_through_every_kind_of_change(
     )
     assert cached.render() == full(state, T0)
     assert b'last_failure_timestamp_seconds{dag_id="a",team="platform"}' in cached.render()
+
+
+def test_cached_products_follow_their_updates_learned_cadence_and_producers() -> None:
+    catalog = Catalog.model_validate(
+        {
+            "teams": {"risk": {"slack_channel": "#r"}},
+            "defaults": {"team": "risk"},
+            "datasets": {
+                "learned": {"produced_by": "a.t"},
+                "whole": {"produced_by": "b", "freshness": "1h"},
+                "asset": {"produced_by": "s3://b/s"},
+            },
+        }
+    )
+    state = MetricsState(catalog)
+    cached = CachedExposition(state, clock=lambda: T0)
+    state.set_dags({"a": DagInfo(), "b": DagInfo()})
+    for day in range(12):  # enough history for a learned cadence of "learned"
+        changes = finished("a", f"d{day}", T0 - (12 - day) * 86400, 600, "success")
+        changes.succeeded_tries.extend(changes.finished_runs[0][1])
+        state.apply(changes, "poller", T0)
+        assert cached.render() == full(state, T0)
+    learned = b'{dataset="learned",source="learned",team="risk",tier="standard"}'
+    assert b"impactwatch_dataset_freshness_sla_seconds" + learned in cached.render()
+    state.apply(finished("b", "r1", T0 - 900, 60, "success"), "poller", T0)
+    state.apply(Changes(assets=[AssetUpdate(uri="s3://b/s", timestamp=T0 - 40)]), "p", T0)
+    assert cached.render() == full(state, T0)
+    state.set_dags({"a": DagInfo(paused=True), "b": DagInfo()}, {"s3://b/s": [("b", "w")]})
+    assert cached.render() == full(state, T0)
+    state.set_catalog(catalog.model_copy(update={"datasets": dict(catalog.datasets)}))
+    assert cached.render() == full(state, T0)

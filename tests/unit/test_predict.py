@@ -155,3 +155,23 @@ def test_a_run_that_has_not_started_when_it_usually_does_is_predicted_too() -> N
     state.set_dags({"risk_scoring": DagInfo(paused=True)})
     state.evaluate(T0 + 2 * 3600)
     assert state.paces == {}  # a paused DAG is not late to start
+
+
+def test_a_run_late_to_start_is_not_late_once_it_started_until_its_next_usual_start() -> None:
+    state = MetricsState(CATALOG)
+    publish = _history(state, 10)
+    state.apply(Changes(succeeded_tries=[publish]), "poller", T0 - DAY + 50 * MIN)
+    state.evaluate(T0 + 2 * 3600)
+    assert "risk_scoring" in state.paces  # late to start
+    late = DagRun(
+        dag_id="risk_scoring",
+        run_id="today",
+        state="success",
+        start=T0 + 2 * 3600,
+        end=T0 + 3 * 3600,
+    )
+    state.apply(Changes(finished_runs=[(late, [])], terminal_runs=[late]), "poller", T0 + 3 * 3600)
+    state.evaluate(T0 + 4 * 3600)
+    assert state.paces == {}  # it ran today: not late until tomorrow's usual start
+    state.evaluate(T0 + DAY + 3 * 3600)
+    assert state.paces["risk_scoring"].at == NOT_STARTED

@@ -115,6 +115,13 @@ class TaskTimes:
     def __len__(self) -> int:
         return len(self.rows) // 3
 
+    def usual_end(self) -> float | None:
+        """The median end offset alone (what a prediction needs; learner.Baselines.usual_ends
+        keeps it per DAG); None before MIN_TASK_RUNS."""
+        if len(self) < MIN_TASK_RUNS:
+            return None
+        return quantile(sorted(self.rows[2::3]), 0.5)
+
     def stats(self) -> tuple[float, float, float, float] | None:
         """(median duration, p90 duration, median start offset, median end offset); None
         before MIN_TASK_RUNS."""

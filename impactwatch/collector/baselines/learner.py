@@ -36,9 +36,14 @@ class Baselines:
         self.tasks: dict[tuple[str, str], TaskTimes] = {}
         self.task_ids: dict[str, list[str]] = {}  # the tasks of each DAG in `tasks`
         self._start_by: dict[str, float | None] = {}  # usual_start, until the next start
+        self._ends: dict[str, dict[str, float]] = {}  # usual_ends, until the DAG's next try
         self.pools: dict[str, PoolWaits] = {}
         self.updates: dict[str, Cadence] = {}
         self._sources: frozenset[str] = frozenset()
+        # What changed since the metrics state last asked (`take_changes`): DAGs whose usual
+        # start may have moved, update sources whose cadence did. Bounded by DAGs and sources.
+        self._started: set[str] = set()
+        self._updated: set[str] = set()
 
     def configure(self, sources: Collection[str]) -> None:
         """The update sources that refresh a data product (the catalog's): only those learn."""
@@ -49,7 +54,8 @@ class Baselines:
     def forget(self, dag_ids: Collection[str]) -> None:
         """DAGs Airflow no longer has."""
         gone = set(dag_ids)
-        for store in (self.runs, self.starts, self._start_by):
+        self._started |= gone
+        for store in (self.runs, self.starts, self._start_by, self._ends):
             for dag_id in gone & store.keys():
                 del store[dag_id]
         for key in [k for k in self.tasks if k[0] in gone]:
@@ -64,6 +70,7 @@ class Baselines:
             return
         self.starts.setdefault(run.dag_id, Cadence()).add(run.start)
         self._start_by.pop(run.dag_id, None)
+        self._started.add(run.dag_id)
         if run.state != "success" or run.end is None or run.end < run.start:
             return
         self.runs.setdefault(run.dag_id, RunDurations()).add(run.start, run.end - run.start)
@@ -73,6 +80,7 @@ class Baselines:
     def observe_task(self, run_start: float, t: TaskTry) -> None:
         if t.state != "success" or t.start is None or t.end is None or t.end < t.start:
             return
+        self._ends.pop(t.dag_id, None)
         times = self.tasks.get((t.dag_id, t.task_id))
         if times is None:
             times = self.tasks[(t.dag_id, t.task_id)] = TaskTimes()
@@ -94,6 +102,7 @@ class Baselines:
     def observe_update(self, source: str, ts: float) -> None:
         if source in self._sources:
             self.updates.setdefault(source, Cadence()).add(ts)
+            self._updated.add(source)
 
     def observe_success(self, t: TaskTry) -> None:
         if t.end is not None:
@@ -106,14 +115,27 @@ class Baselines:
         if r.state == "success" and r.end is not None:
             self.observe_update(dag_source(r.dag_id), r.end)
 
+    def take_changes(self) -> tuple[set[str], set[str]]:
+        """(DAGs whose usual start may have moved, update sources whose cadence changed)
+        since the last call."""
+        changes = (self._started, self._updated)
+        self._started, self._updated = set(), set()
+        return changes
+
     # --- what is usual ----------------------------------------------------------------------
     def usual_ends(self, dag_id: str) -> dict[str, float]:
-        """When each task of `dag_id` with enough history usually ends, after its run starts."""
+        """When each task of `dag_id` with enough history usually ends, after its run starts
+        (kept until the DAG's next successful try: asked for each run in flight each cycle)."""
+        found = self._ends.get(dag_id)
+        if found is not None:
+            return found
         ends: dict[str, float] = {}
         for task_id in self.task_ids.get(dag_id, ()):
-            stats = self.tasks[(dag_id, task_id)].stats()
-            if stats is not None:
-                ends[task_id] = stats[3]
+            end = self.tasks[(dag_id, task_id)].usual_end()
+            if end is not None:
+                ends[task_id] = end
+        if dag_id in self.task_ids:
+            self._ends[dag_id] = ends
         return ends
 
     def usual_start(self, dag_id: str) -> float | None:

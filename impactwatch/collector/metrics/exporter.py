@@ -45,8 +45,10 @@ class ImpactwatchCollector(Collector):
     """Yields the families of the metric contract from the state it is given.
 
     `part="all"` yields everything; the cached exposition renders `part="dags"` (the families
-    keyed by DAG, for the DAGs given, which change only when those DAGs do) separately from
-    `part="rest"` (data products, ages and deadlines computed from now, platform, self-metrics).
+    keyed by DAG, for the DAGs given, which change only when those DAGs do) and
+    `part="products"` (each data product's own series, for the products given, which change
+    only when its updates, its producers or the catalog do) separately from `part="rest"`
+    (predictions, ages and deadlines computed from now, platform, self-metrics).
     """
 
     def __init__(
@@ -56,11 +58,13 @@ class ImpactwatchCollector(Collector):
         *,
         part: str = "all",
         dags: Collection[str] | None = None,
+        datasets: Collection[str] | None = None,
     ) -> None:
         self.state = state
         self.clock = clock
         self.part = part
         self.dags = dags
+        self.datasets = datasets
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # families depend on the catalog; no eager collect at registration
@@ -68,8 +72,11 @@ class ImpactwatchCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = self.clock()
         with self.state.lock:
+            if self.part in ("all", "products"):
+                names = self.state.catalog.datasets if self.datasets is None else self.datasets
+                yield from self._datasets(names)
             if self.part in ("all", "rest"):
-                yield from self._datasets()
+                yield from self._predicted()
                 yield from self._dag_dynamic(now)
             if self.part in ("all", "dags"):
                 dags = sorted(self.state.dag_keys()) if self.dags is None else self.dags
@@ -78,7 +85,8 @@ class ImpactwatchCollector(Collector):
                 yield from self._platform()
                 yield from self._self_metrics()
 
-    def _datasets(self) -> Iterator[Metric]:
+    def _datasets(self, names: Collection[str]) -> Iterator[Metric]:
+        """Each data product's own series (not the clock's: ages are PromQL's `time() - ...`)."""
         s = self.state
         updated, sla, paused, producer = (
             _gauge(c.DATASET_LAST_UPDATED),
@@ -87,7 +95,8 @@ class ImpactwatchCollector(Collector):
             _gauge(c.DATASET_PRODUCER),
         )
         usual_by, history = _gauge(c.DATASET_USUAL_UPDATE_BY), _gauge(c.DATASET_BASELINE_UPDATES)
-        for name, ds in s.catalog.datasets.items():
+        for name in names:
+            ds = s.catalog.datasets[name]
             labels = [name, s.catalog.team_of_dataset(name), ds.tier]
             last = s.dataset_last_updated(ds)
             if last is not None:
@@ -101,12 +110,17 @@ class ImpactwatchCollector(Collector):
                 usual_by.add_metric(labels, by)
             if (n := s.baseline_updates(ds)) is not None:
                 history.add_metric(labels, float(n))
+        yield from (updated, sla, paused, producer, usual_by, history)
+
+    def _predicted(self) -> Iterator[Metric]:
+        """The expected next update of data products that a run's pace says (each cycle)."""
+        s = self.state
         expected, due = _gauge(c.DATASET_EXPECTED_UPDATE), _gauge(c.DATASET_UPDATE_DUE)
         for name, got in sorted(s.expected_updates.items()):
             labels = [name, s.catalog.team_of_dataset(name), s.catalog.datasets[name].tier]
             expected.add_metric([*labels, got.dag_id, got.at], got.expected)
             due.add_metric(labels, got.due)
-        yield from (updated, sla, paused, producer, usual_by, history, expected, due)
+        yield from (expected, due)
 
     def _dag_dynamic(self, now: float) -> Iterator[Metric]:
         """DAG gauges that move with the clock: ages of runs in flight, next deadlines."""

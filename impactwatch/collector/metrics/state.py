@@ -31,6 +31,7 @@ from impactwatch.collector.cost.pricing import ZERO, Pricing
 from impactwatch.collector.cost.tracking import CostTracker
 from impactwatch.collector.events import AssetUpdate, DagRun, TaskTry
 from impactwatch.collector.metrics import persisted
+from impactwatch.collector.metrics.due import DueQueue
 from impactwatch.collector.metrics.staged import Staged
 from impactwatch.collector.state.store import Changes, Counts, Summary
 from impactwatch.contract import metrics as c
@@ -189,6 +190,7 @@ class MetricsState:
         # sources of its events (kept for DAGs Airflow knows, so the set stays bounded).
         self.asset_producers: dict[str, set[tuple[str, str]]] = {}
         self.asset_sources: dict[str, set[tuple[str, str]]] = {}
+        self._asset_producers_before: dict[str, set[tuple[str, str]]] = {}
         self._paused: frozenset[str] = frozenset()
         self.baselines = Baselines()
         self.baselines.configure(_update_sources(catalog))
@@ -204,6 +206,17 @@ class MetricsState:
         self.paces: dict[str, Pace] = {}
         self.expected_updates: dict[str, ExpectedUpdate] = {}
         self._made_by = _made_by(catalog)
+        # Not every product and DAG every cycle (10,000 of each): a product is checked for a
+        # breach once its last update plus its limit has passed (`_product_due`, set again
+        # when its update, its learned cadence or the catalog changes: `_products_changed`),
+        # a DAG making one for a late start once its usual start has (`_late_starts`).
+        self._products_of = _products_of(catalog)
+        self._product_due = DueQueue()
+        self._stale_products: set[str] | None = None  # due times to set again; None: all
+        self._dirty_products: set[str] | None = None  # for the exposition; None: all
+        self._late_starts = DueQueue()
+        self._starts_changed: set[str] = set()
+        self._all_starts_stale = True
         self.self_stats = SelfStats()
 
     # --- what changed since the exposition was last rendered ---------------------------------
@@ -218,6 +231,25 @@ class MetricsState:
         with self.lock:
             dirty, self._dirty = self._dirty, set()
             return dirty
+
+    def take_dirty_products(self) -> set[str] | None:
+        """Data products whose own series changed since the last call (None: all)."""
+        with self.lock:
+            dirty, self._dirty_products = self._dirty_products, set()
+            return dirty
+
+    def _products_changed(self, sources: Iterable[str] | None) -> None:
+        """The products refreshed by these update sources (learner.py keys; None: every
+        product) changed their last update or learned cadence."""
+        if sources is None:
+            self._stale_products = self._dirty_products = None
+            return
+        for source in sources:
+            for name in self._products_of.get(source, ()):
+                if self._stale_products is not None:
+                    self._stale_products.add(name)
+                if self._dirty_products is not None:
+                    self._dirty_products.add(name)
 
     def dag_keys(self) -> set[str]:
         """Every DAG that has a DAG-keyed series."""
@@ -240,6 +272,8 @@ class MetricsState:
         with self.lock:
             if catalog != self.catalog:
                 self._dirty = None  # teams and limits may have changed anywhere
+                self._products_changed(None)
+                self._all_starts_stale = True
                 if catalog.cost != self.catalog.cost:
                     self.pricing = Pricing(catalog)
                     self.cost_model_id = persisted.model_fingerprint(self.pricing.model)
@@ -250,6 +284,7 @@ class MetricsState:
             self.baselines.configure(_update_sources(catalog))
             self._refresh_learned(self._oldest)  # a catalog max_duration wins, or no longer
             self._made_by = _made_by(catalog)
+            self._products_of = _products_of(catalog)
 
     def set_dags(
         self,
@@ -264,6 +299,13 @@ class MetricsState:
             if asset_producers is not None:
                 self.asset_producers = {uri: set(d) for uri, d in asset_producers.items()}
             gone = (set(self.dags) | self._observed_dags()) - set(dags)
+            if (
+                dags.keys() != self.dags.keys()
+                or self.asset_producers != self._asset_producers_before
+                or frozenset(d for d, info in dags.items() if info.paused) != self._paused
+            ):
+                self._dirty_products = None  # producers and paused flags of products
+            self._asset_producers_before = self.asset_producers
             for dag_id, info in dags.items():
                 if self.dags.get(dag_id) != info:
                     self._touch(dag_id)
@@ -289,6 +331,7 @@ class MetricsState:
     ) -> None:
         """State after a restart, from the store: nothing observed twice, nothing lost."""
         with self.lock:
+            self._products_changed(None)
             self.last_success.update(summary.last_success)
             self.last_failure.update(summary.last_failure)
             self.task_success.update(
@@ -408,6 +451,7 @@ class MetricsState:
             for outcome, n in changes.outcomes.items():
                 self.self_stats.count(source, outcome, n)
             self.learn(changes.finished_runs, changes.assets, changes.queued_tries)
+            sources: set[str] = set()
             for t in changes.succeeded_tries:
                 if t.end is not None and (t.dag_id in self.dags or not self.dags):
                     done = self._finished_tasks.setdefault((t.dag_id, t.run_id), {})
@@ -417,6 +461,7 @@ class MetricsState:
                     self.task_success[key] = max(
                         self.task_success.get(key, 0.0), _clamp(t.end, now)
                     )
+                    sources.add(task_source(*key))
             for a in changes.assets:
                 if a.uri not in self._asset_uris:
                     continue  # no data product is made of it: nothing to keep
@@ -425,12 +470,16 @@ class MetricsState:
                 )
                 if a.dag_id and a.task_id and a.dag_id in self.dags:
                     self.asset_sources.setdefault(a.uri, set()).add((a.dag_id, a.task_id))
+                sources.add(asset_source(a.uri))
             for r in changes.terminal_runs:
                 self._touch(r.dag_id)
                 if r.end is None:
                     continue
                 target = self.last_success if r.state == "success" else self.last_failure
                 target[r.dag_id] = max(target.get(r.dag_id, 0.0), _clamp(r.end, now))
+                if r.state == "success":
+                    sources.add(dag_source(r.dag_id))
+            self._products_changed(sources)
             for r, _tries in changes.finished_runs:
                 self.running.pop((r.dag_id, r.run_id), None)
                 self._finished_tasks.pop((r.dag_id, r.run_id), None)
@@ -442,6 +491,8 @@ class MetricsState:
             self.baselines = Baselines()
             self.baselines.configure(_update_sources(self.catalog))
             self._refresh_learned(self._oldest)
+            self._products_changed(None)
+            self._all_starts_stale = True
 
     def learn(
         self,
@@ -471,6 +522,10 @@ class MetricsState:
         for a in assets:
             b.observe_asset(a)
         self._refresh_learned(learned)
+        started, updated = b.take_changes()
+        self._products_changed(updated)
+        if not self._all_starts_stale:
+            self._starts_changed |= started  # their usual start: set again in `predict`
 
     def _refresh_learned(self, also: Iterable[str] = ()) -> None:
         """The learned duration limit of each DAG whose oldest run in flight changed, and of
@@ -547,7 +602,7 @@ class MetricsState:
         """The pace of each DAG's oldest run in flight, and of each DAG making a data product
         that has not started when it usually would have; from them the expected next update of
         each data product they make (collector/baselines/predict.py). Writer, each poll cycle,
-        lock held: O(runs in flight + DAGs making data products)."""
+        lock held: O(runs in flight + DAGs past their usual start + DAGs that started since)."""
         b = self.baselines
         oldest: dict[str, tuple[float, str]] = {}
         for (dag_id, run_id), started in self.running.items():
@@ -562,7 +617,7 @@ class MetricsState:
             done = self._finished_tasks.get((dag_id, run_id), {})
             if (found := pace(started, now, done, ends, total)) is not None:
                 paces[dag_id] = found
-        for dag_id in self._made_by:
+        for dag_id in sorted(self._late_to_start(now)):
             if dag_id in oldest or dag_id in paces or self.dag_paused(dag_id):
                 continue
             if (by := b.usual_start(dag_id)) is None or by >= now:
@@ -588,6 +643,37 @@ class MetricsState:
                 if name not in expected or got.expected < expected[name].expected:
                     expected[name] = got
         self.expected_updates = expected
+
+    def _late_to_start(self, now: float) -> Collection[str]:
+        """DAGs making a data product whose usual start has passed (as learned from their
+        starts: set again for the DAGs whose starts changed since the last cycle)."""
+        b = self.baselines
+        changed = self._starts_changed
+        self._starts_changed = set()
+        if self._all_starts_stale:
+            self._all_starts_stale = False
+            self._late_starts.clear()
+            changed = set(self._made_by)
+        for dag_id in changed:
+            by = b.usual_start(dag_id) if dag_id in self._made_by else None
+            self._late_starts.set(dag_id, by)
+        return list(self._late_starts.due(now))
+
+    def _overdue_products(self, now: float) -> list[str]:
+        """Data products whose last update plus limit (the catalog's, else learned) has
+        passed: the only ones a breach check needs to look at."""
+        stale = self._stale_products
+        self._stale_products = set()
+        if stale is None:
+            self._product_due.clear()
+            stale = set(self.catalog.datasets)
+        for name in stale:
+            ds = self.catalog.datasets.get(name)
+            last = self.dataset_last_updated(ds) if ds is not None else None
+            found = self.freshness_limit(ds, last) if ds is not None else None
+            due = None if last is None or found is None else last + found[0]
+            self._product_due.set(name, due)
+        return sorted(self._product_due.due(now))
 
     def _pool_label(self, dag_id: str, pool: str, seen: dict[str, set[str]]) -> str:
         """`pool`, or OTHER once the DAG has POOLS_PER_DAG pool labels (`seen`: the labels of
@@ -761,7 +847,8 @@ class MetricsState:
         staged = Staged(self, now)
         with self.lock:
             self.predict(now)
-            for name, ds in self.catalog.datasets.items():
+            for name in self._overdue_products(now):
+                ds = self.catalog.datasets[name]
                 last = self.dataset_last_updated(ds)
                 if last is None or self.producer_paused(ds):
                     continue
@@ -808,6 +895,15 @@ def _source_of(ds: Dataset) -> str:
     if p.task_id is not None:
         return task_source(p.dag_id or "", p.task_id)
     return dag_source(p.dag_id or "")
+
+
+def _products_of(catalog: Catalog) -> dict[str, list[str]]:
+    """Update source (learner.py key) -> the data products it refreshes."""
+    found: dict[str, list[str]] = {}
+    for name, ds in catalog.datasets.items():
+        if ds.produced_by is not None:
+            found.setdefault(_source_of(ds), []).append(name)
+    return found
 
 
 def _made_by(catalog: Catalog) -> dict[str, list[tuple[str, str]]]:
