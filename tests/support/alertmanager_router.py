@@ -142,6 +142,11 @@ class RouterAlertmanager:
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 200, resp.status
 
+    def groups(self) -> list[dict[str, Any]]:
+        """The alert groups Alertmanager holds now (GET /api/v2/alerts/groups)."""
+        with urllib.request.urlopen(f"{self.url}/api/v2/alerts/groups", timeout=10) as resp:
+            return list(json.load(resp))
+
     def silence(self, matchers: Mapping[str, str], hours: float = 1) -> str:
         """A silence of alerts with these label values, created through API v2; its id."""
         now = time.time()
