@@ -3,7 +3,8 @@ holding DAGS x RUNS finished runs of TASKS tries each (10,000 x 30 x 20 = 6M tri
 with the series a collector would have saved (6 per DAG) and a breach per DAG.
 
 Measured from outside, polling GET /healthz every 20 ms: time from launch to the first HTTP
-answer (any status: 503 "starting" counts), and to "restored" (/healthz 200; /metrics then
+answer (any status: 503 "starting" counts), and to "restored" (/healthz no longer "starting":
+200, or 503 "stale" as the unreachable Airflow DB makes it; /metrics then
 serves the restored counters, checked). With `--baseline <commit>`, that commit's collector on
 a copy of the same facts (its schema, without the series); there the first answer comes only
 after its restore, in the constructor. The Airflow DB is unreachable on purpose: the first
@@ -147,7 +148,7 @@ def as_baseline(source: str, name: str) -> None:
 
 def start(code: Path | None, state_db: str, work: Path) -> dict[str, float]:
     """Launch the collector (this tree's, or the checkout `code` with its own example catalog);
-    seconds to the first HTTP answer and to /healthz 200."""
+    seconds to the first HTTP answer and to /healthz past "starting"."""
     import subprocess
 
     from bench_router_common import _free_port, stop_process
@@ -176,9 +177,12 @@ def start(code: Path | None, state_db: str, work: Path) -> dict[str, float]:
                 first = now if first != first else first
                 ready = now
                 break
-            except urllib.error.HTTPError:
-                if first != first:
-                    first = time.perf_counter() - began
+            except urllib.error.HTTPError as refused:
+                now = time.perf_counter() - began
+                first = now if first != first else first
+                if b"starting" not in refused.read():  # 503 "stale": restored, Airflow unreachable
+                    ready = now
+                    break
             except OSError:
                 pass
             time.sleep(0.02)
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = f"{args.dags:,} DAGs, {tries:,} tries"
     verdicts.add(f"launch to first HTTP answer, {scale}", report.ms(now["first"]),
                  f"< {TARGET_FIRST * 1000:.0f} ms", now["first"] < TARGET_FIRST)  # fmt: skip
-    verdicts.add(f"launch to restored (/healthz 200), {scale}", report.ms(now["ready"]),
+    verdicts.add(f"launch to restored (/healthz past 'starting'), {scale}", report.ms(now["ready"]),
                  f"< {TARGET_READY * 1000:.0f} ms", now["ready"] < TARGET_READY)  # fmt: skip
     runs = args.dags * args.runs
     verdicts.add("finished runs in /metrics after the restart", f"{now['runs']:,.0f}",

@@ -132,10 +132,15 @@ def collector_app(
     async def health(request: Request) -> Response:
         """503 "starting" until the state is restored; 503 "stale" while a failed or late poll
         cycle leaves the last state served (the reason says why); 200 "ok" otherwise, before the
-        first poll included."""
+        first poll included. `learning`: the learned baselines are still reading history."""
         if not service.ready.is_set():
             return starting()
-        body = {"status": "ok", "stale": stats.stale, "last_successful_poll": stats.last_poll}
+        body = {
+            "status": "ok",
+            "stale": stats.stale,
+            "last_successful_poll": stats.last_poll,
+            "learning": not service.learned.is_set(),
+        }
         reason = stats.stale_reason
         if reason is not None:
             return JSONResponse({**body, "status": "stale", "reason": reason}, 503)

@@ -36,6 +36,7 @@ from impactwatch.catalog.airflow_merge import (
 )
 from impactwatch.catalog.model import Catalog
 from impactwatch.collector.airflow.poller import Poller, PollResult, make_airflow_engine
+from impactwatch.collector.baselines.learner import feed
 from impactwatch.collector.cost.history import load_cost_history
 from impactwatch.collector.cost.tracking import COST_HISTORY_RUNS
 from impactwatch.collector.events import SEP, Batch, DagRun
@@ -117,6 +118,8 @@ class CollectorService:
         # Set once the writer has restored the state from the state DB (`_restore`); until
         # then /healthz and /metrics answer 503 "starting", and queued work waits.
         self.ready = threading.Event()
+        # Set once the learned baselines hold the state DB's history (`_learn_history`).
+        self.learned = threading.Event()
         self.airflow = self._airflow_engine()
         self.poller: Poller | None = None
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="impactwatch-poll")
@@ -200,13 +203,42 @@ class CollectorService:
             return
 
     def _learn_history(self, now: float) -> None:
-        """The learned baselines from the state DB's last HISTORY_DAYS (collector/baselines),
-        chunk by chunk: scrapes go on between chunks. Afterwards the writer feeds them as it
-        stores new facts."""
-        self.state.reset_baselines()
-        for runs, assets in self.store.history(now - HISTORY_DAYS * 86400.0):
-            with self.state.lock:
-                self.state.learn(runs, assets)
+        """Learn the baselines (collector/baselines) from the state DB's last HISTORY_DAYS in
+        a thread of their own, into new baselines that the writer installs once read: at
+        10,000 DAGs that is millions of tries, which must hold up neither the start nor the
+        writer's queue. Meanwhile the live baselines go on (empty on start: no learned limit
+        yet, `/healthz` says `"learning": true`). Called on the writer."""
+        fresh, generation = self.state.new_baselines()
+        dags = frozenset(self.state.dags)
+        self.learned.clear()
+
+        def read() -> None:
+            started = time.perf_counter()
+            try:
+                for runs, assets in self.store.history(now - HISTORY_DAYS * 86400.0):
+                    if self.stop_event.is_set():
+                        return
+                    feed(fresh, runs, assets, None, dags)
+                installed = self._call(partial(self.state.install_baselines, fresh, generation))
+                if installed.result():
+                    log.info("baselines learned in %.1f s", time.perf_counter() - started)
+                    self.learned.set()
+            except Exception as exc:
+                if self.stop_event.is_set():
+                    return
+                log.warning(
+                    "baselines: history not read, learning from new facts only: %s",
+                    describe_error(exc),
+                )
+                with contextlib.suppress(Exception):
+                    self._call(partial(self._learning_failed, generation)).result()
+
+        threading.Thread(target=read, name="impactwatch-learn", daemon=True).start()
+
+    def _learning_failed(self, generation: int) -> None:
+        self.state.drop_relearning(generation)
+        with self.state.lock:
+            self.state.self_stats.db_errors["state"] += 1
 
     def _write_forever(self) -> None:
         self._restore()

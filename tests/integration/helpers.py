@@ -38,6 +38,7 @@ def make_service(
     )
     service = CollectorService(config, catalog or load_catalog(EXAMPLE_CATALOG))
     assert service.wait_ready(60), "the collector did not restore its state"
+    assert service.learned.wait(60), "the collector did not learn its baselines"
     return service
 
 

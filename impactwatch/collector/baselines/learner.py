@@ -147,3 +147,32 @@ class Baselines:
         found = starts.expected(starts.latest()) if starts is not None and len(starts) else None
         by = self._start_by[dag_id] = None if found is None else found.by
         return by
+
+
+def feed(
+    b: Baselines,
+    runs: Iterable[tuple[DagRun, list[TaskTry]]],
+    assets: Iterable[AssetUpdate] = (),
+    waits: Iterable[TaskTry] | None = None,
+    dags: Collection[str] = (),
+) -> set[str]:
+    """Facts into `b`: finished runs with their tries, asset updates, and tries that left the
+    queue (`waits`; None: those of the runs' tries, as when history is read). Runs of DAGs
+    outside `dags` (when given) are left out. Returns the DAG ids of the runs observed."""
+    seen: set[str] = set()
+    for r, tries in runs:
+        if dags and r.dag_id not in dags:
+            continue  # (history of a DAG Airflow no longer has)
+        b.observe_run(r, tries)
+        seen.add(r.dag_id)
+        b.observe_terminal(r)
+        for t in tries:
+            if t.state == "success":
+                b.observe_success(t)
+            if waits is None:
+                b.observe_wait(t)
+    for t in waits or ():
+        b.observe_wait(t)
+    for a in assets:
+        b.observe_asset(a)
+    return seen

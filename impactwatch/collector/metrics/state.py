@@ -22,6 +22,7 @@ from impactwatch.collector.baselines.learner import (
     Baselines,
     asset_source,
     dag_source,
+    feed,
     task_source,
 )
 from impactwatch.collector.baselines.predict import Pace, pace, pace_unstarted
@@ -194,6 +195,13 @@ class MetricsState:
         self._paused: frozenset[str] = frozenset()
         self.baselines = Baselines()
         self.baselines.configure(_update_sources(catalog))
+        # Facts fed while a history read is in flight (`new_baselines`), and which read is the
+        # latest: an older one's baselines are never installed.
+        self._relearning: (
+            list[tuple[list[tuple[DagRun, list[TaskTry]]], list[AssetUpdate], list[TaskTry] | None]]
+            | None
+        ) = None
+        self._generation = 0
         # The oldest run in flight of each DAG, and the learned duration limit for it (DAGs
         # the catalog gives no max_duration): kept by the writer as runs start, end and are
         # learned, so a scrape only reads them (`_refresh_learned`).
@@ -485,14 +493,38 @@ class MetricsState:
                 self._finished_tasks.pop((r.dag_id, r.run_id), None)
             self._refresh_learned({r.dag_id for r, _tries in changes.finished_runs})
 
-    def reset_baselines(self) -> None:
-        """Empty baselines, to be learned again from the state DB's history."""
+    def new_baselines(self) -> tuple[Baselines, int]:
+        """Empty baselines to learn the state DB's history into, off the writer, and their
+        generation. Until `install_baselines` takes them, the facts the writer feeds are also
+        kept to be fed into them then (nothing observed meanwhile is missed). Lock held."""
         with self.lock:
-            self.baselines = Baselines()
-            self.baselines.configure(_update_sources(self.catalog))
+            self._relearning = []
+            self._generation += 1
+            fresh = Baselines()
+            fresh.configure(_update_sources(self.catalog))
+            return fresh, self._generation
+
+    def install_baselines(self, fresh: Baselines, generation: int) -> bool:
+        """The baselines learned from history replace the live ones (writer thread), unless a
+        later `new_baselines` superseded them."""
+        with self.lock:
+            if generation != self._generation or self._relearning is None:
+                return False
+            for runs, assets, waits in self._relearning:
+                feed(fresh, runs, assets, waits, self.dags)
+            self._relearning = None
+            fresh.take_changes()
+            self.baselines = fresh
             self._refresh_learned(self._oldest)
             self._products_changed(None)
             self._all_starts_stale = True
+            return True
+
+    def drop_relearning(self, generation: int) -> None:
+        """A history read that failed: stop keeping facts for it."""
+        with self.lock:
+            if generation == self._generation:
+                self._relearning = None
 
     def learn(
         self,
@@ -503,24 +535,12 @@ class MetricsState:
         """Facts into the learned baselines: finished runs with their tries, asset updates,
         and tries that left the queue (`waits`; None: those of the runs' tries, on restore).
         Writer thread, lock held."""
+        runs, assets = list(runs), list(assets)
+        waits = None if waits is None else list(waits)
+        if self._relearning is not None:
+            self._relearning.append((runs, assets, waits))
         b = self.baselines
-        learned: set[str] = set()
-        for r, tries in runs:
-            if self.dags and r.dag_id not in self.dags:
-                continue  # (restored history of a DAG Airflow no longer has)
-            b.observe_run(r, tries)
-            if r.dag_id in self._oldest:
-                learned.add(r.dag_id)
-            b.observe_terminal(r)
-            for t in tries:
-                if t.state == "success":
-                    b.observe_success(t)
-                if waits is None:
-                    b.observe_wait(t)
-        for t in waits or ():
-            b.observe_wait(t)
-        for a in assets:
-            b.observe_asset(a)
+        learned = feed(b, runs, assets, waits, self.dags) & self._oldest.keys()
         self._refresh_learned(learned)
         started, updated = b.take_changes()
         self._products_changed(updated)
