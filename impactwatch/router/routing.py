@@ -203,7 +203,13 @@ class Lineage:
         return found | {dag} if dag else found
 
     def covers(self, root: Subject, subject: Subject, learned: Learned = NOTHING) -> bool:
-        """Whether a problem with `root` explains one with `subject` (same, or downstream)."""
+        """Whether a problem with `root` explains one with `subject` (same, or downstream).
+
+        A data product's problem never explains a pipeline that writes it or anything upstream
+        of it: that pipeline is the cause, not a consequence. Without this rule a stale product
+        and its producer's failure would each cover the other, the incident opened first would
+        win, and a failure arriving after several of its products had gone stale would join one
+        of them and leave the others open (issue 15: the outcome depended on arrival order)."""
         if root == subject:
             return True
         roots = self.datasets_of(root, learned)
@@ -212,7 +218,12 @@ class Lineage:
         reach = set(roots)
         for name in roots:
             reach |= self.downstream(name)
-        return bool(self.datasets_of(subject, learned) & reach)
+        made = self.datasets_of(subject, learned)
+        if not made & reach:
+            return False
+        if root.kind == "dataset" and subject.kind == "dag":
+            return not made & ({root.name} | self.upstream(root.name))
+        return True
 
     def _keys(self, datasets: Iterable[str], learned: Learned = NOTHING) -> set[str]:
         keys: set[str] = set()

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from impactwatch.alert_rules.alertmanager_config import INHIBIT_EQUAL
+from impactwatch.catalog.model import Catalog
 from impactwatch.router.http_app import create_app
 from impactwatch.router.service import RouterService
 from impactwatch.router.settings import RouterSettings
 from impactwatch.serving import Server
 from tests.support.alertmanager_router import RouterAlertmanager, am_alert, router_config
 from tests.support.slack_standin import SlackStandIn
-from tests.unit.test_router_producers import asset_catalog
+from tests.unit.test_router_producers import FED, FED_FAILED, asset_catalog, fed_catalog
 from tests.unit.test_router_support import catalog
 
 pytestmark = pytest.mark.integration
@@ -164,6 +165,17 @@ def test_alerts_silenced_or_inhibited_in_alertmanager_are_not_shown_as_firing(
 
 @pytest.fixture
 def asset_stack(tmp_path: Path) -> Iterator[tuple[SlackStandIn, RouterService, str]]:
+    yield from _catalog_stack(tmp_path, asset_catalog())
+
+
+@pytest.fixture
+def fed_stack(tmp_path: Path) -> Iterator[tuple[SlackStandIn, RouterService, str]]:
+    yield from _catalog_stack(tmp_path, fed_catalog())
+
+
+def _catalog_stack(
+    tmp_path: Path, cat: Catalog
+) -> Iterator[tuple[SlackStandIn, RouterService, str]]:
     slack = SlackStandIn()
     settings = RouterSettings(
         state_db=f"sqlite:///{tmp_path / 'router.db'}",
@@ -173,7 +185,7 @@ def asset_stack(tmp_path: Path) -> Iterator[tuple[SlackStandIn, RouterService, s
         channel_interval=0,
         delivery_workers=2,
     )
-    service = RouterService(settings, asset_catalog())
+    service = RouterService(settings, cat)
     server = Server(create_app(service, TOKEN), "127.0.0.1", 0, settings.server_limits(), name="r")
     server.start()
     service.start()
@@ -236,5 +248,58 @@ def test_stale_asset_fed_products_fold_into_their_producers_failure(
             == "Affected by an upstream problem: Pipeline `fx_ingest` — pipeline run failed"
         )
         assert len(slack.top_level()) == 2
+    finally:
+        am.stop()
+
+
+@pytest.mark.parametrize("products_ahead", [0.0, 0.3], ids=["together", "products-first"])
+def test_a_failure_and_the_products_it_feeds_sent_at_once_make_one_incident(
+    fed_stack: tuple[SlackStandIn, RouterService, str], products_ahead: float
+) -> None:
+    """The failure and three stale products it feeds (two through Assets, one through a task
+    of the failed pipeline) reach Alertmanager in the same second; it groups by data product,
+    so the router gets concurrent notifications in any order. One incident, the failure's:
+    one message in the owner's channel, one "affected" message in the other team's."""
+    slack, service, url = fed_stack
+    am = RouterAlertmanager.for_router(url, TOKEN)
+    try:
+        started = time.time() - 600
+
+        def sent(payload: dict) -> dict:
+            return am_alert(payload["labels"], payload["annotations"], starts=started)
+
+        stale = [
+            am_alert(
+                {"alertname": "DataProductStale", "severity": "warning", "kind": "freshness",
+                 "team": team, "dataset": name},
+                {"summary": f"{name} is stale", "producers": words},
+                starts=started,
+            )
+            for name, (team, words) in FED.items()
+        ]  # fmt: skip
+        failed = sent(FED_FAILED)
+        if products_ahead:
+            am.post(stale)  # their groups flush just before the failure's
+            time.sleep(products_ahead)
+            am.post([failed])
+        else:
+            am.post([failed, *stale])
+        wait_for(lambda: len(slack.top_level("#compliance-alerts")) == 1)
+        wait_for(lambda: len(slack.top_level("#markets-data")) == 1)
+        wait_for(lambda: service.stats.alerts["new"] >= 4)
+        time.sleep(3)  # anything else would have been posted by now
+        (main,) = slack.top_level("#markets-data")
+        assert main.text == "Critical: Pipeline `fx_ingest` — pipeline run failed"
+        (affected,) = slack.top_level("#compliance-alerts")
+        assert (
+            affected.text
+            == "Affected by an upstream problem: Pipeline `fx_ingest` — pipeline run failed"
+        )
+        assert len(slack.top_level()) == 2
+        with service.store.read() as conn:
+            view = service.store.open_view(conn)
+        opened = [i for i in view.incidents.values() if i.status == "open"]
+        assert [i.key for i in opened] == ["dag:fx_ingest"]
+        assert len(opened[0].alerts) == 4
     finally:
         am.stop()

@@ -101,15 +101,64 @@ def test_downstream_of_an_asset_fed_product_folds_too_and_tells_its_team() -> No
     assert {role for _i, role, _t in changes.messages} == {"primary", "affected:compliance"}
 
 
-def test_a_failure_arriving_later_joins_the_stale_product_it_feeds() -> None:
-    """As with producers the catalog names: the incident already open stays the one."""
+def test_a_failure_arriving_later_absorbs_the_stale_product_it_feeds() -> None:
+    """The failure is the cause: its incident opens and the product's folds into it."""
     memory = Memory()
     memory.apply(notification(stale("fx_prices", "markets", "fx_prices=fx_ingest/publish ")))
     assert set(memory.open()) == {"dataset:fx_prices"}
     assert "dataset:fx_prices" in memory.decider.keys_for(notification(FAILED))
     memory.apply(notification(FAILED))
     (root,) = memory.open().values()
+    assert root.key == "dag:fx_ingest"
     assert {a.subject_key for a in root.alerts.values()} == {"dag:fx_ingest", "dataset:fx_prices"}
+
+
+def fed_catalog() -> Catalog:
+    """`fx_ingest` feeds three products of two teams: two through Assets (known to the router
+    only through the alerts' `producers`), one through a task the catalog names."""
+    data = copy.deepcopy(CATALOG)
+    data["pipelines"]["fx_ingest"] = {"team": "markets", "tier": "critical"}
+    for name, team, producer in (
+        ("fx_prices", "markets", "s3://lake/fx/prices"),
+        ("fx_curves", "compliance", "s3://lake/fx/curves"),
+        ("fx_rates", "compliance", "fx_ingest.publish_rates"),
+    ):
+        data["datasets"][name] = {"team": team, "produced_by": producer, "freshness": "1h"}
+    return Catalog.model_validate(data)
+
+
+FED = {
+    "fx_prices": ("markets", "fx_prices=fx_ingest/publish "),
+    "fx_curves": ("compliance", "fx_curves=fx_ingest/curves.publish "),
+    "fx_rates": ("compliance", "fx_rates=fx_ingest/publish_rates "),
+}
+FED_FAILED = {
+    **FAILED,
+    "annotations": {"summary": "failed", "producers": " ".join(w for _t, w in FED.values())},
+}
+
+
+def test_the_failure_and_the_products_it_feeds_fold_whatever_the_order() -> None:
+    """Each alert in a notification of its own (Alertmanager groups by data product), in every
+    order, or all in one notification: one incident, the failure's, holding every alert."""
+    cat = fed_catalog()
+    stales = [stale(name, team, words) for name, (team, words) in FED.items()]
+    orders = [[[a] for a in order] for order in itertools.permutations([FED_FAILED, *stales])]
+    for batches in [*orders, [[FED_FAILED, *stales]], [[*stales, FED_FAILED]]]:
+        ids = itertools.count(1)
+        decider = Decider(cat, lambda ids=ids: f"i{next(ids)}", teams_with_digest(cat))
+        view = View()
+        for batch in batches:
+            for incident in view.incidents.values():
+                incident.new = incident.dirty = False
+            view.seal()
+            decider.apply(view, notification(*batch), T0)
+        opened = [i for i in view.incidents.values() if i.status == "open"]
+        assert [i.key for i in opened] == ["dag:fx_ingest"], batches
+        assert {a.subject_key for a in opened[0].alerts.values()} == {
+            "dag:fx_ingest",
+            *(f"dataset:{name}" for name in FED),
+        }
 
 
 def test_without_the_annotation_an_asset_fed_product_is_its_own_incident() -> None:
