@@ -176,7 +176,9 @@ def test_a_refused_token_pauses_delivery_and_the_outbox_age_shows_it(
     assert len(slack.calls("chat.postMessage")) <= 2  # two delivery threads may each try once
     assert slack.top_level() == []
     m = stack.metrics()
-    assert m["impactwatch_router_outbox_depth"] == 3
+    # Three incidents, and the reporting team's missed daily digest (it lists the open
+    # incidents touching that team: router/service.py)
+    assert m["impactwatch_router_outbox_depth"] == 4
     assert m["impactwatch_router_outbox_oldest_seconds"] >= 1.0
     assert (
         m[f'impactwatch_router_slack_errors_total{{code="{error}",method="chat.postMessage"}}'] >= 1
