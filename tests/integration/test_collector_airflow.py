@@ -191,7 +191,12 @@ def test_airflow_declarations_alone_make_a_catalog(airflow_sqlite_url: str, tmp_
         assert (
             reg.get_sample_value(
                 "impactwatch_dataset_freshness_sla_seconds",
-                {"dataset": "customer_risk_scores", "team": "risk", "tier": "standard"},
+                {
+                    "dataset": "customer_risk_scores",
+                    "team": "risk",
+                    "tier": "standard",
+                    "source": "catalog",  # declared in Airflow: a catalog value, not learned
+                },
             )
             == 90 * 60
         )  # from Asset(extra={"team": "risk", "freshness": "90m", ...})
