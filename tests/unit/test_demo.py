@@ -108,6 +108,9 @@ def test_stop_ends_children_and_what_they_forked(tmp_path: Path) -> None:
     started = time.monotonic()
     processes.stop(grace=0.5)
     assert time.monotonic() - started < 10
+    gone = time.monotonic() + 2  # SIGKILL is sent; the kernel ends the process a moment later
+    while (_alive(child.proc.pid) or _alive(grandchild)) and time.monotonic() < gone:
+        time.sleep(0.02)
     assert not _alive(child.proc.pid) and not _alive(grandchild)
     assert processes.children == []
 
