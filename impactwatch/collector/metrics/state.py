@@ -535,9 +535,9 @@ class MetricsState:
         """Facts into the learned baselines: finished runs with their tries, asset updates,
         and tries that left the queue (`waits`; None: those of the runs' tries, on restore).
         Writer thread, lock held."""
-        runs, assets = list(runs), list(assets)
-        waits = None if waits is None else list(waits)
-        if self._relearning is not None:
+        if self._relearning is not None:  # kept for the baselines being read (copied once)
+            runs, assets = list(runs), list(assets)
+            waits = None if waits is None else list(waits)
             self._relearning.append((runs, assets, waits))
         b = self.baselines
         learned = feed(b, runs, assets, waits, self.dags) & self._oldest.keys()
